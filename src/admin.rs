@@ -1,0 +1,104 @@
+//! The admin listener: `/healthz` (the process runs), `/readyz` (keys and replay store
+//! usable, not draining) and `/metrics` (Prometheus text).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+
+use crate::metrics::Metrics;
+use crate::proxy::Body;
+use crate::replay::ReplayStore;
+use crate::verify::KeyCache;
+
+/// What readiness depends on.
+pub struct Readiness {
+    keys: Arc<KeyCache>,
+    replay: Arc<dyn ReplayStore>,
+    draining: AtomicBool,
+}
+
+impl Readiness {
+    pub fn new(keys: Arc<KeyCache>, replay: Arc<dyn ReplayStore>) -> Self {
+        Readiness {
+            keys,
+            replay,
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Everything that keeps the guard from verifying launches now, or nothing.
+    pub async fn missing(&self) -> Vec<String> {
+        let mut missing = Vec::new();
+        if self.draining.load(Ordering::Acquire) {
+            missing.push("shutting down".to_owned());
+        }
+        for (iss, why) in self.keys.not_ready() {
+            missing.push(format!("issuer {iss}: {why}"));
+        }
+        if let Err(e) = self.replay.ping().await {
+            missing.push(format!("replay store ({}): {e}", self.replay.name()));
+        }
+        missing
+    }
+}
+
+/// Answer one admin request.
+pub async fn handle<B>(
+    request: Request<B>,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+) -> Response<Body> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "method not allowed\n".into(),
+        );
+    }
+    match request.uri().path() {
+        "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" => {
+            let missing = readiness.missing().await;
+            if missing.is_empty() {
+                text(
+                    StatusCode::OK,
+                    "application/json",
+                    r#"{"status":"ready"}"#.into(),
+                )
+            } else {
+                let body = serde_json::json!({ "status": "not_ready", "missing": missing });
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "application/json",
+                    body.to_string().into(),
+                )
+            }
+        }
+        "/metrics" => text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render().into(),
+        ),
+        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(Either::Right(Full::new(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}

@@ -1,0 +1,856 @@
+//! Configuration in two stages: the raw serde shape (TOML, then `HTI_GUARD_*` environment)
+//! and the validated `Config` the rest of the guard uses. Every check runs once, here, and
+//! names the key it is about.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use http::{Method, Uri};
+use serde::Deserialize;
+
+use crate::verify::Alg;
+
+/// A configuration that cannot be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+    #[error("{0}")]
+    Parse(String),
+    #[error("configuration file {path}: {message}")]
+    File { path: PathBuf, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// One value or a list of them (`launch.audience`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "d_listen")]
+    listen: String,
+    upstream: Option<String>,
+    #[serde(default = "d_admin_listen")]
+    admin_listen: String,
+    #[serde(default = "d_shutdown_grace")]
+    shutdown_grace: String,
+    #[serde(default)]
+    launch: RawLaunch,
+    #[serde(default)]
+    issuers: Vec<RawIssuer>,
+    #[serde(default)]
+    keys: RawKeys,
+    #[serde(default)]
+    replay: RawReplay,
+    #[serde(default)]
+    timeouts: RawTimeouts,
+    #[serde(default)]
+    tls: RawTls,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLaunch {
+    paths: Vec<String>,
+    audience: Option<OneOrMany>,
+    token_fields: Vec<String>,
+    methods: Vec<String>,
+    max_lifetime: String,
+    clock_skew: String,
+    hti_versions: Vec<String>,
+    max_body: String,
+}
+
+impl Default for RawLaunch {
+    fn default() -> Self {
+        Self {
+            paths: vec!["/launch".into()],
+            audience: None,
+            token_fields: vec!["token".into(), "launch".into()],
+            methods: vec!["POST".into()],
+            max_lifetime: "5m".into(),
+            clock_skew: "30s".into(),
+            hti_versions: vec!["2.0".into()],
+            max_body: "64KiB".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIssuer {
+    iss: Option<String>,
+    jwks_url: Option<String>,
+    algorithms: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawKeys {
+    refresh_min: String,
+    refresh_max: String,
+    unknown_kid_cooldown: String,
+    fetch_timeout: String,
+    max_stale: String,
+}
+
+impl Default for RawKeys {
+    fn default() -> Self {
+        Self {
+            refresh_min: "30s".into(),
+            refresh_max: "1h".into(),
+            unknown_kid_cooldown: "30s".into(),
+            fetch_timeout: "5s".into(),
+            max_stale: "24h".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawReplay {
+    store: String,
+    max_entries: u64,
+    redis_url: Option<String>,
+}
+
+impl Default for RawReplay {
+    fn default() -> Self {
+        Self {
+            store: "memory".into(),
+            max_entries: 1_000_000,
+            redis_url: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTimeouts {
+    request_headers: String,
+    upstream_connect: String,
+    upstream_response: String,
+}
+
+impl Default for RawTimeouts {
+    fn default() -> Self {
+        Self {
+            request_headers: "10s".into(),
+            upstream_connect: "2s".into(),
+            upstream_response: "60s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+}
+
+fn d_listen() -> String {
+    "0.0.0.0:8080".into()
+}
+fn d_admin_listen() -> String {
+    "0.0.0.0:9090".into()
+}
+fn d_shutdown_grace() -> String {
+    "20s".into()
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub upstream: UpstreamConfig,
+    pub shutdown_grace: Duration,
+    pub launch: LaunchConfig,
+    pub issuers: Vec<IssuerConfig>,
+    pub keys: KeysConfig,
+    pub replay: ReplayConfig,
+    pub timeouts: Timeouts,
+    pub tls: Option<TlsConfig>,
+}
+
+/// Where the module application lives.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// The base URL as configured.
+    pub url: Uri,
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+    /// Path prefix without a trailing slash ("" for none).
+    pub path_prefix: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct LaunchConfig {
+    pub paths: Vec<String>,
+    pub audience: Vec<String>,
+    pub token_fields: Vec<String>,
+    pub methods: Vec<Method>,
+    pub max_lifetime: Duration,
+    pub clock_skew: Duration,
+    pub hti_versions: Vec<String>,
+    pub max_body: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    pub iss: String,
+    pub jwks_url: String,
+    pub algorithms: Vec<Alg>,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeysConfig {
+    pub refresh_min: Duration,
+    pub refresh_max: Duration,
+    pub unknown_kid_cooldown: Duration,
+    pub fetch_timeout: Duration,
+    pub max_stale: Duration,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self {
+            refresh_min: Duration::from_secs(30),
+            refresh_max: Duration::from_secs(3600),
+            unknown_kid_cooldown: Duration::from_secs(30),
+            fetch_timeout: Duration::from_secs(5),
+            max_stale: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayStoreKind {
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplayConfig {
+    pub store: ReplayStoreKind,
+    pub max_entries: usize,
+    pub redis_url: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    pub request_headers: Duration,
+    pub upstream_connect: Duration,
+    pub upstream_response: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// The certificate chain and key, loaded and checked at startup (ALPN h2, http/1.1).
+    pub server_config: std::sync::Arc<rustls::ServerConfig>,
+}
+
+/// Environment variables that belong to the command line, not to the configuration.
+const ENV_NOT_CONFIG: &[&str] = &["config"];
+
+impl Config {
+    /// Load `path` (when given), then overlay `HTI_GUARD_*` variables, then validate.
+    /// A path that was asked for explicitly must exist.
+    pub fn load(path: Option<&Path>, must_exist: bool) -> Result<Config, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = path {
+            if path.exists() {
+                figment = figment.merge(Toml::file_exact(path));
+            } else if must_exist {
+                return Err(ConfigError::File {
+                    path: path.to_path_buf(),
+                    message: "not found".into(),
+                });
+            }
+        }
+        figment = figment.merge(
+            Env::prefixed("HTI_GUARD_")
+                .split("__")
+                .ignore(ENV_NOT_CONFIG),
+        );
+        Self::from_figment(figment)
+    }
+
+    /// Parse TOML text (no environment overlay) and validate.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        Self::from_figment(Figment::from(Toml::string(text)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let raw: RawConfig = figment.extract().map_err(describe_figment_error)?;
+        raw.validate()
+    }
+}
+
+/// Figment errors name the key in their path; put it first, the way our own errors read.
+fn describe_figment_error(err: figment::Error) -> ConfigError {
+    let mut messages = Vec::new();
+    for e in err {
+        let key = e.path.join(".");
+        let source = match &e.metadata {
+            Some(md) => match &md.source {
+                Some(src) => format!(" (from {src})"),
+                None => format!(" (from {})", md.name),
+            },
+            None => String::new(),
+        };
+        let kind = e.kind.to_string();
+        let key = match &e.kind {
+            // serde names the field, figment's path names its parent.
+            figment::error::Kind::UnknownField(field, _) => join_key(&key, field),
+            figment::error::Kind::MissingField(field) => join_key(&key, field),
+            _ => key,
+        };
+        if key.is_empty() {
+            messages.push(format!("{kind}{source}"));
+        } else {
+            messages.push(format!("{key}: {kind}{source}"));
+        }
+    }
+    ConfigError::Parse(messages.join("; "))
+}
+
+fn join_key(parent: &str, field: &str) -> String {
+    if parent.is_empty() || parent.ends_with(field) {
+        if parent.is_empty() {
+            field.to_string()
+        } else {
+            parent.to_string()
+        }
+    } else {
+        format!("{parent}.{field}")
+    }
+}
+
+/// Parse a humantime duration such as "30s", "5m", "500ms".
+pub fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(value.trim()).map_err(|e| {
+        invalid(
+            key,
+            format!("invalid duration {value:?} ({e}); use e.g. \"30s\""),
+        )
+    })
+}
+
+/// Parse a size such as "64KiB", "1MiB", "65536".
+pub fn parse_size(key: &str, value: &str) -> Result<usize, ConfigError> {
+    let v = value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, unit) = v.split_at(split);
+    let n: usize = digits
+        .parse()
+        .map_err(|_| invalid(key, format!("invalid size {value:?}; use e.g. \"64KiB\"")))?;
+    let mult: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "k" | "KB" | "kB" => 1024,
+        "MiB" | "M" | "MB" => 1024 * 1024,
+        _ => {
+            return Err(invalid(
+                key,
+                format!("invalid size unit in {value:?}; use B, KiB or MiB"),
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| invalid(key, format!("size {value:?} is too large")))
+}
+
+fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        invalid(
+            key,
+            format!("invalid listen address {value:?}; use host:port, e.g. \"0.0.0.0:8080\""),
+        )
+    })
+}
+
+fn non_empty_list(key: &str, list: &[String]) -> Result<(), ConfigError> {
+    if list.is_empty() {
+        return Err(invalid(key, "must name at least one value"));
+    }
+    if list.iter().any(|s| s.trim().is_empty()) {
+        return Err(invalid(key, "values must not be empty"));
+    }
+    Ok(())
+}
+
+/// A value that will be sent as a header must be visible ASCII.
+fn header_safe(key: &str, value: &str) -> Result<(), ConfigError> {
+    if value.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("{value:?} must be printable ASCII without spaces"),
+        ))
+    }
+}
+
+fn parse_upstream(value: Option<&str>) -> Result<UpstreamConfig, ConfigError> {
+    let key = "upstream";
+    let value =
+        value.ok_or_else(|| invalid(key, "is required (the module application's base URL)"))?;
+    let url: Uri = value
+        .parse()
+        .map_err(|e| invalid(key, format!("invalid URL {value:?}: {e}")))?;
+    let scheme = url
+        .scheme()
+        .cloned()
+        .ok_or_else(|| invalid(key, format!("{value:?} needs http:// or https://")))?;
+    if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
+        return Err(invalid(
+            key,
+            format!("{value:?} must be http:// or https://"),
+        ));
+    }
+    let authority = url
+        .authority()
+        .cloned()
+        .ok_or_else(|| invalid(key, format!("{value:?} has no host")))?;
+    if url.query().is_some() {
+        return Err(invalid(key, "must not carry a query"));
+    }
+    let path_prefix = url.path().trim_end_matches('/').to_string();
+    Ok(UpstreamConfig {
+        url,
+        scheme,
+        authority,
+        path_prefix,
+    })
+}
+
+fn parse_http_url(key: &str, value: &str) -> Result<String, ConfigError> {
+    let uri: Uri = value
+        .parse()
+        .map_err(|e| invalid(key, format!("invalid URL {value:?}: {e}")))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") if uri.host().is_some() => Ok(value.to_string()),
+        _ => Err(invalid(
+            key,
+            format!("{value:?} must be an http:// or https:// URL"),
+        )),
+    }
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let listen = parse_addr("listen", &self.listen)?;
+        let admin_listen = parse_addr("admin_listen", &self.admin_listen)?;
+        if listen == admin_listen && listen.port() != 0 {
+            return Err(invalid(
+                "admin_listen",
+                "must differ from listen (the admin endpoints are not public)",
+            ));
+        }
+        let upstream = parse_upstream(self.upstream.as_deref())?;
+        let shutdown_grace = parse_duration("shutdown_grace", &self.shutdown_grace)?;
+        let launch = self.launch.validate()?;
+        let issuers = validate_issuers(self.issuers)?;
+        let keys = self.keys.validate()?;
+        let replay = self.replay.validate()?;
+        let timeouts = Timeouts {
+            request_headers: positive("timeouts.request_headers", &self.timeouts.request_headers)?,
+            upstream_connect: positive(
+                "timeouts.upstream_connect",
+                &self.timeouts.upstream_connect,
+            )?,
+            upstream_response: positive(
+                "timeouts.upstream_response",
+                &self.timeouts.upstream_response,
+            )?,
+        };
+        let tls = match (self.tls.cert_file, self.tls.key_file) {
+            (None, None) => None,
+            (Some(cert_file), Some(key_file)) => Some(load_tls(cert_file, key_file)?),
+            (Some(_), None) => {
+                return Err(invalid(
+                    "tls.key_file",
+                    "is required when tls.cert_file is set",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "tls.cert_file",
+                    "is required when tls.key_file is set",
+                ));
+            }
+        };
+        Ok(Config {
+            listen,
+            admin_listen,
+            upstream,
+            shutdown_grace,
+            launch,
+            issuers,
+            keys,
+            replay,
+            timeouts,
+            tls,
+        })
+    }
+}
+
+fn load_tls(cert_file: PathBuf, key_file: PathBuf) -> Result<TlsConfig, ConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_file)
+        .and_then(|iter| iter.collect())
+        .map_err(|e| invalid("tls.cert_file", format!("{}: {e}", cert_file.display())))?;
+    if certs.is_empty() {
+        return Err(invalid(
+            "tls.cert_file",
+            format!("{}: no certificate found", cert_file.display()),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&key_file)
+        .map_err(|e| invalid("tls.key_file", format!("{}: {e}", key_file.display())))?;
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut server_config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid("tls.cert_file", e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| invalid("tls.key_file", format!("does not match tls.cert_file: {e}")))?;
+    server_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsConfig {
+        cert_file,
+        key_file,
+        server_config: std::sync::Arc::new(server_config),
+    })
+}
+
+fn positive(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    let d = parse_duration(key, value)?;
+    if d.is_zero() {
+        return Err(invalid(key, "must be longer than zero"));
+    }
+    Ok(d)
+}
+
+impl RawLaunch {
+    fn validate(self) -> Result<LaunchConfig, ConfigError> {
+        non_empty_list("launch.paths", &self.paths)?;
+        for p in &self.paths {
+            if !p.starts_with('/') || p.contains('?') || p.contains('#') {
+                return Err(invalid(
+                    "launch.paths",
+                    format!("{p:?} must be a path starting with '/' without query"),
+                ));
+            }
+        }
+        let audience = match self.audience {
+            None => {
+                return Err(invalid(
+                    "launch.audience",
+                    "is required (the module's aud, e.g. \"Device/123\")",
+                ));
+            }
+            Some(OneOrMany::One(a)) => vec![a],
+            Some(OneOrMany::Many(list)) => list,
+        };
+        non_empty_list("launch.audience", &audience)?;
+        non_empty_list("launch.token_fields", &self.token_fields)?;
+        non_empty_list("launch.methods", &self.methods)?;
+        let mut methods = Vec::new();
+        for m in &self.methods {
+            let method = match m.to_ascii_uppercase().as_str() {
+                "POST" => Method::POST,
+                "GET" => Method::GET,
+                _ => {
+                    return Err(invalid(
+                        "launch.methods",
+                        format!("{m:?} is not supported; use \"POST\" and/or \"GET\""),
+                    ));
+                }
+            };
+            if !methods.contains(&method) {
+                methods.push(method);
+            }
+        }
+        let max_lifetime = positive("launch.max_lifetime", &self.max_lifetime)?;
+        let clock_skew = parse_duration("launch.clock_skew", &self.clock_skew)?;
+        if clock_skew > Duration::from_secs(600) {
+            return Err(invalid(
+                "launch.clock_skew",
+                "must be at most 10m (a larger leeway defeats expiry)",
+            ));
+        }
+        non_empty_list("launch.hti_versions", &self.hti_versions)?;
+        let max_body = parse_size("launch.max_body", &self.max_body)?;
+        if max_body == 0 {
+            return Err(invalid("launch.max_body", "must be larger than zero"));
+        }
+        Ok(LaunchConfig {
+            paths: self.paths,
+            audience,
+            token_fields: self.token_fields,
+            methods,
+            max_lifetime,
+            clock_skew,
+            hti_versions: self.hti_versions,
+            max_body,
+        })
+    }
+}
+
+fn validate_issuers(raw: Vec<RawIssuer>) -> Result<Vec<IssuerConfig>, ConfigError> {
+    if raw.is_empty() {
+        return Err(invalid(
+            "issuers",
+            "at least one [[issuers]] entry (iss and jwks_url) is required",
+        ));
+    }
+    let mut out: Vec<IssuerConfig> = Vec::with_capacity(raw.len());
+    for (i, r) in raw.into_iter().enumerate() {
+        let key = |k: &str| format!("issuers[{i}].{k}");
+        let iss = r
+            .iss
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| invalid(key("iss"), "is required"))?;
+        header_safe(&key("iss"), &iss)?;
+        if out.iter().any(|o| o.iss == iss) {
+            return Err(invalid(key("iss"), format!("{iss:?} is configured twice")));
+        }
+        let jwks_url = r
+            .jwks_url
+            .ok_or_else(|| invalid(key("jwks_url"), "is required"))?;
+        let jwks_url = parse_http_url(&key("jwks_url"), &jwks_url)?;
+        let algorithms = match r.algorithms {
+            None => Alg::ALL.to_vec(),
+            Some(list) => {
+                if list.is_empty() {
+                    return Err(invalid(
+                        key("algorithms"),
+                        "must name at least one algorithm",
+                    ));
+                }
+                let mut algs = Vec::new();
+                for name in list {
+                    let alg = Alg::from_name(&name).ok_or_else(|| {
+                        invalid(
+                            key("algorithms"),
+                            format!(
+                                "{name:?} is not accepted; HS* and none can never be listed, choose from {}",
+                                Alg::ALL.iter().map(|a| a.name()).collect::<Vec<_>>().join(", ")
+                            ),
+                        )
+                    })?;
+                    if !algs.contains(&alg) {
+                        algs.push(alg);
+                    }
+                }
+                algs
+            }
+        };
+        out.push(IssuerConfig {
+            iss,
+            jwks_url,
+            algorithms,
+        });
+    }
+    Ok(out)
+}
+
+impl RawKeys {
+    fn validate(self) -> Result<KeysConfig, ConfigError> {
+        let refresh_min = positive("keys.refresh_min", &self.refresh_min)?;
+        let refresh_max = positive("keys.refresh_max", &self.refresh_max)?;
+        if refresh_max < refresh_min {
+            return Err(invalid(
+                "keys.refresh_max",
+                "must not be shorter than keys.refresh_min",
+            ));
+        }
+        let keys = KeysConfig {
+            refresh_min,
+            refresh_max,
+            unknown_kid_cooldown: parse_duration(
+                "keys.unknown_kid_cooldown",
+                &self.unknown_kid_cooldown,
+            )?,
+            fetch_timeout: positive("keys.fetch_timeout", &self.fetch_timeout)?,
+            max_stale: positive("keys.max_stale", &self.max_stale)?,
+        };
+        Ok(keys)
+    }
+}
+
+impl RawReplay {
+    fn validate(self) -> Result<ReplayConfig, ConfigError> {
+        let store = match self.store.as_str() {
+            "memory" => ReplayStoreKind::Memory,
+            "redis" => ReplayStoreKind::Redis,
+            other => {
+                return Err(invalid(
+                    "replay.store",
+                    format!("{other:?} is not a store; use \"memory\" or \"redis\""),
+                ));
+            }
+        };
+        if self.max_entries == 0 {
+            return Err(invalid("replay.max_entries", "must be at least 1"));
+        }
+        let max_entries = usize::try_from(self.max_entries)
+            .map_err(|_| invalid("replay.max_entries", "is too large"))?;
+        if store == ReplayStoreKind::Redis {
+            match &self.redis_url {
+                None => {
+                    return Err(invalid(
+                        "replay.redis_url",
+                        "is required when replay.store = \"redis\"",
+                    ));
+                }
+                Some(url) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {
+                    return Err(invalid(
+                        "replay.redis_url",
+                        "must start with redis:// or rediss://",
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(ReplayConfig {
+            store,
+            max_entries,
+            redis_url: self.redis_url,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        upstream = "http://127.0.0.1:3000"
+        [launch]
+        audience = "Device/1"
+        [[issuers]]
+        iss = "https://portal.example"
+        jwks_url = "https://portal.example/jwks"
+    "#;
+
+    #[test]
+    fn minimal_config_gets_contract_defaults() {
+        let c = Config::from_toml_str(MINIMAL).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.admin_listen, "0.0.0.0:9090".parse().unwrap());
+        assert_eq!(c.launch.paths, vec!["/launch"]);
+        assert_eq!(c.launch.token_fields, vec!["token", "launch"]);
+        assert_eq!(c.launch.methods, vec![Method::POST]);
+        assert_eq!(c.launch.max_lifetime, Duration::from_secs(300));
+        assert_eq!(c.launch.clock_skew, Duration::from_secs(30));
+        assert_eq!(c.launch.max_body, 64 * 1024);
+        assert_eq!(c.issuers[0].algorithms.len(), 9);
+        assert_eq!(c.replay.max_entries, 1_000_000);
+        assert_eq!(c.keys.refresh_max, Duration::from_secs(3600));
+        assert_eq!(c.shutdown_grace, Duration::from_secs(20));
+        assert!(c.tls.is_none());
+    }
+
+    fn err(text: &str) -> String {
+        Config::from_toml_str(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_their_key() {
+        let cases = [
+            (
+                format!("{MINIMAL}\n[keys]\nrefresh_min = \"soon\""),
+                "keys.refresh_min",
+            ),
+            (MINIMAL.replace("Device/1", ""), "launch.audience"),
+            (
+                MINIMAL.replace("https://portal.example/jwks", "ftp://x"),
+                "issuers[0].jwks_url",
+            ),
+            (
+                format!("{MINIMAL}\n[replay]\nstore = \"disk\""),
+                "replay.store",
+            ),
+            (
+                format!("{MINIMAL}\n[replay]\nstore = \"redis\""),
+                "replay.redis_url",
+            ),
+            (
+                MINIMAL.replace("upstream = \"http://127.0.0.1:3000\"", ""),
+                "upstream",
+            ),
+            (
+                format!("{MINIMAL}\nalgorithms = [\"HS256\"]"),
+                "issuers[0].algorithms",
+            ),
+            (
+                format!("{MINIMAL}\nalgorithms = [\"none\"]"),
+                "issuers[0].algorithms",
+            ),
+            (format!("{MINIMAL}\n[launch2]\nx = 1"), "launch2"),
+            (
+                MINIMAL.replace("[launch]", "[launch]\nmax_body = \"lots\""),
+                "launch.max_body",
+            ),
+            (
+                MINIMAL.replace("[launch]", "[launch]\nmethods = [\"PUT\"]"),
+                "launch.methods",
+            ),
+            (
+                MINIMAL.replace("[launch]", "[launch]\nbogus = 1"),
+                "launch.bogus",
+            ),
+            (
+                format!("{MINIMAL}\n[tls]\ncert_file = \"c.pem\""),
+                "tls.key_file",
+            ),
+        ];
+        for (text, key) in cases {
+            let message = err(&text);
+            assert!(message.contains(key), "{key} not named in: {message}");
+        }
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("k", "64KiB").unwrap(), 65536);
+        assert_eq!(parse_size("k", "1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_size("k", "100").unwrap(), 100);
+        assert!(parse_size("k", "1GiB").is_err());
+        assert_eq!(
+            parse_duration("k", "500ms").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert!(parse_duration("k", "30").is_err());
+    }
+
+    #[test]
+    fn audience_may_be_a_list_and_upstream_a_prefix() {
+        let text = MINIMAL
+            .replace("\"Device/1\"", "[\"Device/1\", \"Device/2\"]")
+            .replace("127.0.0.1:3000", "app:3000/base/");
+        let c = Config::from_toml_str(&text).unwrap();
+        assert_eq!(c.launch.audience, vec!["Device/1", "Device/2"]);
+        assert_eq!(c.upstream.path_prefix, "/base");
+    }
+}

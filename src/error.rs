@@ -1,0 +1,373 @@
+//! Errors, split by lifetime: `StartupError` stops the guard before it serves; a
+//! `Rejection` ends one request. One exhaustive match gives each reason its status, its
+//! stable string (JSON body and metric label) and its log level, and one function turns a
+//! rejection into the response a person or a client sees.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::{Either, Full};
+
+use crate::proxy::Body;
+
+/// Errors that stop the guard before it serves.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("{key}: {message}")]
+    Config { key: &'static str, message: String },
+    #[error("cannot set up the HTTP client: {0}")]
+    Client(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Why a request was not forwarded. The string forms are part of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    MissingToken,
+    ConflictingTokens,
+    MalformedToken,
+    UnsupportedAlgorithm,
+    UnknownIssuer,
+    UnknownKey,
+    BadSignature,
+    Expired,
+    IssuedInFuture,
+    LifetimeTooLong,
+    WrongAudience,
+    MissingClaim,
+    InvalidClaim,
+    Replayed,
+    KeysUnavailable,
+    ReplayStoreUnavailable,
+    UpstreamUnavailable,
+    UpstreamTimeout,
+    BodyTooLarge,
+    MethodNotAllowed,
+}
+
+/// Who is at fault decides the log level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Client,
+    Dependency,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 20] = [
+        Reason::MissingToken,
+        Reason::ConflictingTokens,
+        Reason::MalformedToken,
+        Reason::UnsupportedAlgorithm,
+        Reason::UnknownIssuer,
+        Reason::UnknownKey,
+        Reason::BadSignature,
+        Reason::Expired,
+        Reason::IssuedInFuture,
+        Reason::LifetimeTooLong,
+        Reason::WrongAudience,
+        Reason::MissingClaim,
+        Reason::InvalidClaim,
+        Reason::Replayed,
+        Reason::KeysUnavailable,
+        Reason::ReplayStoreUnavailable,
+        Reason::UpstreamUnavailable,
+        Reason::UpstreamTimeout,
+        Reason::BodyTooLarge,
+        Reason::MethodNotAllowed,
+    ];
+
+    /// (stable string, status, fault, text for a person)
+    fn describe(self) -> (&'static str, StatusCode, Fault, &'static str) {
+        use Fault::*;
+        use StatusCode as S;
+        const TOKEN: &str =
+            "The launch could not be verified. Please start the module again from your portal.";
+        match self {
+            Reason::MissingToken => (
+                "missing_token",
+                S::BAD_REQUEST,
+                Client,
+                "This address expects a launch from your portal, but no launch token was sent.",
+            ),
+            Reason::ConflictingTokens => (
+                "conflicting_tokens",
+                S::BAD_REQUEST,
+                Client,
+                "The launch carried two different tokens. Please start the module again from your portal.",
+            ),
+            Reason::MalformedToken => ("malformed_token", S::UNAUTHORIZED, Client, TOKEN),
+            Reason::UnsupportedAlgorithm => {
+                ("unsupported_algorithm", S::UNAUTHORIZED, Client, TOKEN)
+            }
+            Reason::UnknownIssuer => (
+                "unknown_issuer",
+                S::UNAUTHORIZED,
+                Client,
+                "The portal that sent this launch is not known to this module.",
+            ),
+            Reason::UnknownKey => ("unknown_key", S::UNAUTHORIZED, Client, TOKEN),
+            Reason::BadSignature => ("bad_signature", S::UNAUTHORIZED, Client, TOKEN),
+            Reason::Expired => (
+                "expired",
+                S::UNAUTHORIZED,
+                Client,
+                "The launch has expired. Please start the module again from your portal.",
+            ),
+            Reason::IssuedInFuture => (
+                "issued_in_future",
+                S::UNAUTHORIZED,
+                Client,
+                "The launch is not valid yet. Please check the clock and start the module again.",
+            ),
+            Reason::LifetimeTooLong => ("lifetime_too_long", S::UNAUTHORIZED, Client, TOKEN),
+            Reason::WrongAudience => (
+                "wrong_audience",
+                S::UNAUTHORIZED,
+                Client,
+                "The launch was meant for another module.",
+            ),
+            Reason::MissingClaim => ("missing_claim", S::UNAUTHORIZED, Client, TOKEN),
+            Reason::InvalidClaim => ("invalid_claim", S::UNAUTHORIZED, Client, TOKEN),
+            Reason::Replayed => (
+                "replayed",
+                S::UNAUTHORIZED,
+                Client,
+                "This launch has already been used. Please start the module again from your portal.",
+            ),
+            Reason::KeysUnavailable => (
+                "keys_unavailable",
+                S::SERVICE_UNAVAILABLE,
+                Dependency,
+                "The launch cannot be verified right now. Please try again in a moment.",
+            ),
+            Reason::ReplayStoreUnavailable => (
+                "replay_store_unavailable",
+                S::SERVICE_UNAVAILABLE,
+                Dependency,
+                "The launch cannot be verified right now. Please try again in a moment.",
+            ),
+            Reason::UpstreamUnavailable => (
+                "upstream_unavailable",
+                S::BAD_GATEWAY,
+                Dependency,
+                "The module is not reachable right now. Please try again in a moment.",
+            ),
+            Reason::UpstreamTimeout => (
+                "upstream_timeout",
+                S::GATEWAY_TIMEOUT,
+                Dependency,
+                "The module did not answer in time. Please try again in a moment.",
+            ),
+            Reason::BodyTooLarge => (
+                "body_too_large",
+                S::PAYLOAD_TOO_LARGE,
+                Client,
+                "The launch request is too large.",
+            ),
+            Reason::MethodNotAllowed => (
+                "method_not_allowed",
+                S::METHOD_NOT_ALLOWED,
+                Client,
+                "This address only accepts launches from a portal.",
+            ),
+        }
+    }
+
+    /// The stable string used in JSON bodies and as the metric label.
+    pub fn as_str(self) -> &'static str {
+        self.describe().0
+    }
+
+    pub fn status(self) -> StatusCode {
+        self.describe().1
+    }
+
+    pub fn fault(self) -> Fault {
+        self.describe().2
+    }
+
+    /// A sentence for the person in front of the browser, without technical detail.
+    pub fn message(self) -> &'static str {
+        self.describe().3
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A request that ends here: the reason, a detail for the log (never token content that
+/// identifies a person), and the configured issuer when one was recognised.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    pub reason: Reason,
+    pub detail: Cow<'static, str>,
+    pub issuer: Option<String>,
+}
+
+impl Rejection {
+    pub fn new(reason: Reason, detail: impl Into<Cow<'static, str>>) -> Self {
+        Rejection {
+            reason,
+            detail: detail.into(),
+            issuer: None,
+        }
+    }
+
+    pub fn with_issuer(mut self, issuer: &str) -> Self {
+        self.issuer = Some(issuer.to_owned());
+        self
+    }
+}
+
+impl From<Reason> for Rejection {
+    fn from(reason: Reason) -> Self {
+        Rejection::new(reason, "")
+    }
+}
+
+/// How the client wants to read an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorFormat {
+    Json,
+    Html,
+}
+
+impl ErrorFormat {
+    /// JSON when the client says it accepts `application/json`, HTML otherwise.
+    pub fn from_accept(accept: Option<&HeaderValue>) -> Self {
+        let wants_json = accept.and_then(|v| v.to_str().ok()).is_some_and(|v| {
+            v.split(',').any(|part| {
+                let media = part.split(';').next().unwrap_or("").trim();
+                media.eq_ignore_ascii_case("application/json")
+                    || (media.len() > 5 && media[media.len() - 5..].eq_ignore_ascii_case("+json"))
+            })
+        });
+        if wants_json {
+            ErrorFormat::Json
+        } else {
+            ErrorFormat::Html
+        }
+    }
+}
+
+/// The response for a rejected request. `allow` lists the methods for a 405.
+pub fn respond(
+    reason: Reason,
+    reference: &str,
+    format: ErrorFormat,
+    allow: Option<&str>,
+) -> Response<Body> {
+    let (content_type, body) = match format {
+        ErrorFormat::Json => (
+            "application/json",
+            serde_json::json!({
+                "error": reason.as_str(),
+                "message": reason.message(),
+                "reference": reference,
+            })
+            .to_string(),
+        ),
+        ErrorFormat::Html => ("text/html; charset=utf-8", html_page(reason, reference)),
+    };
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    *response.status_mut() = reason.status();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if format == ErrorFormat::Html {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+        );
+    }
+    if let Ok(value) = HeaderValue::from_str(reference) {
+        headers.insert(crate::headers::X_REQUEST_ID, value);
+    }
+    if let Some(allow) = allow.and_then(|a| HeaderValue::from_str(a).ok()) {
+        headers.insert(header::ALLOW, allow);
+    }
+    response
+}
+
+fn html_page(reason: Reason, reference: &str) -> String {
+    let status = reason.status();
+    let title = status.canonical_reason().unwrap_or("Error");
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title}</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}}\
+         .ref{{color:#666;font-size:.9rem}}</style></head>\
+         <body><h1>{title}</h1><p>{message}</p>\
+         <p class=\"ref\">Reference: <code>{reference}</code></p></body></html>\n",
+        message = escape_html(reason.message()),
+        reference = escape_html(reference),
+    )
+}
+
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_contract() {
+        for reason in Reason::ALL {
+            let want = match reason {
+                Reason::MissingToken | Reason::ConflictingTokens => 400,
+                Reason::KeysUnavailable | Reason::ReplayStoreUnavailable => 503,
+                Reason::UpstreamUnavailable => 502,
+                Reason::UpstreamTimeout => 504,
+                Reason::BodyTooLarge => 413,
+                Reason::MethodNotAllowed => 405,
+                _ => 401,
+            };
+            assert_eq!(reason.status().as_u16(), want, "{reason}");
+            assert_eq!(reason.fault() == Fault::Dependency, want >= 500, "{reason}");
+        }
+        let names: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), Reason::ALL.len());
+    }
+
+    #[test]
+    fn accept_header_chooses_the_format() {
+        let f = |v: &str| ErrorFormat::from_accept(Some(&HeaderValue::from_str(v).unwrap()));
+        assert_eq!(f("application/json"), ErrorFormat::Json);
+        assert_eq!(f("text/html, application/json;q=0.9"), ErrorFormat::Json);
+        assert_eq!(f("application/problem+json"), ErrorFormat::Json);
+        assert_eq!(f("text/html,*/*"), ErrorFormat::Html);
+        assert_eq!(ErrorFormat::from_accept(None), ErrorFormat::Html);
+    }
+
+    #[test]
+    fn html_escapes_the_reference() {
+        let page = html_page(Reason::Expired, "<script>");
+        assert!(page.contains("&lt;script&gt;"));
+        assert!(!page.contains("<script>"));
+    }
+}

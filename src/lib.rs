@@ -1,0 +1,149 @@
+//! hti-guard: a reverse proxy that verifies HTI launches for an unchanged module app.
+//!
+//! The modules, in the order a request flows through them:
+//! - `server`: accept loops (public and admin listeners, TLS, graceful drain)
+//! - `proxy`: the stage order for one request; the only module that knows it
+//! - `launch`: is this a launch, and which token does it carry
+//! - `verify`: token -> verified launch (`jwk` keys and signatures, `keys` the per-issuer
+//!   JWKS cache, `claims` the HTI claim rules)
+//! - `replay`: single use of `jti` (the `ReplayStore` trait and the memory store)
+//! - `headers`: reserved, hop-by-hop, forwarding and trusted headers
+//! - `upstream`: the pooled client to the module application
+//! - `error`: rejection reasons, statuses and the error responses
+//! - `metrics`, `admin`: Prometheus metrics, `/healthz`, `/readyz`, `/metrics`
+//! - `config`: raw and validated configuration
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod error;
+pub mod headers;
+pub mod launch;
+pub mod metrics;
+pub mod proxy;
+pub mod replay;
+pub mod server;
+pub mod upstream;
+pub mod verify;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use config::{Config, ConfigError};
+pub use error::StartupError;
+
+use crate::admin::Readiness;
+use crate::config::ReplayStoreKind;
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+use crate::replay::{MemoryStore, ReplayStore};
+use crate::server::PublicOptions;
+use crate::upstream::Upstream;
+use crate::verify::{KeyCache, Verifier};
+
+/// The bound listeners the guard serves on.
+pub struct Listeners {
+    pub public: TcpListener,
+    pub admin: TcpListener,
+}
+
+/// Install the process-wide rustls crypto provider (aws-lc-rs); harmless when repeated.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// Run the guard on already-bound listeners until `shutdown` completes, then drain
+/// in-flight requests for at most `shutdown_grace`.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartupError> {
+    install_crypto_provider();
+    let metrics = Arc::new(Metrics::new());
+    for issuer in &config.issuers {
+        metrics.init_issuer(&issuer.iss);
+    }
+    let mut background = Vec::new();
+    let replay: Arc<dyn ReplayStore> = match config.replay.store {
+        ReplayStoreKind::Memory => {
+            let store = MemoryStore::new(config.replay.max_entries);
+            background.push(store.start_purging());
+            store
+        }
+        ReplayStoreKind::Redis => {
+            return Err(StartupError::Config {
+                key: "replay.store",
+                message: "the redis store is not part of this build yet; use \"memory\"".into(),
+            });
+        }
+    };
+    let keys = Arc::new(KeyCache::new(&config.issuers, &config.keys));
+    let client =
+        KeyCache::http_client(&config.keys).map_err(|e| StartupError::Client(e.to_string()))?;
+    let upstream = Upstream::new(&config.upstream, &config.timeouts)?;
+    background.extend(keys.start(client, metrics.clone()));
+
+    let verifier = Verifier::new(&config, keys.clone(), replay.clone(), metrics.clone());
+    let proxy = Arc::new(Proxy::new(
+        config.launch.clone(),
+        verifier,
+        upstream,
+        metrics.clone(),
+    ));
+    let readiness = Arc::new(Readiness::new(keys, replay));
+
+    let public_addr = listeners.public.local_addr()?;
+    let admin_addr = listeners.admin.local_addr()?;
+    let (stop_public, stop_public_rx) = watch::channel(false);
+    let (stop_admin, stop_admin_rx) = watch::channel(false);
+    let options = PublicOptions {
+        tls: config
+            .tls
+            .as_ref()
+            .map(|t| tokio_rustls::TlsAcceptor::from(t.server_config.clone())),
+        header_timeout: config.timeouts.request_headers,
+        grace: config.shutdown_grace,
+    };
+    let public = tokio::spawn(server::serve_public(
+        listeners.public,
+        proxy,
+        options,
+        stop_public_rx,
+    ));
+    let admin = {
+        let metrics = metrics.clone();
+        let readiness = readiness.clone();
+        tokio::spawn(server::serve_admin(
+            listeners.admin,
+            move |request| admin::handle(request, metrics.clone(), readiness.clone()),
+            stop_admin_rx,
+        ))
+    };
+    tracing::info!(
+        listen = %public_addr,
+        admin = %admin_addr,
+        upstream = %config.upstream.url,
+        tls = config.tls.is_some(),
+        issuers = config.issuers.len(),
+        "hti-guard started"
+    );
+
+    shutdown.await;
+    tracing::info!(grace = ?config.shutdown_grace, "shutting down: draining in-flight requests");
+    readiness.start_draining();
+    let _ = stop_public.send(true);
+    let _ = public.await;
+    let _ = stop_admin.send(true);
+    let _ = admin.await;
+    for task in background {
+        task.abort();
+    }
+    metrics.set_down();
+    tracing::info!("hti-guard stopped");
+    Ok(())
+}

@@ -1,0 +1,260 @@
+//! The Prometheus registry and typed helpers, so that label sets stay as the contract names
+//! them. No label ever holds a token, `sub`, `jti` or another per-person value.
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+use crate::error::Reason;
+
+/// Every metric the guard exports.
+pub struct Metrics {
+    registry: Registry,
+    launches: IntCounterVec,
+    launch_verify: Histogram,
+    jwks_fetches: IntCounterVec,
+    jwks_keys: IntGaugeVec,
+    jwks_last_success: GaugeVec,
+    replay_checks: IntCounterVec,
+    requests: IntCounterVec,
+    request_duration: Histogram,
+    upstream_duration: Histogram,
+    spoofed: IntCounter,
+    up: Gauge,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let launches = IntCounterVec::new(
+            Opts::new(
+                "hti_guard_launches_total",
+                "Launches received, by issuer, result and reason.",
+            ),
+            &["issuer", "result", "reason"],
+        )
+        .expect("valid metric");
+        let launch_verify = Histogram::with_opts(
+            HistogramOpts::new(
+                "hti_guard_launch_verify_duration_seconds",
+                "Time to verify a launch token (keys, signature, claims, replay).",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let jwks_fetches = IntCounterVec::new(
+            Opts::new(
+                "hti_guard_jwks_fetches_total",
+                "JWKS fetches, by issuer, result and trigger.",
+            ),
+            &["issuer", "result", "trigger"],
+        )
+        .expect("valid metric");
+        let jwks_keys = IntGaugeVec::new(
+            Opts::new(
+                "hti_guard_jwks_keys",
+                "Usable keys in the issuer's current key set.",
+            ),
+            &["issuer"],
+        )
+        .expect("valid metric");
+        let jwks_last_success = GaugeVec::new(
+            Opts::new(
+                "hti_guard_jwks_last_success_timestamp_seconds",
+                "UNIX time of the issuer's last successful JWKS fetch.",
+            ),
+            &["issuer"],
+        )
+        .expect("valid metric");
+        let replay_checks = IntCounterVec::new(
+            Opts::new(
+                "hti_guard_replay_checks_total",
+                "Single-use checks, by store and result.",
+            ),
+            &["store", "result"],
+        )
+        .expect("valid metric");
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "hti_guard_requests_total",
+                "Requests answered on the public listener, by status.",
+            ),
+            &["code"],
+        )
+        .expect("valid metric");
+        let request_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "hti_guard_request_duration_seconds",
+                "Time from request to response headers on the public listener.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let upstream_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "hti_guard_upstream_duration_seconds",
+                "Time the upstream took to send response headers.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let spoofed = IntCounter::new(
+            "hti_guard_spoofed_headers_stripped_total",
+            "Reserved x-hti-* headers removed from incoming requests.",
+        )
+        .expect("valid metric");
+        let up = Gauge::new("hti_guard_up", "1 while the guard runs.").expect("valid metric");
+        up.set(1.0);
+        for c in [
+            Box::new(launches.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(launch_verify.clone()),
+            Box::new(jwks_fetches.clone()),
+            Box::new(jwks_keys.clone()),
+            Box::new(jwks_last_success.clone()),
+            Box::new(replay_checks.clone()),
+            Box::new(requests.clone()),
+            Box::new(request_duration.clone()),
+            Box::new(upstream_duration.clone()),
+            Box::new(spoofed.clone()),
+            Box::new(up.clone()),
+        ] {
+            registry.register(c).expect("metric registered once");
+        }
+        Metrics {
+            registry,
+            launches,
+            launch_verify,
+            jwks_fetches,
+            jwks_keys,
+            jwks_last_success,
+            replay_checks,
+            requests,
+            request_duration,
+            upstream_duration,
+            spoofed,
+            up,
+        }
+    }
+
+    /// Make the per-issuer series visible at zero before the first event.
+    pub fn init_issuer(&self, issuer: &str) {
+        self.launches
+            .with_label_values(&[issuer, "accepted", "none"]);
+        self.jwks_keys.with_label_values(&[issuer]);
+    }
+
+    pub fn launch_accepted(&self, issuer: &str) {
+        self.launches
+            .with_label_values(&[issuer, "accepted", "none"])
+            .inc();
+    }
+
+    /// `issuer` is a configured iss, or `None` ("unknown") when none was recognised.
+    pub fn launch_rejected(&self, issuer: Option<&str>, reason: Reason) {
+        self.launches
+            .with_label_values(&[issuer.unwrap_or("unknown"), "rejected", reason.as_str()])
+            .inc();
+    }
+
+    pub fn observe_verify(&self, seconds: f64) {
+        self.launch_verify.observe(seconds);
+    }
+
+    pub fn jwks_fetch(&self, issuer: &str, ok: bool, trigger: &str) {
+        self.jwks_fetches
+            .with_label_values(&[issuer, if ok { "ok" } else { "error" }, trigger])
+            .inc();
+    }
+
+    pub fn jwks_keys(&self, issuer: &str, count: usize) {
+        self.jwks_keys
+            .with_label_values(&[issuer])
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    pub fn jwks_success_now(&self, issuer: &str, unix_seconds: f64) {
+        self.jwks_last_success
+            .with_label_values(&[issuer])
+            .set(unix_seconds);
+    }
+
+    /// `result` is `fresh`, `replayed` or `error`.
+    pub fn replay_check(&self, store: &str, result: &str) {
+        self.replay_checks.with_label_values(&[store, result]).inc();
+    }
+
+    pub fn request(&self, status: u16, seconds: f64) {
+        self.requests
+            .with_label_values(&[status.to_string().as_str()])
+            .inc();
+        self.request_duration.observe(seconds);
+    }
+
+    pub fn observe_upstream(&self, seconds: f64) {
+        self.upstream_duration.observe(seconds);
+    }
+
+    pub fn spoofed_stripped(&self, count: usize) {
+        self.spoofed.inc_by(count as u64);
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "metrics could not be encoded");
+        }
+        out
+    }
+
+    pub fn set_down(&self) {
+        self.up.set(0.0);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_metrics_are_exported() {
+        let m = Metrics::new();
+        m.init_issuer("https://portal");
+        m.launch_rejected(None, Reason::MissingToken);
+        m.jwks_fetch("https://portal", true, "startup");
+        m.jwks_keys("https://portal", 2);
+        m.jwks_success_now("https://portal", 1.0);
+        m.replay_check("memory", "fresh");
+        m.request(200, 0.001);
+        m.observe_verify(0.001);
+        m.observe_upstream(0.001);
+        m.spoofed_stripped(2);
+        let text = String::from_utf8(m.render()).unwrap();
+        for name in [
+            "hti_guard_launches_total{issuer=\"unknown\",reason=\"missing_token\",result=\"rejected\"} 1",
+            "hti_guard_launch_verify_duration_seconds_bucket",
+            "hti_guard_jwks_fetches_total{issuer=\"https://portal\",result=\"ok\",trigger=\"startup\"} 1",
+            "hti_guard_jwks_keys{issuer=\"https://portal\"} 2",
+            "hti_guard_jwks_last_success_timestamp_seconds",
+            "hti_guard_replay_checks_total{result=\"fresh\",store=\"memory\"} 1",
+            "hti_guard_requests_total{code=\"200\"} 1",
+            "hti_guard_request_duration_seconds_bucket",
+            "hti_guard_upstream_duration_seconds_bucket",
+            "hti_guard_spoofed_headers_stripped_total 2",
+        ] {
+            assert!(text.contains(name), "missing {name}");
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! The order of the stages, and the only place that knows it: receive -> strip reserved
+//! headers -> is this a launch? -> read the token -> verify -> set trusted headers ->
+//! forward. `handle` never fails; `handle_inner` uses `?` at each step and every error
+//! becomes a response in `error::respond`.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+use crate::config::LaunchConfig;
+use crate::error::{self, ErrorFormat, Fault, Reason, Rejection};
+use crate::headers;
+use crate::launch::{self, Kind};
+use crate::metrics::Metrics;
+use crate::upstream::Upstream;
+use crate::verify::{VerifiedLaunch, Verifier};
+
+/// The body of every request the guard sends and every response it returns: a streamed
+/// body passed through, or one the guard made.
+pub type Body = Either<Incoming, Full<Bytes>>;
+
+/// Where a request came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub addr: std::net::SocketAddr,
+    pub tls: bool,
+}
+
+/// The request handler of the public listener.
+pub struct Proxy {
+    launch: LaunchConfig,
+    allow: String,
+    verifier: Verifier,
+    upstream: Upstream,
+    metrics: Arc<Metrics>,
+}
+
+impl Proxy {
+    pub fn new(
+        launch: LaunchConfig,
+        verifier: Verifier,
+        upstream: Upstream,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Proxy {
+            allow: launch::allow_header(&launch),
+            launch,
+            verifier,
+            upstream,
+            metrics,
+        }
+    }
+
+    /// Answer one request; never fails.
+    pub async fn handle(&self, mut request: Request<Incoming>, peer: Peer) -> Response<Body> {
+        let started = Instant::now();
+        let request_id = headers::request_id(request.headers());
+        let stripped = headers::strip_reserved(request.headers_mut());
+        if stripped > 0 {
+            self.metrics.spoofed_stripped(stripped);
+            tracing::debug!(reference = %request_id, stripped, "reserved headers removed");
+        }
+        let format = ErrorFormat::from_accept(request.headers().get(header::ACCEPT));
+        let response = match self.handle_inner(request, peer, &request_id).await {
+            Ok(response) => response,
+            Err(rejection) => self.reject(&rejection, &request_id, format),
+        };
+        self.metrics
+            .request(response.status().as_u16(), started.elapsed().as_secs_f64());
+        response
+    }
+
+    async fn handle_inner(
+        &self,
+        request: Request<Incoming>,
+        peer: Peer,
+        request_id: &str,
+    ) -> Result<Response<Body>, Rejection> {
+        let kind = launch::classify(request.method(), request.uri().path(), &self.launch);
+        let request = match kind {
+            Kind::Passthrough => request.map(Either::Left),
+            Kind::MethodNotAllowed | Kind::FormPost | Kind::Query => {
+                let result = self.receive_launch(request, kind).await;
+                match &result {
+                    Ok((launch, _)) => {
+                        self.metrics.launch_accepted(&launch.claims.iss);
+                        tracing::info!(
+                            reference = %request_id,
+                            issuer = %launch.claims.iss,
+                            jti = %launch.claims.jti,
+                            "launch accepted"
+                        );
+                    }
+                    Err(r) => self.metrics.launch_rejected(r.issuer.as_deref(), r.reason),
+                }
+                result?.1
+            }
+        };
+        self.forward(request, peer, request_id).await
+    }
+
+    /// Read the token, verify it, and build the request that goes upstream: the token
+    /// fields removed, the trusted headers set.
+    async fn receive_launch(
+        &self,
+        request: Request<Incoming>,
+        kind: Kind,
+    ) -> Result<(VerifiedLaunch, Request<Body>), Rejection> {
+        let (mut parts, body) = request.into_parts();
+        let fields = &self.launch.token_fields;
+        let extracted = match kind {
+            Kind::Query => launch::extract(parts.uri.query().unwrap_or("").as_bytes(), fields)?,
+            Kind::FormPost => {
+                let content_type = parts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok());
+                if !launch::is_form(content_type) {
+                    return Err(Rejection::new(
+                        Reason::MissingToken,
+                        "launch body is not application/x-www-form-urlencoded",
+                    ));
+                }
+                let form = self.read_body(&parts.headers, body).await?;
+                launch::extract(&form, fields)?
+            }
+            Kind::MethodNotAllowed | Kind::Passthrough => {
+                return Err(Rejection::new(
+                    Reason::MethodNotAllowed,
+                    "method not accepted on a launch path",
+                ));
+            }
+        };
+        let started = Instant::now();
+        let verified = self
+            .verifier
+            .verify(&extracted.token, SystemTime::now())
+            .await;
+        self.metrics.observe_verify(started.elapsed().as_secs_f64());
+        let verified = verified?;
+
+        let body = match kind {
+            Kind::Query => {
+                let path = parts.uri.path();
+                let pq = if extracted.rest.is_empty() {
+                    path.to_owned()
+                } else {
+                    format!("{path}?{}", extracted.rest)
+                };
+                parts.uri = pq.parse().map_err(|_| {
+                    Rejection::new(Reason::MalformedToken, "query cannot be rebuilt")
+                })?;
+                Bytes::new()
+            }
+            _ => {
+                parts.headers.insert(
+                    header::CONTENT_LENGTH,
+                    HeaderValue::from(extracted.rest.len()),
+                );
+                Bytes::from(extracted.rest)
+            }
+        };
+        headers::set_trusted(&mut parts.headers, &verified);
+        Ok((
+            verified,
+            Request::from_parts(parts, Either::Right(Full::new(body))),
+        ))
+    }
+
+    /// Read a launch body, at most `launch.max_body` bytes.
+    async fn read_body(
+        &self,
+        headers: &http::HeaderMap,
+        body: Incoming,
+    ) -> Result<Bytes, Rejection> {
+        let max = self.launch.max_body;
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max as u64) {
+            return Err(Rejection::new(
+                Reason::BodyTooLarge,
+                "Content-Length over launch.max_body",
+            ));
+        }
+        match Limited::new(body, max).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Rejection::new(
+                Reason::BodyTooLarge,
+                "body over launch.max_body",
+            )),
+            Err(_) => Err(Rejection::new(
+                Reason::MissingToken,
+                "launch body could not be read",
+            )),
+        }
+    }
+
+    /// Send a request to the upstream and pass its response back, protocol switches included.
+    async fn forward(
+        &self,
+        mut request: Request<Body>,
+        peer: Peer,
+        request_id: &str,
+    ) -> Result<Response<Body>, Rejection> {
+        let upgrade = match request.version() {
+            Version::HTTP_11 => headers::upgrade_protocol(request.headers()),
+            _ => None,
+        };
+        let client_upgrade: Option<OnUpgrade> =
+            upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
+        let host = request.headers().get(header::HOST).cloned().or_else(|| {
+            request
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        *request.uri_mut() = self.upstream.uri_for(request.uri().path_and_query())?;
+        *request.version_mut() = Version::HTTP_11;
+        let headers = request.headers_mut();
+        headers::strip_hop_by_hop(headers, upgrade);
+        if let Some(host) = &host {
+            headers.insert(header::HOST, host.clone());
+        }
+        headers::set_forwarded(headers, peer.addr.ip(), peer.tls, host);
+        if let Ok(id) = HeaderValue::from_str(request_id) {
+            headers.insert(headers::X_REQUEST_ID, id);
+        }
+
+        let started = Instant::now();
+        let mut response = self.upstream.send(request).await?;
+        self.metrics
+            .observe_upstream(started.elapsed().as_secs_f64());
+
+        let mut switched = None;
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            switched = response.headers().get(header::UPGRADE).cloned();
+            if let Some(client) = client_upgrade {
+                let upstream = hyper::upgrade::on(&mut response);
+                tokio::spawn(tunnel(client, upstream));
+            }
+        }
+        headers::strip_hop_by_hop(response.headers_mut(), switched);
+        Ok(response.map(Either::Left))
+    }
+
+    fn reject(
+        &self,
+        rejection: &Rejection,
+        reference: &str,
+        format: ErrorFormat,
+    ) -> Response<Body> {
+        let reason = rejection.reason;
+        let issuer = rejection.issuer.as_deref().unwrap_or("unknown");
+        match reason.fault() {
+            Fault::Client => tracing::info!(
+                reference, reason = reason.as_str(), issuer, detail = %rejection.detail, "request rejected"
+            ),
+            Fault::Dependency => tracing::warn!(
+                reference, reason = reason.as_str(), issuer, detail = %rejection.detail, "request failed"
+            ),
+        }
+        let allow = (reason == Reason::MethodNotAllowed).then_some(self.allow.as_str());
+        error::respond(reason, reference, format, allow)
+    }
+}
+
+/// Copy bytes both ways once both sides have switched protocols.
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
+    match tokio::try_join!(client, upstream) {
+        Ok((client, upstream)) => {
+            let mut client = TokioIo::new(client);
+            let mut upstream = TokioIo::new(upstream);
+            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                tracing::debug!(error = %e, "upgraded connection ended");
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "protocol switch failed"),
+    }
+}

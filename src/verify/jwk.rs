@@ -1,0 +1,481 @@
+//! Signature algorithms and public keys: which algorithms exist, how a JWKS entry becomes
+//! a verifying key (refusing weak or ill-fitting keys at load time), and the signature check.
+//! ES512 goes to aws-lc-rs directly because jsonwebtoken has no P-521.
+
+use std::fmt;
+
+use aws_lc_rs::signature::{ECDSA_P521_SHA512_FIXED, UnparsedPublicKey};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde_json::{Map, Value};
+
+/// The asymmetric JWS algorithms the guard can verify. `none` and HS* have no variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Alg {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    ES512,
+}
+
+/// The elliptic curves a JWK may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Curve {
+    P256,
+    P384,
+    P521,
+}
+
+impl Curve {
+    fn from_name(name: &str) -> Option<Curve> {
+        match name {
+            "P-256" => Some(Curve::P256),
+            "P-384" => Some(Curve::P384),
+            "P-521" => Some(Curve::P521),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Curve::P256 => "P-256",
+            Curve::P384 => "P-384",
+            Curve::P521 => "P-521",
+        }
+    }
+
+    /// Length of one coordinate in bytes.
+    fn coordinate_len(self) -> usize {
+        match self {
+            Curve::P256 => 32,
+            Curve::P384 => 48,
+            Curve::P521 => 66,
+        }
+    }
+}
+
+impl Alg {
+    pub const ALL: [Alg; 9] = [
+        Alg::RS256,
+        Alg::RS384,
+        Alg::RS512,
+        Alg::PS256,
+        Alg::PS384,
+        Alg::PS512,
+        Alg::ES256,
+        Alg::ES384,
+        Alg::ES512,
+    ];
+
+    pub fn from_name(name: &str) -> Option<Alg> {
+        Alg::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Alg::RS256 => "RS256",
+            Alg::RS384 => "RS384",
+            Alg::RS512 => "RS512",
+            Alg::PS256 => "PS256",
+            Alg::PS384 => "PS384",
+            Alg::PS512 => "PS512",
+            Alg::ES256 => "ES256",
+            Alg::ES384 => "ES384",
+            Alg::ES512 => "ES512",
+        }
+    }
+
+    /// The curve an EC algorithm requires, `None` for RSA algorithms.
+    pub fn curve(self) -> Option<Curve> {
+        match self {
+            Alg::ES256 => Some(Curve::P256),
+            Alg::ES384 => Some(Curve::P384),
+            Alg::ES512 => Some(Curve::P521),
+            _ => None,
+        }
+    }
+
+    fn jsonwebtoken(self) -> Option<Algorithm> {
+        match self {
+            Alg::RS256 => Some(Algorithm::RS256),
+            Alg::RS384 => Some(Algorithm::RS384),
+            Alg::RS512 => Some(Algorithm::RS512),
+            Alg::PS256 => Some(Algorithm::PS256),
+            Alg::PS384 => Some(Algorithm::PS384),
+            Alg::PS512 => Some(Algorithm::PS512),
+            Alg::ES256 => Some(Algorithm::ES256),
+            Alg::ES384 => Some(Algorithm::ES384),
+            Alg::ES512 => None,
+        }
+    }
+}
+
+impl fmt::Display for Alg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// RSA keys below this size are refused when a key set is loaded.
+pub const MIN_RSA_BITS: usize = 2048;
+
+/// What kind of key a JWK holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyType {
+    Rsa { bits: usize },
+    Ec(Curve),
+}
+
+/// A public key from a portal's JWKS, ready to verify signatures.
+pub struct VerifyKey {
+    pub kid: String,
+    pub key_type: KeyType,
+    /// The JWK's `alg`, when it names one.
+    pub alg: Option<Alg>,
+    material: Material,
+}
+
+enum Material {
+    Jwt(DecodingKey),
+    /// Uncompressed P-521 point (0x04 || x || y) for aws-lc-rs.
+    P521(Vec<u8>),
+}
+
+impl fmt::Debug for VerifyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyKey")
+            .field("kid", &self.kid)
+            .field("key_type", &self.key_type)
+            .field("alg", &self.alg)
+            .finish()
+    }
+}
+
+impl VerifyKey {
+    /// Whether this key may verify a token signed with `alg`: the key type and curve must
+    /// fit, and a key that names an `alg` is used for that algorithm only.
+    pub fn fits(&self, alg: Alg) -> bool {
+        if self.alg.is_some_and(|a| a != alg) {
+            return false;
+        }
+        match (self.key_type, alg.curve()) {
+            (KeyType::Rsa { .. }, None) => true,
+            (KeyType::Ec(curve), Some(wanted)) => curve == wanted,
+            _ => false,
+        }
+    }
+
+    /// Check `signature` (base64url, as in the token) over `message` (header.payload).
+    /// The caller has checked `fits(alg)`.
+    pub fn verify(&self, alg: Alg, message: &[u8], signature: &str) -> bool {
+        match (&self.material, alg.jsonwebtoken()) {
+            (Material::Jwt(key), Some(jwt_alg)) => {
+                jsonwebtoken::crypto::verify(signature, message, key, jwt_alg).unwrap_or(false)
+            }
+            (Material::P521(point), None) => {
+                let Ok(sig) = URL_SAFE_NO_PAD.decode(signature) else {
+                    return false;
+                };
+                UnparsedPublicKey::new(&ECDSA_P521_SHA512_FIXED, point)
+                    .verify(message, &sig)
+                    .is_ok()
+            }
+            _ => false,
+        }
+    }
+
+    /// A short description for reports: "RSA 2048" or "EC P-256".
+    pub fn describe(&self) -> String {
+        match self.key_type {
+            KeyType::Rsa { bits } => format!("RSA {bits}"),
+            KeyType::Ec(curve) => format!("EC {}", curve.name()),
+        }
+    }
+}
+
+/// Why a JWKS entry was not loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyProblem {
+    pub kid: Option<String>,
+    pub problem: String,
+}
+
+impl fmt::Display for KeyProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kid {
+            Some(kid) => write!(f, "key {kid:?}: {}", self.problem),
+            None => write!(f, "key without kid: {}", self.problem),
+        }
+    }
+}
+
+/// A parsed key set: the usable keys and what was wrong with the others.
+#[derive(Debug, Default)]
+pub struct ParsedJwks {
+    pub keys: Vec<VerifyKey>,
+    pub problems: Vec<KeyProblem>,
+}
+
+/// Why a whole JWKS document was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    #[error("no \"keys\" array")]
+    NoKeys,
+}
+
+/// Parse a JWKS document. Entries that cannot be used are skipped and reported, never
+/// fatal: one odd key (an encryption key, an unknown type) must not hide the others.
+pub fn parse_jwks(body: &[u8]) -> Result<ParsedJwks, JwksError> {
+    let doc: Value = serde_json::from_slice(body).map_err(|e| JwksError::NotJson(e.to_string()))?;
+    let entries = doc
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or(JwksError::NoKeys)?;
+    let mut parsed = ParsedJwks::default();
+    for entry in entries {
+        let kid = entry.get("kid").and_then(Value::as_str).map(str::to_owned);
+        let Some(obj) = entry.as_object() else {
+            parsed.problems.push(KeyProblem {
+                kid,
+                problem: "not a JSON object".into(),
+            });
+            continue;
+        };
+        match parse_key(obj) {
+            Ok(key) => {
+                if parsed
+                    .keys
+                    .iter()
+                    .any(|k| k.kid == key.kid && k.fits_same(&key))
+                {
+                    parsed.problems.push(KeyProblem {
+                        kid,
+                        problem: "duplicate kid for the same key type; the first is used".into(),
+                    });
+                } else {
+                    parsed.keys.push(key);
+                }
+            }
+            Err(problem) => parsed.problems.push(KeyProblem { kid, problem }),
+        }
+    }
+    Ok(parsed)
+}
+
+impl VerifyKey {
+    fn fits_same(&self, other: &VerifyKey) -> bool {
+        Alg::ALL
+            .into_iter()
+            .any(|alg| self.fits(alg) && other.fits(alg))
+    }
+}
+
+fn b64_field(obj: &Map<String, Value>, name: &str) -> Result<Vec<u8>, String> {
+    let text = obj
+        .get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("missing \"{name}\""))?;
+    URL_SAFE_NO_PAD
+        .decode(text.trim_end_matches('='))
+        .map_err(|_| format!("\"{name}\" is not base64url"))
+}
+
+fn parse_key(obj: &Map<String, Value>) -> Result<VerifyKey, String> {
+    let kid = match obj.get("kid") {
+        Some(Value::String(kid)) if !kid.is_empty() => kid.clone(),
+        Some(_) => return Err("\"kid\" is not a non-empty string".into()),
+        None => return Err("no \"kid\" (HTI requires one per key)".into()),
+    };
+    match obj.get("use") {
+        None => {}
+        Some(Value::String(u)) if u == "sig" => {}
+        Some(other) => return Err(format!("\"use\" is {other}, not \"sig\"")),
+    }
+    if let Some(ops) = obj.get("key_ops") {
+        let verifies = ops
+            .as_array()
+            .is_some_and(|ops| ops.iter().any(|op| op.as_str() == Some("verify")));
+        if !verifies {
+            return Err("\"key_ops\" does not allow \"verify\"".into());
+        }
+    }
+    let alg =
+        match obj.get("alg") {
+            None => None,
+            Some(Value::String(name)) => Some(Alg::from_name(name).ok_or_else(|| {
+                format!("\"alg\" {name:?} is not a supported signature algorithm")
+            })?),
+            Some(_) => return Err("\"alg\" is not a string".into()),
+        };
+    let kty = obj
+        .get("kty")
+        .and_then(Value::as_str)
+        .ok_or("missing \"kty\"")?;
+    let (key_type, material) = match kty {
+        "RSA" => {
+            let n = b64_field(obj, "n")?;
+            let e = b64_field(obj, "e")?;
+            let bits = rsa_bits(&n);
+            if bits < MIN_RSA_BITS {
+                return Err(format!(
+                    "RSA key of {bits} bits is too weak (at least {MIN_RSA_BITS} required)"
+                ));
+            }
+            if e.is_empty() || e.len() > 8 {
+                return Err("RSA exponent \"e\" is out of range".into());
+            }
+            (
+                KeyType::Rsa { bits },
+                Material::Jwt(DecodingKey::from_rsa_raw_components(&n, &e)),
+            )
+        }
+        "EC" => {
+            let crv_name = obj
+                .get("crv")
+                .and_then(Value::as_str)
+                .ok_or("missing \"crv\"")?;
+            let curve = Curve::from_name(crv_name)
+                .ok_or_else(|| format!("unsupported curve {crv_name:?}"))?;
+            let x = b64_field(obj, "x")?;
+            let y = b64_field(obj, "y")?;
+            let len = curve.coordinate_len();
+            if x.len() != len || y.len() != len {
+                return Err(format!(
+                    "coordinates of a {} key must be {len} bytes",
+                    curve.name()
+                ));
+            }
+            let mut point = Vec::with_capacity(1 + 2 * len);
+            point.push(0x04);
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            let material = match curve {
+                Curve::P521 => Material::P521(point),
+                Curve::P256 | Curve::P384 => {
+                    let x = URL_SAFE_NO_PAD.encode(&x);
+                    let y = URL_SAFE_NO_PAD.encode(&y);
+                    Material::Jwt(
+                        DecodingKey::from_ec_components(&x, &y)
+                            .map_err(|e| format!("invalid EC key: {e}"))?,
+                    )
+                }
+            };
+            (KeyType::Ec(curve), material)
+        }
+        other => return Err(format!("unsupported key type {other:?}")),
+    };
+    let key = VerifyKey {
+        kid,
+        key_type,
+        alg,
+        material,
+    };
+    if let Some(alg) = key.alg
+        && !key.fits(alg)
+    {
+        return Err(format!(
+            "\"alg\" {alg} does not fit a {} key",
+            key.describe()
+        ));
+    }
+    Ok(key)
+}
+
+/// The bit length of a big-endian modulus.
+fn rsa_bits(n: &[u8]) -> usize {
+    let n = match n.iter().position(|&b| b != 0) {
+        Some(first) => &n[first..],
+        None => return 0,
+    };
+    n.len() * 8 - n[0].leading_zeros() as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rsa_jwk(bytes: usize) -> Value {
+        let mut n = vec![0xc5u8; bytes];
+        n[0] = 0xff;
+        json!({"kty": "RSA", "kid": "r", "n": URL_SAFE_NO_PAD.encode(n), "e": "AQAB"})
+    }
+
+    fn load(key: Value) -> ParsedJwks {
+        parse_jwks(json!({ "keys": [key] }).to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn rsa_bits_counts_from_the_top_bit() {
+        assert_eq!(rsa_bits(&[0, 0x80, 0]), 16);
+        assert_eq!(rsa_bits(&[0x01, 0]), 9);
+        assert_eq!(rsa_bits(&[]), 0);
+    }
+
+    #[test]
+    fn weak_rsa_is_refused_at_load() {
+        let parsed = load(rsa_jwk(128));
+        assert!(parsed.keys.is_empty());
+        assert!(parsed.problems[0].problem.contains("1024 bits"));
+        assert_eq!(load(rsa_jwk(256)).keys.len(), 1);
+    }
+
+    #[test]
+    fn keys_not_for_signing_are_refused() {
+        let mut k = rsa_jwk(256);
+        k["use"] = json!("enc");
+        assert!(load(k).keys.is_empty());
+        let mut k = rsa_jwk(256);
+        k["key_ops"] = json!(["encrypt"]);
+        assert!(load(k).keys.is_empty());
+        let mut k = rsa_jwk(256);
+        k["alg"] = json!("RSA-OAEP");
+        assert!(load(k).keys.is_empty());
+        let mut k = rsa_jwk(256);
+        k["alg"] = json!("ES256");
+        assert!(load(k).keys.is_empty());
+        let mut k = rsa_jwk(256);
+        k.as_object_mut().unwrap().remove("kid");
+        assert!(load(k).keys.is_empty());
+    }
+
+    #[test]
+    fn key_fits_only_its_algorithms() {
+        let mut k = rsa_jwk(256);
+        k["alg"] = json!("RS512");
+        let key = load(k).keys.pop().unwrap();
+        assert!(key.fits(Alg::RS512));
+        assert!(!key.fits(Alg::RS256));
+        assert!(!key.fits(Alg::ES256));
+        let key = load(rsa_jwk(256)).keys.pop().unwrap();
+        assert!(key.fits(Alg::PS256) && key.fits(Alg::RS384));
+        assert!(!key.fits(Alg::ES512));
+    }
+
+    #[test]
+    fn ec_curves_must_match() {
+        let c = URL_SAFE_NO_PAD.encode([7u8; 32]);
+        let k = json!({"kty": "EC", "kid": "e", "crv": "P-256", "x": c, "y": c});
+        let key = load(k).keys.pop().unwrap();
+        assert!(key.fits(Alg::ES256));
+        assert!(!key.fits(Alg::ES384) && !key.fits(Alg::RS256));
+        let bad = json!({"kty": "EC", "kid": "e", "crv": "P-384", "x": c, "y": c});
+        assert!(load(bad).keys.is_empty());
+        let odd = json!({"kty": "EC", "kid": "e", "crv": "secp256k1", "x": c, "y": c});
+        assert!(load(odd).problems[0].problem.contains("unsupported curve"));
+    }
+
+    #[test]
+    fn a_bad_document_is_an_error() {
+        assert!(parse_jwks(b"<html>").is_err());
+        assert!(parse_jwks(b"{\"nokeys\": []}").is_err());
+    }
+}

@@ -1,0 +1,459 @@
+//! The per-issuer key cache. Each issuer has a background task that owns every fetch of
+//! its JWKS: at start, on the interval the response's `Cache-Control: max-age` gives
+//! (clamped to `[refresh_min, refresh_max]`), with backoff after failures, and when a
+//! request meets an unknown kid (at most once per `unknown_kid_cooldown`). Readers take an
+//! `Arc` snapshot and never wait on a fetch, except a request that asked for the refetch,
+//! which waits for it at most `fetch_timeout`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{IssuerConfig, KeysConfig};
+use crate::error::{Reason, Rejection};
+use crate::metrics::Metrics;
+use crate::verify::jwk::{Alg, KeyProblem, ParsedJwks, VerifyKey, parse_jwks};
+
+/// The largest JWKS document read.
+const MAX_JWKS_BYTES: usize = 1024 * 1024;
+
+/// Why a fetch ran; the `trigger` label of `hti_guard_jwks_fetches_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Startup,
+    Interval,
+    UnknownKid,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Startup => "startup",
+            Trigger::Interval => "interval",
+            Trigger::UnknownKid => "unknown_kid",
+        }
+    }
+}
+
+/// What one fetch of a JWKS URL brought.
+#[derive(Debug)]
+pub struct Fetched {
+    pub status: u16,
+    pub cache_control: Option<String>,
+    pub max_age: Option<Duration>,
+    pub jwks: ParsedJwks,
+}
+
+/// Fetch and parse a JWKS once. Used by the cache and by `hti-guard check`.
+pub async fn fetch_jwks(client: &reqwest::Client, url: &str) -> Result<Fetched, String> {
+    let mut response = client
+        .get(url)
+        .header(
+            http::header::ACCEPT,
+            "application/json, application/jwk-set+json",
+        )
+        .send()
+        .await
+        .map_err(|e| describe_reqwest_error(&e))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("HTTP {status}"));
+    }
+    let cache_control = response
+        .headers()
+        .get(http::header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| describe_reqwest_error(&e))?
+    {
+        if body.len() + chunk.len() > MAX_JWKS_BYTES {
+            return Err(format!("JWKS larger than {MAX_JWKS_BYTES} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let jwks = parse_jwks(&body).map_err(|e| e.to_string())?;
+    Ok(Fetched {
+        status: status.as_u16(),
+        max_age: cache_control.as_deref().and_then(max_age),
+        cache_control,
+        jwks,
+    })
+}
+
+fn describe_reqwest_error(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "connection failed".into()
+    } else if e.is_redirect() {
+        "redirects are not followed".into()
+    } else {
+        // The chain names the cause without the URL's query (there is none to hide here).
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text
+    }
+}
+
+/// `max-age` from a Cache-Control value; `no-cache`/`no-store` count as zero.
+pub fn max_age(cache_control: &str) -> Option<Duration> {
+    let mut result = None;
+    for directive in cache_control.split(',') {
+        let directive = directive.trim();
+        let (name, value) = directive.split_once('=').unwrap_or((directive, ""));
+        let name = name.trim().to_ascii_lowercase();
+        match name.as_str() {
+            "no-store" | "no-cache" => return Some(Duration::ZERO),
+            "max-age" => {
+                if let Ok(secs) = value.trim().trim_matches('"').parse::<u64>() {
+                    result = Some(Duration::from_secs(secs));
+                }
+            }
+            _ => {}
+        }
+    }
+    result
+}
+
+/// How long until the next scheduled fetch, given what the last one said.
+pub fn refresh_interval(max_age: Option<Duration>, cfg: &KeysConfig) -> Duration {
+    max_age
+        .unwrap_or(cfg.refresh_min)
+        .clamp(cfg.refresh_min, cfg.refresh_max)
+}
+
+/// Retry delay after `failures` failed fetches in a row: 1s, 2s, 4s, ... up to refresh_min.
+pub fn backoff(failures: u32, cfg: &KeysConfig) -> Duration {
+    let exp = Duration::from_secs(1u64 << failures.saturating_sub(1).min(16));
+    exp.min(cfg.refresh_min.max(Duration::from_secs(1)))
+}
+
+/// One snapshot of an issuer's keys.
+#[derive(Debug, Default)]
+struct KeyState {
+    keys: HashMap<String, Vec<Arc<VerifyKey>>>,
+    key_count: usize,
+    /// When the keys above were fetched.
+    last_success: Option<Instant>,
+    /// Whether the latest fetch attempt succeeded.
+    last_attempt_ok: bool,
+    last_error: Option<String>,
+    problems: Vec<KeyProblem>,
+}
+
+/// An issuer's key cache; `KeyCache` holds one per issuer.
+pub struct IssuerKeys {
+    iss: String,
+    url: String,
+    cfg: KeysConfig,
+    state: RwLock<Arc<KeyState>>,
+    /// Counts completed fetch attempts, so a waiting request knows when one has finished.
+    generation: watch::Sender<u64>,
+    refetch: Notify,
+    fetching: AtomicBool,
+    last_unknown_kid: Mutex<Option<Instant>>,
+}
+
+/// Why a usable key could not be found (a `Rejection` reason).
+fn unknown(kid: &str) -> Rejection {
+    Rejection::new(
+        Reason::UnknownKey,
+        format!("no usable key with kid {kid:?}"),
+    )
+}
+
+impl IssuerKeys {
+    fn new(issuer: &IssuerConfig, cfg: &KeysConfig) -> Self {
+        IssuerKeys {
+            iss: issuer.iss.clone(),
+            url: issuer.jwks_url.clone(),
+            cfg: cfg.clone(),
+            state: RwLock::new(Arc::new(KeyState::default())),
+            generation: watch::Sender::new(0),
+            refetch: Notify::new(),
+            fetching: AtomicBool::new(false),
+            last_unknown_kid: Mutex::new(None),
+        }
+    }
+
+    fn snapshot(&self) -> Arc<KeyState> {
+        self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn usable(&self, state: &KeyState, now: Instant) -> bool {
+        match state.last_success {
+            None => false,
+            Some(at) => state.last_attempt_ok || now.duration_since(at) <= self.cfg.max_stale,
+        }
+    }
+
+    /// Whether requests can be verified now: a usable, non-empty key set.
+    pub fn ready(&self) -> Result<(), String> {
+        let state = self.snapshot();
+        if !self.usable(&state, Instant::now()) {
+            return Err(match &state.last_error {
+                Some(e) => format!("no usable keys ({e})"),
+                None => "keys not fetched yet".into(),
+            });
+        }
+        if state.key_count == 0 {
+            return Err("the key set holds no usable key".into());
+        }
+        Ok(())
+    }
+
+    /// Find the key for `kid` that fits `alg`, refetching once (within the cooldown) when
+    /// the kid is not known.
+    pub async fn key_for(&self, kid: &str, alg: Alg) -> Result<Arc<VerifyKey>, Rejection> {
+        let state = self.snapshot();
+        if self.usable(&state, Instant::now())
+            && let Some(found) = find(&state, kid, alg)
+        {
+            return Ok(found);
+        }
+        if state.keys.contains_key(kid) && self.usable(&state, Instant::now()) {
+            // The kid is known but none of its keys may verify this alg: refetching will
+            // not change that.
+            return Err(Rejection::new(
+                Reason::UnknownKey,
+                format!("key {kid:?} does not fit {alg}"),
+            ));
+        }
+        let seen = *self.generation.borrow();
+        let claimed = self.claim_refetch();
+        if claimed {
+            self.refetch.notify_one();
+        }
+        if claimed || self.fetching.load(Ordering::Acquire) {
+            let mut rx = self.generation.subscribe();
+            let _ = tokio::time::timeout(self.cfg.fetch_timeout, rx.wait_for(|g| *g > seen)).await;
+        }
+        let state = self.snapshot();
+        let usable = self.usable(&state, Instant::now());
+        if usable && let Some(found) = find(&state, kid, alg) {
+            return Ok(found);
+        }
+        if !usable || !state.last_attempt_ok {
+            return Err(Rejection::new(
+                Reason::KeysUnavailable,
+                format!(
+                    "kid {kid:?} unknown and the key set cannot be refreshed: {}",
+                    state.last_error.as_deref().unwrap_or("not fetched yet")
+                ),
+            ));
+        }
+        Err(unknown(kid))
+    }
+
+    /// At most one unknown-kid refetch per cooldown.
+    fn claim_refetch(&self) -> bool {
+        let now = Instant::now();
+        let mut last = self
+            .last_unknown_kid
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match *last {
+            Some(at) if now.duration_since(at) < self.cfg.unknown_kid_cooldown => false,
+            _ => {
+                *last = Some(now);
+                true
+            }
+        }
+    }
+
+    /// Fetch once and install the result; returns the refresh interval the response asked for.
+    async fn refresh(
+        &self,
+        client: &reqwest::Client,
+        metrics: &Metrics,
+        trigger: Trigger,
+    ) -> Result<Option<Duration>, String> {
+        self.fetching.store(true, Ordering::Release);
+        let result = fetch_jwks(client, &self.url).await;
+        self.fetching.store(false, Ordering::Release);
+        let previous = self.snapshot();
+        let (next, outcome) = match result {
+            Ok(fetched) => {
+                for problem in &fetched.jwks.problems {
+                    tracing::warn!(issuer = %self.iss, %problem, "JWKS key skipped");
+                }
+                let mut keys: HashMap<String, Vec<Arc<VerifyKey>>> = HashMap::new();
+                let key_count = fetched.jwks.keys.len();
+                for key in fetched.jwks.keys {
+                    keys.entry(key.kid.clone()).or_default().push(Arc::new(key));
+                }
+                metrics.jwks_keys(&self.iss, key_count);
+                metrics.jwks_success_now(&self.iss, unix_now());
+                tracing::info!(issuer = %self.iss, keys = key_count, trigger = trigger.as_str(), "JWKS fetched");
+                (
+                    KeyState {
+                        keys,
+                        key_count,
+                        last_success: Some(Instant::now()),
+                        last_attempt_ok: true,
+                        last_error: None,
+                        problems: fetched.jwks.problems,
+                    },
+                    Ok(fetched.max_age),
+                )
+            }
+            Err(error) => {
+                tracing::warn!(issuer = %self.iss, %error, trigger = trigger.as_str(), "JWKS fetch failed");
+                (
+                    KeyState {
+                        keys: previous.keys.clone(),
+                        key_count: previous.key_count,
+                        last_success: previous.last_success,
+                        last_attempt_ok: false,
+                        last_error: Some(error.clone()),
+                        problems: previous.problems.clone(),
+                    },
+                    Err(error),
+                )
+            }
+        };
+        metrics.jwks_fetch(&self.iss, outcome.is_ok(), trigger.as_str());
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        self.generation.send_modify(|g| *g += 1);
+        outcome
+    }
+
+    /// The refresh task: fetch at start, then on schedule or on request, until aborted.
+    async fn run(self: Arc<Self>, client: reqwest::Client, metrics: Arc<Metrics>) {
+        let mut trigger = Trigger::Startup;
+        let mut failures = 0u32;
+        loop {
+            let delay = match self.refresh(&client, &metrics, trigger).await {
+                Ok(max_age) => {
+                    failures = 0;
+                    refresh_interval(max_age, &self.cfg)
+                }
+                Err(_) => {
+                    failures += 1;
+                    backoff(failures, &self.cfg)
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => trigger = Trigger::Interval,
+                _ = self.refetch.notified() => trigger = Trigger::UnknownKid,
+            }
+        }
+    }
+}
+
+fn find(state: &KeyState, kid: &str, alg: Alg) -> Option<Arc<VerifyKey>> {
+    state.keys.get(kid)?.iter().find(|k| k.fits(alg)).cloned()
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The key caches of all issuers, by `iss`.
+pub struct KeyCache {
+    issuers: HashMap<String, Arc<IssuerKeys>>,
+}
+
+impl KeyCache {
+    pub fn new(issuers: &[IssuerConfig], cfg: &KeysConfig) -> Self {
+        KeyCache {
+            issuers: issuers
+                .iter()
+                .map(|i| (i.iss.clone(), Arc::new(IssuerKeys::new(i, cfg))))
+                .collect(),
+        }
+    }
+
+    /// The HTTP client for JWKS fetches: rustls, bounded by `fetch_timeout`, no redirects.
+    pub fn http_client(cfg: &KeysConfig) -> Result<reqwest::Client, reqwest::Error> {
+        reqwest::Client::builder()
+            .timeout(cfg.fetch_timeout)
+            .connect_timeout(cfg.fetch_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("hti-guard/", env!("CARGO_PKG_VERSION")))
+            .build()
+    }
+
+    /// Start one refresh task per issuer; abort the handles to stop them.
+    pub fn start(&self, client: reqwest::Client, metrics: Arc<Metrics>) -> Vec<JoinHandle<()>> {
+        self.issuers
+            .values()
+            .map(|keys| tokio::spawn(keys.clone().run(client.clone(), metrics.clone())))
+            .collect()
+    }
+
+    pub fn issuer(&self, iss: &str) -> Option<&Arc<IssuerKeys>> {
+        self.issuers.get(iss)
+    }
+
+    /// Issuers without a usable key set, with the reason.
+    pub fn not_ready(&self) -> Vec<(String, String)> {
+        let mut missing: Vec<(String, String)> = self
+            .issuers
+            .values()
+            .filter_map(|k| k.ready().err().map(|e| (k.iss.clone(), e)))
+            .collect();
+        missing.sort();
+        missing
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> KeysConfig {
+        KeysConfig::default()
+    }
+
+    #[test]
+    fn max_age_is_read_from_cache_control() {
+        assert_eq!(max_age("public, max-age=60"), Some(Duration::from_secs(60)));
+        assert_eq!(max_age("Max-Age=\"10\""), Some(Duration::from_secs(10)));
+        assert_eq!(max_age("no-store"), Some(Duration::ZERO));
+        assert_eq!(max_age("public"), None);
+        assert_eq!(max_age("max-age=soon"), None);
+    }
+
+    #[test]
+    fn interval_is_clamped() {
+        let c = cfg();
+        assert_eq!(
+            refresh_interval(Some(Duration::from_secs(5)), &c),
+            c.refresh_min
+        );
+        assert_eq!(
+            refresh_interval(Some(Duration::from_secs(600)), &c),
+            Duration::from_secs(600)
+        );
+        assert_eq!(
+            refresh_interval(Some(Duration::from_secs(86400)), &c),
+            c.refresh_max
+        );
+        assert_eq!(refresh_interval(None, &c), c.refresh_min);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_refresh_min() {
+        let c = cfg();
+        let got: Vec<u64> = (1..=7).map(|n| backoff(n, &c).as_secs()).collect();
+        assert_eq!(got, vec![1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(backoff(1000, &c), c.refresh_min);
+    }
+}

@@ -1,0 +1,315 @@
+//! The verifier: token -> `VerifiedLaunch`. The order of the checks lives here: decode,
+//! algorithm, issuer, key, signature, claims, and the single-use check last, so that a token
+//! failing any other check never burns its `jti`.
+
+pub mod claims;
+pub mod jwk;
+pub mod keys;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Map, Value};
+
+pub use claims::{ClaimRules, HtiClaims};
+pub use jwk::Alg;
+pub use keys::KeyCache;
+
+use crate::config::Config;
+use crate::error::{Reason, Rejection};
+use crate::metrics::Metrics;
+use crate::replay::{Freshness, ReplayError, ReplayStore};
+
+/// The largest token accepted (well above any real HTI token).
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+/// A launch whose token passed every check.
+#[derive(Debug, Clone)]
+pub struct VerifiedLaunch {
+    pub claims: HtiClaims,
+    /// The claims set exactly as signed (decoded JSON bytes).
+    pub claims_json: Vec<u8>,
+}
+
+/// A compact JWS split and decoded, before any trust is placed in it.
+#[derive(Debug)]
+pub struct Decoded<'t> {
+    pub alg: Alg,
+    pub kid: Option<String>,
+    pub claims: Map<String, Value>,
+    pub claims_json: Vec<u8>,
+    /// `header.payload`, the signed bytes.
+    pub signing_input: &'t str,
+    pub signature: &'t str,
+}
+
+fn malformed(detail: &'static str) -> Rejection {
+    Rejection::new(Reason::MalformedToken, detail)
+}
+
+fn b64(segment: &str) -> Result<Vec<u8>, Rejection> {
+    URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| malformed("segment is not base64url"))
+}
+
+/// Split and decode a compact JWS; read `alg` and `kid` from its header. Header keys that
+/// would point at other keys (`jwk`, `jku`, `x5u`, `x5c`) are ignored, never followed.
+pub fn decode(token: &str) -> Result<Decoded<'_>, Rejection> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(malformed("token too long"));
+    }
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(malformed("not a compact JWS (three segments)"));
+    };
+    if let Some(_more) = parts.next() {
+        return Err(malformed(
+            "not a compact JWS (encrypted or extra segments are not accepted)",
+        ));
+    }
+    if header.is_empty() || payload.is_empty() {
+        return Err(malformed("empty segment"));
+    }
+    let header_json: Value =
+        serde_json::from_slice(&b64(header)?).map_err(|_| malformed("header is not JSON"))?;
+    let Value::Object(header_obj) = header_json else {
+        return Err(malformed("header is not a JSON object"));
+    };
+    let alg = match header_obj.get("alg") {
+        Some(Value::String(name)) => Alg::from_name(name).ok_or_else(|| {
+            Rejection::new(
+                Reason::UnsupportedAlgorithm,
+                format!("alg {name:?} is not accepted"),
+            )
+        })?,
+        Some(_) => return Err(malformed("alg is not a string")),
+        None => return Err(malformed("header has no alg")),
+    };
+    // Checked after alg, so that an unsigned `none` token is named for what it is.
+    if signature.is_empty() {
+        return Err(malformed("empty signature"));
+    }
+    if header_obj.contains_key("crit") {
+        return Err(malformed("crit header extensions are not understood"));
+    }
+    let kid = match header_obj.get("kid") {
+        None => None,
+        Some(Value::String(kid)) => Some(kid.clone()),
+        Some(_) => return Err(malformed("kid is not a string")),
+    };
+    let claims_json = b64(payload)?;
+    let claims = match serde_json::from_slice(&claims_json) {
+        Ok(Value::Object(map)) => map,
+        _ => return Err(malformed("payload is not a JSON object")),
+    };
+    Ok(Decoded {
+        alg,
+        kid,
+        claims,
+        claims_json,
+        signing_input: &token[..header.len() + 1 + payload.len()],
+        signature,
+    })
+}
+
+/// What the verifier knows of one configured issuer.
+struct Issuer {
+    algorithms: Vec<Alg>,
+}
+
+/// Verifies launch tokens against the configured issuers, their keys and the replay store.
+pub struct Verifier {
+    issuers: HashMap<String, Issuer>,
+    keys: Arc<KeyCache>,
+    rules: ClaimRules,
+    clock_skew_secs: u64,
+    replay: Arc<dyn ReplayStore>,
+    metrics: Arc<Metrics>,
+}
+
+impl Verifier {
+    pub fn new(
+        config: &Config,
+        keys: Arc<KeyCache>,
+        replay: Arc<dyn ReplayStore>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Verifier {
+            issuers: config
+                .issuers
+                .iter()
+                .map(|i| {
+                    (
+                        i.iss.clone(),
+                        Issuer {
+                            algorithms: i.algorithms.clone(),
+                        },
+                    )
+                })
+                .collect(),
+            keys,
+            rules: ClaimRules {
+                audience: config.launch.audience.clone(),
+                max_lifetime: config.launch.max_lifetime,
+                clock_skew: config.launch.clock_skew,
+                hti_versions: config.launch.hti_versions.clone(),
+            },
+            clock_skew_secs: config.launch.clock_skew.as_secs(),
+            replay,
+            metrics,
+        }
+    }
+
+    pub fn replay_store(&self) -> &Arc<dyn ReplayStore> {
+        &self.replay
+    }
+
+    /// Run every check on `token` at time `now`.
+    pub async fn verify(&self, token: &str, now: SystemTime) -> Result<VerifiedLaunch, Rejection> {
+        let decoded = decode(token)?;
+        let iss = match decoded.claims.get("iss") {
+            None | Some(Value::Null) => {
+                return Err(Rejection::new(Reason::MissingClaim, "iss is missing"));
+            }
+            Some(Value::String(iss)) => iss.as_str(),
+            Some(_) => return Err(Rejection::new(Reason::InvalidClaim, "iss is not a string")),
+        };
+        let Some(issuer) = self.issuers.get(iss) else {
+            return Err(Rejection::new(
+                Reason::UnknownIssuer,
+                "iss is not configured",
+            ));
+        };
+        let tag = |r: Rejection| r.with_issuer(iss);
+        if !issuer.algorithms.contains(&decoded.alg) {
+            return Err(tag(Rejection::new(
+                Reason::UnsupportedAlgorithm,
+                format!("alg {} is not accepted for this issuer", decoded.alg),
+            )));
+        }
+        let Some(kid) = decoded.kid.as_deref() else {
+            return Err(tag(malformed("header has no kid")));
+        };
+        let keys = self.keys.issuer(iss).ok_or_else(|| {
+            tag(Rejection::new(
+                Reason::KeysUnavailable,
+                "no key cache for issuer",
+            ))
+        })?;
+        let key = keys.key_for(kid, decoded.alg).await.map_err(tag)?;
+        if !key.verify(
+            decoded.alg,
+            decoded.signing_input.as_bytes(),
+            decoded.signature,
+        ) {
+            return Err(tag(Rejection::new(
+                Reason::BadSignature,
+                "signature does not verify",
+            )));
+        }
+        let now_secs = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let claims = claims::check(&decoded.claims, now_secs as i64, &self.rules)
+            .map_err(|f| tag(Rejection::new(f.reason, f.detail)))?;
+        let keep_until = u64::try_from(claims.exp)
+            .unwrap_or(0)
+            .saturating_add(self.clock_skew_secs);
+        let checked = self
+            .replay
+            .check_and_insert(&claims.iss, &claims.jti, now_secs, keep_until)
+            .await;
+        let result = match &checked {
+            Ok(Freshness::Fresh) => "fresh",
+            Ok(Freshness::Replayed) => "replayed",
+            Err(_) => "error",
+        };
+        self.metrics.replay_check(self.replay.name(), result);
+        match checked {
+            Ok(Freshness::Fresh) => Ok(VerifiedLaunch {
+                claims,
+                claims_json: decoded.claims_json,
+            }),
+            Ok(Freshness::Replayed) => {
+                Err(tag(Rejection::new(Reason::Replayed, "jti seen before")))
+            }
+            Err(ReplayError::Full) => Err(tag(Rejection::new(
+                Reason::ReplayStoreUnavailable,
+                "replay store is full",
+            ))),
+            Err(ReplayError::Unavailable(e)) => Err(tag(Rejection::new(
+                Reason::ReplayStoreUnavailable,
+                format!("replay store: {e}"),
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(v: &str) -> String {
+        URL_SAFE_NO_PAD.encode(v)
+    }
+
+    fn reason(token: &str) -> Reason {
+        decode(token).unwrap_err().reason
+    }
+
+    #[test]
+    fn decode_sorts_out_bad_shapes() {
+        let payload = seg(r#"{"iss":"x"}"#);
+        assert_eq!(reason("abc"), Reason::MalformedToken);
+        assert_eq!(reason("a.b.c.d.e"), Reason::MalformedToken);
+        assert_eq!(
+            reason(&format!("{}.{payload}.", seg(r#"{"alg":"RS256"}"#))),
+            Reason::MalformedToken
+        );
+        assert_eq!(reason(&format!("!!.{payload}.sig")), Reason::MalformedToken);
+        assert_eq!(
+            reason(&format!("{}.{payload}.sig", seg("[1]"))),
+            Reason::MalformedToken
+        );
+        assert_eq!(
+            reason(&format!("{}.{}.sig", seg(r#"{"alg":"RS256"}"#), seg("[]"))),
+            Reason::MalformedToken
+        );
+        assert_eq!(
+            reason(&format!(
+                "{}.{payload}.sig",
+                seg(r#"{"alg":"RS256","crit":["x"]}"#)
+            )),
+            Reason::MalformedToken
+        );
+    }
+
+    #[test]
+    fn decode_refuses_none_and_hmac() {
+        let payload = seg(r#"{"iss":"x"}"#);
+        for alg in [
+            "none", "None", "HS256", "HS384", "HS512", "EdDSA", "rs256", "",
+        ] {
+            let token = format!("{}.{payload}.c2ln", seg(&format!(r#"{{"alg":"{alg}"}}"#)));
+            assert_eq!(reason(&token), Reason::UnsupportedAlgorithm, "{alg}");
+        }
+        let unsigned = format!("{}.{payload}.", seg(r#"{"alg":"none"}"#));
+        assert_eq!(reason(&unsigned), Reason::UnsupportedAlgorithm);
+    }
+
+    #[test]
+    fn decode_ignores_embedded_keys() {
+        let header = seg(r#"{"alg":"ES512","kid":"k","jku":"http://evil","jwk":{"kty":"EC"}}"#);
+        let token = format!("{header}.{}.c2ln", seg(r#"{"iss":"x"}"#));
+        let d = decode(&token).unwrap();
+        assert_eq!(d.alg, Alg::ES512);
+        assert_eq!(d.kid.as_deref(), Some("k"));
+        assert_eq!(d.signing_input.len(), token.len() - 5);
+    }
+}
