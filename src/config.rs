@@ -240,10 +240,11 @@ impl Default for KeysConfig {
     }
 }
 
+/// Where used jtis are remembered. (`"redis"` is named by the contract and refused by
+/// validation until the shared store lands.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplayStoreKind {
     Memory,
-    Redis,
 }
 
 #[derive(Debug, Clone)]
@@ -268,8 +269,16 @@ pub struct TlsConfig {
     pub server_config: std::sync::Arc<rustls::ServerConfig>,
 }
 
-/// Environment variables that belong to the command line, not to the configuration.
-const ENV_NOT_CONFIG: &[&str] = &["config"];
+/// Whether an `HTI_GUARD_*` variable (lowercased, prefix removed) is not configuration:
+/// `HTI_GUARD_CONFIG` names the file, and Kubernetes injects service links such as
+/// `HTI_GUARD_SERVICE_HOST` and `HTI_GUARD_PORT_8080_TCP` for a Service named hti-guard.
+fn env_not_config(key: &str) -> bool {
+    key == "config"
+        || key == "port"
+        || key.starts_with("port_")
+        || key == "service_host"
+        || key.starts_with("service_port")
+}
 
 impl Config {
     /// Load `path` (when given), then overlay `HTI_GUARD_*` variables, then validate.
@@ -288,8 +297,8 @@ impl Config {
         }
         figment = figment.merge(
             Env::prefixed("HTI_GUARD_")
-                .split("__")
-                .ignore(ENV_NOT_CONFIG),
+                .filter(|key| !env_not_config(&key.as_str().to_ascii_lowercase()))
+                .split("__"),
         );
         Self::from_figment(figment)
     }
@@ -702,7 +711,19 @@ impl RawReplay {
     fn validate(self) -> Result<ReplayConfig, ConfigError> {
         let store = match self.store.as_str() {
             "memory" => ReplayStoreKind::Memory,
-            "redis" => ReplayStoreKind::Redis,
+            "redis" => {
+                if self.redis_url.is_none() {
+                    return Err(invalid(
+                        "replay.redis_url",
+                        "is required when replay.store = \"redis\"",
+                    ));
+                }
+                // Refused here rather than at run time, so that no port is bound first.
+                return Err(invalid(
+                    "replay.store",
+                    "\"redis\" is not available in this build yet; use \"memory\" (one replica)",
+                ));
+            }
             other => {
                 return Err(invalid(
                     "replay.store",
@@ -715,23 +736,6 @@ impl RawReplay {
         }
         let max_entries = usize::try_from(self.max_entries)
             .map_err(|_| invalid("replay.max_entries", "is too large"))?;
-        if store == ReplayStoreKind::Redis {
-            match &self.redis_url {
-                None => {
-                    return Err(invalid(
-                        "replay.redis_url",
-                        "is required when replay.store = \"redis\"",
-                    ));
-                }
-                Some(url) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {
-                    return Err(invalid(
-                        "replay.redis_url",
-                        "must start with redis:// or rediss://",
-                    ));
-                }
-                Some(_) => {}
-            }
-        }
         Ok(ReplayConfig {
             store,
             max_entries,
@@ -828,6 +832,22 @@ mod tests {
         for (text, key) in cases {
             let message = err(&text);
             assert!(message.contains(key), "{key} not named in: {message}");
+        }
+    }
+
+    #[test]
+    fn service_links_and_the_file_variable_are_not_configuration() {
+        for key in [
+            "config",
+            "port",
+            "port_8080_tcp_addr",
+            "service_host",
+            "service_port_http",
+        ] {
+            assert!(env_not_config(key), "{key}");
+        }
+        for key in ["listen", "launch__audience", "portal", "services"] {
+            assert!(!env_not_config(key), "{key}");
         }
     }
 

@@ -75,12 +75,6 @@ pub async fn run(
             background.push(store.start_purging());
             store
         }
-        ReplayStoreKind::Redis => {
-            return Err(StartupError::Config {
-                key: "replay.store",
-                message: "the redis store is not part of this build yet; use \"memory\"".into(),
-            });
-        }
     };
     let keys = Arc::new(KeyCache::new(&config.issuers, &config.keys));
     let client =

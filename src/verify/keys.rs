@@ -154,6 +154,25 @@ struct KeyState {
     problems: Vec<KeyProblem>,
 }
 
+impl KeyState {
+    /// The state after a successful fetch of `jwks`.
+    fn fetched(jwks: ParsedJwks) -> Self {
+        let key_count = jwks.keys.len();
+        let mut keys: HashMap<String, Vec<Arc<VerifyKey>>> = HashMap::new();
+        for key in jwks.keys {
+            keys.entry(key.kid.clone()).or_default().push(Arc::new(key));
+        }
+        KeyState {
+            keys,
+            key_count,
+            last_success: Some(Instant::now()),
+            last_attempt_ok: true,
+            last_error: None,
+            problems: jwks.problems,
+        }
+    }
+}
+
 /// An issuer's key cache; `KeyCache` holds one per issuer.
 pub struct IssuerKeys {
     iss: String,
@@ -290,25 +309,11 @@ impl IssuerKeys {
                 for problem in &fetched.jwks.problems {
                     tracing::warn!(issuer = %self.iss, %problem, "JWKS key skipped");
                 }
-                let mut keys: HashMap<String, Vec<Arc<VerifyKey>>> = HashMap::new();
-                let key_count = fetched.jwks.keys.len();
-                for key in fetched.jwks.keys {
-                    keys.entry(key.kid.clone()).or_default().push(Arc::new(key));
-                }
-                metrics.jwks_keys(&self.iss, key_count);
+                let state = KeyState::fetched(fetched.jwks);
+                metrics.jwks_keys(&self.iss, state.key_count);
                 metrics.jwks_success_now(&self.iss, unix_now());
-                tracing::info!(issuer = %self.iss, keys = key_count, trigger = trigger.as_str(), "JWKS fetched");
-                (
-                    KeyState {
-                        keys,
-                        key_count,
-                        last_success: Some(Instant::now()),
-                        last_attempt_ok: true,
-                        last_error: None,
-                        problems: fetched.jwks.problems,
-                    },
-                    Ok(fetched.max_age),
-                )
+                tracing::info!(issuer = %self.iss, keys = state.key_count, trigger = trigger.as_str(), "JWKS fetched");
+                (state, Ok(fetched.max_age))
             }
             Err(error) => {
                 tracing::warn!(issuer = %self.iss, %error, trigger = trigger.as_str(), "JWKS fetch failed");
@@ -396,6 +401,17 @@ impl KeyCache {
             .values()
             .map(|keys| tokio::spawn(keys.clone().run(client.clone(), metrics.clone())))
             .collect()
+    }
+
+    /// Install a key set for `iss` as if it had just been fetched (keys known in advance,
+    /// benchmarks). Returns false when `iss` is not configured.
+    pub fn install(&self, iss: &str, jwks: ParsedJwks) -> bool {
+        let Some(keys) = self.issuers.get(iss) else {
+            return false;
+        };
+        *keys.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(KeyState::fetched(jwks));
+        keys.generation.send_modify(|g| *g += 1);
+        true
     }
 
     pub fn issuer(&self, iss: &str) -> Option<&Arc<IssuerKeys>> {
