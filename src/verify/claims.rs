@@ -126,7 +126,7 @@ pub fn check(
             ),
         ));
     }
-    if !header_safe(&jti) {
+    if !header_safe(jti) {
         return Err(fail(
             Reason::InvalidClaim,
             "jti holds characters a header cannot carry",
@@ -380,7 +380,8 @@ mod tests {
     #[test]
     fn each_rule_gives_its_reason() {
         use Reason::*;
-        let cases: Vec<(&str, Box<dyn FnMut(&mut Map<String, Value>)>, Reason)> = vec![
+        type Edit = Box<dyn FnMut(&mut Map<String, Value>)>;
+        let cases: Vec<(&str, Edit, Reason)> = vec![
             ("no exp", Box::new(remove("exp")), MissingClaim),
             ("no iat", Box::new(remove("iat")), MissingClaim),
             ("no jti", Box::new(remove("jti")), MissingClaim),

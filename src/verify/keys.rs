@@ -91,13 +91,14 @@ pub async fn fetch_jwks(client: &reqwest::Client, url: &str) -> Result<Fetched, 
 fn describe_reqwest_error(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timed out".into()
-    } else if e.is_connect() {
-        "connection failed".into()
     } else if e.is_redirect() {
         "redirects are not followed".into()
     } else {
-        // The chain names the cause without the URL's query (there is none to hide here).
-        let mut text = e.to_string();
+        let mut text = if e.is_connect() {
+            "connection failed".to_string()
+        } else {
+            e.to_string()
+        };
         let mut source = std::error::Error::source(e);
         while let Some(s) = source {
             text.push_str(": ");

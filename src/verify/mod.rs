@@ -30,7 +30,8 @@ pub const MAX_TOKEN_LEN: usize = 16 * 1024;
 #[derive(Debug, Clone)]
 pub struct VerifiedLaunch {
     pub claims: HtiClaims,
-    /// The claims set exactly as signed (decoded JSON bytes).
+    /// The verified claims set as JSON, written from the parsed claims, so that it cannot
+    /// disagree with the headers (a signed payload with duplicate keys reads one way here).
     pub claims_json: Vec<u8>,
 }
 
@@ -40,7 +41,6 @@ pub struct Decoded<'t> {
     pub alg: Alg,
     pub kid: Option<String>,
     pub claims: Map<String, Value>,
-    pub claims_json: Vec<u8>,
     /// `header.payload`, the signed bytes.
     pub signing_input: &'t str,
     pub signature: &'t str,
@@ -54,6 +54,15 @@ fn b64(segment: &str) -> Result<Vec<u8>, Rejection> {
     URL_SAFE_NO_PAD
         .decode(segment)
         .map_err(|_| malformed("segment is not base64url"))
+}
+
+/// Whether `segment` is unpadded base64url (checked without decoding: the signature is
+/// decoded once, by the verifier).
+fn is_base64url(segment: &str) -> bool {
+    segment.len() % 4 != 1
+        && segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Split and decode a compact JWS; read `alg` and `kid` from its header. Header keys that
@@ -94,6 +103,9 @@ pub fn decode(token: &str) -> Result<Decoded<'_>, Rejection> {
     if signature.is_empty() {
         return Err(malformed("empty signature"));
     }
+    if !is_base64url(signature) {
+        return Err(malformed("signature is not base64url"));
+    }
     if header_obj.contains_key("crit") {
         return Err(malformed("crit header extensions are not understood"));
     }
@@ -102,8 +114,7 @@ pub fn decode(token: &str) -> Result<Decoded<'_>, Rejection> {
         Some(Value::String(kid)) => Some(kid.clone()),
         Some(_) => return Err(malformed("kid is not a string")),
     };
-    let claims_json = b64(payload)?;
-    let claims = match serde_json::from_slice(&claims_json) {
+    let claims = match serde_json::from_slice(&b64(payload)?) {
         Ok(Value::Object(map)) => map,
         _ => return Err(malformed("payload is not a JSON object")),
     };
@@ -111,7 +122,6 @@ pub fn decode(token: &str) -> Result<Decoded<'_>, Rejection> {
         alg,
         kid,
         claims,
-        claims_json,
         signing_input: &token[..header.len() + 1 + payload.len()],
         signature,
     })
@@ -233,8 +243,8 @@ impl Verifier {
         self.metrics.replay_check(self.replay.name(), result);
         match checked {
             Ok(Freshness::Fresh) => Ok(VerifiedLaunch {
+                claims_json: serde_json::to_vec(&decoded.claims).unwrap_or_default(),
                 claims,
-                claims_json: decoded.claims_json,
             }),
             Ok(Freshness::Replayed) => {
                 Err(tag(Rejection::new(Reason::Replayed, "jti seen before")))
