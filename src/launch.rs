@@ -64,38 +64,64 @@ pub struct Extracted {
     pub rest: String,
 }
 
-/// Read the token from urlencoded `form`: every token field is read, and all that carry a
-/// non-empty value must agree (`conflicting_tokens` otherwise). Returns the form re-encoded
-/// without the token fields.
-pub fn extract(form: &[u8], fields: &[String]) -> Result<Extracted, Rejection> {
-    let mut token: Option<Cow<'_, str>> = None;
+/// Walk a urlencoded form: hand each token field's value to `on_token`, and re-encode the
+/// other fields in their order ("" when none is left).
+fn split_form<'a>(
+    form: &'a [u8],
+    fields: &[String],
+    mut on_token: impl FnMut(Cow<'a, str>) -> Result<(), Rejection>,
+) -> Result<String, Rejection> {
     let mut rest = form_urlencoded::Serializer::new(String::new());
     let mut kept = false;
     for (name, value) in form_urlencoded::parse(form) {
         if fields.iter().any(|f| f.as_str() == name) {
-            if value.is_empty() {
-                continue;
-            }
-            match &token {
-                Some(t) if *t != value => {
-                    return Err(Rejection::new(
-                        Reason::ConflictingTokens,
-                        "two token fields carry different tokens",
-                    ));
-                }
-                Some(_) => {}
-                None => token = Some(value),
-            }
+            on_token(value)?;
         } else {
             rest.append_pair(&name, &value);
             kept = true;
         }
     }
+    Ok(if kept { rest.finish() } else { String::new() })
+}
+
+/// Read the token from urlencoded `form`: every token field is read, and all that carry a
+/// non-empty value must agree (`conflicting_tokens` otherwise). Returns the form re-encoded
+/// without the token fields.
+pub fn extract(form: &[u8], fields: &[String]) -> Result<Extracted, Rejection> {
+    let mut token: Option<Cow<'_, str>> = None;
+    let rest = split_form(form, fields, |value| {
+        if value.is_empty() {
+            return Ok(());
+        }
+        match &token {
+            Some(t) if *t != value => Err(Rejection::new(
+                Reason::ConflictingTokens,
+                "two token fields carry different tokens",
+            )),
+            Some(_) => Ok(()),
+            None => {
+                token = Some(value);
+                Ok(())
+            }
+        }
+    })?;
     let token = token.ok_or_else(|| Rejection::new(Reason::MissingToken, "no token field"))?;
     Ok(Extracted {
         token: token.trim().to_owned(),
-        rest: if kept { rest.finish() } else { String::new() },
+        rest,
     })
+}
+
+/// The query without any token fields, or `None` when it has none (left as it came). A
+/// token in the query of a POST launch is not read, but it is not passed on either.
+pub fn strip_token_fields(query: &str, fields: &[String]) -> Option<String> {
+    let mut found = false;
+    let rest = split_form(query.as_bytes(), fields, |_| {
+        found = true;
+        Ok(())
+    })
+    .ok()?;
+    found.then_some(rest)
 }
 
 #[cfg(test)]
@@ -173,6 +199,19 @@ mod tests {
         assert_eq!(reason(b"token=&launch="), Reason::MissingToken);
         assert_eq!(reason(b"token=a&launch=b"), Reason::ConflictingTokens);
         assert_eq!(reason(b"token=a&token=b"), Reason::ConflictingTokens);
+    }
+
+    #[test]
+    fn token_fields_are_stripped_from_a_query() {
+        assert_eq!(
+            strip_token_fields("a=1&token=x&b=2", &fields()).as_deref(),
+            Some("a=1&b=2")
+        );
+        assert_eq!(
+            strip_token_fields("launch=x", &fields()).as_deref(),
+            Some("")
+        );
+        assert_eq!(strip_token_fields("a=%2F&b", &fields()), None);
     }
 
     #[test]

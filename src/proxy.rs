@@ -148,18 +148,17 @@ impl Proxy {
 
         let body = match kind {
             Kind::Query => {
-                let path = parts.uri.path();
-                let pq = if extracted.rest.is_empty() {
-                    path.to_owned()
-                } else {
-                    format!("{path}?{}", extracted.rest)
-                };
-                parts.uri = pq.parse().map_err(|_| {
-                    Rejection::new(Reason::MalformedToken, "query cannot be rebuilt")
-                })?;
+                parts.uri = with_query(parts.uri.path(), &extracted.rest)?;
                 Bytes::new()
             }
             _ => {
+                if let Some(query) = parts
+                    .uri
+                    .query()
+                    .and_then(|q| launch::strip_token_fields(q, fields))
+                {
+                    parts.uri = with_query(parts.uri.path(), &query)?;
+                }
                 parts.headers.insert(
                     header::CONTENT_LENGTH,
                     HeaderValue::from(extracted.rest.len()),
@@ -271,6 +270,17 @@ impl Proxy {
         let allow = (reason == Reason::MethodNotAllowed).then_some(self.allow.as_str());
         error::respond(reason, reference, format, allow)
     }
+}
+
+/// A request URI (origin form) of `path` and `query` ("" for none).
+fn with_query(path: &str, query: &str) -> Result<http::Uri, Rejection> {
+    let pq = if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{query}")
+    };
+    pq.parse()
+        .map_err(|_| Rejection::new(Reason::MalformedToken, "query cannot be rebuilt"))
 }
 
 /// Copy bytes both ways once both sides have switched protocols.

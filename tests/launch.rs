@@ -108,6 +108,46 @@ async fn koppeltaal_launch_with_token_and_launch_fields_is_accepted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_in_the_query_of_a_post_is_neither_read_nor_passed_on() {
+    let fx = Fixture::start().await;
+    let query_token = fx.good_token();
+    let request = |body: String| {
+        fx.client
+            .post(
+                fx.guard
+                    .url(&format!("/launch?lang=nl&token={query_token}")),
+            )
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "application/json")
+            .body(body)
+            .send()
+    };
+    // Only in the query: a POST launch reads the body, so there is no token.
+    let response = within(LIMIT, "launch", request(String::new()))
+        .await
+        .unwrap();
+    expect_rejection(response, 400, "missing_token").await;
+    assert_eq!(fx.upstream.hits(), 0);
+
+    // In the body: accepted, and the query token does not reach the upstream.
+    let body_token = fx.good_token();
+    let response = within(LIMIT, "launch", request(form(&[("token", &body_token)])))
+        .await
+        .unwrap();
+    let echo = expect_echo(response).await;
+    assert_eq!(echo.path(), "/launch");
+    assert_eq!(
+        echo.query(),
+        vec![("lang".to_string(), "nl".to_string())],
+        "token fields removed from the query, others kept"
+    );
+    assert_eq!(
+        echo.header("x-hti-jti"),
+        mint::payload_of(&body_token)["jti"].as_str()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn launch_field_alone_is_accepted() {
     let fx = Fixture::start().await;
     let token = fx.good_token();
