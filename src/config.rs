@@ -2,12 +2,14 @@
 //! and the validated `Config` the rest of the guard uses. Every check runs once, here, and
 //! names the key it is about.
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::Figment;
 use figment::providers::{Env, Format, Toml};
+use figment::{Figment, Provider};
 use http::{Method, Uri};
 use serde::Deserialize;
 
@@ -174,6 +176,64 @@ fn d_shutdown_grace() -> String {
     "20s".into()
 }
 
+/// Every configuration key, in the order `hti-guard check` reports them. `issuers` is one
+/// key: the environment can only replace the whole list.
+pub const KEYS: &[&str] = &[
+    "listen",
+    "upstream",
+    "admin_listen",
+    "shutdown_grace",
+    "launch.paths",
+    "launch.audience",
+    "launch.token_fields",
+    "launch.methods",
+    "launch.max_lifetime",
+    "launch.clock_skew",
+    "launch.hti_versions",
+    "launch.max_body",
+    "issuers",
+    "keys.refresh_min",
+    "keys.refresh_max",
+    "keys.unknown_kid_cooldown",
+    "keys.fetch_timeout",
+    "keys.max_stale",
+    "replay.store",
+    "replay.max_entries",
+    "replay.redis_url",
+    "timeouts.request_headers",
+    "timeouts.upstream_connect",
+    "timeouts.upstream_response",
+    "tls.cert_file",
+    "tls.key_file",
+];
+
+/// The prefix of the environment variables that set configuration keys.
+pub const ENV_PREFIX: &str = "HTI_GUARD_";
+
+/// Where a configuration value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Set nowhere: the built-in default (or unset, for an optional key).
+    Default,
+    /// The configuration file.
+    File(PathBuf),
+    /// An environment variable, by its name.
+    Env(String),
+    /// TOML text handed over in code (`Config::from_toml_str`: tests, the demo).
+    Text,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::File(path) => write!(f, "file {}", path.display()),
+            Source::Env(name) => write!(f, "env {name}"),
+            Source::Text => f.write_str("inline TOML"),
+        }
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -187,6 +247,10 @@ pub struct Config {
     pub replay: ReplayConfig,
     pub timeouts: Timeouts,
     pub tls: Option<TlsConfig>,
+    /// The configuration file that was read, if any.
+    pub file: Option<PathBuf>,
+    /// Where each of [`KEYS`] got its value (absent: default).
+    pub sources: BTreeMap<String, Source>,
 }
 
 /// Where the module application lives.
@@ -285,9 +349,11 @@ impl Config {
     /// A path that was asked for explicitly must exist.
     pub fn load(path: Option<&Path>, must_exist: bool) -> Result<Config, ConfigError> {
         let mut figment = Figment::new();
+        let mut file = None;
         if let Some(path) = path {
             if path.exists() {
                 figment = figment.merge(Toml::file_exact(path));
+                file = Some(path.to_path_buf());
             } else if must_exist {
                 return Err(ConfigError::File {
                     path: path.to_path_buf(),
@@ -295,12 +361,10 @@ impl Config {
                 });
             }
         }
-        figment = figment.merge(
-            Env::prefixed("HTI_GUARD_")
-                .filter(|key| !env_not_config(&key.as_str().to_ascii_lowercase()))
-                .split("__"),
-        );
-        Self::from_figment(figment)
+        figment = figment.merge(env_provider());
+        let mut config = Self::from_figment(figment)?;
+        config.file = file;
+        Ok(config)
     }
 
     /// Parse TOML text (no environment overlay) and validate.
@@ -310,8 +374,50 @@ impl Config {
 
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
         let raw: RawConfig = figment.extract().map_err(describe_figment_error)?;
-        raw.validate()
+        let mut config = raw.validate()?;
+        config.sources = sources(&figment);
+        Ok(config)
     }
+
+    /// Where `key` (one of [`KEYS`]) got its value.
+    pub fn source(&self, key: &str) -> &Source {
+        self.sources.get(key).unwrap_or(&Source::Default)
+    }
+}
+
+fn env_provider() -> Env {
+    Env::prefixed(ENV_PREFIX)
+        .filter(|key| !env_not_config(&key.as_str().to_ascii_lowercase()))
+        .split("__")
+}
+
+/// The source of every key that some provider set. Figment tags each value with the
+/// provider it came from; a key no provider set takes its serde default.
+fn sources(figment: &Figment) -> BTreeMap<String, Source> {
+    let env_name = env_provider().metadata().name;
+    let mut sources = BTreeMap::new();
+    for key in KEYS {
+        let Some(metadata) = figment.find_metadata(key) else {
+            continue;
+        };
+        let source = match &metadata.source {
+            Some(figment::Source::File(path)) => Source::File(path.clone()),
+            _ if metadata.name == env_name => Source::Env(env_variable(key)),
+            _ => Source::Text,
+        };
+        sources.insert(key.to_string(), source);
+    }
+    sources
+}
+
+/// The name of the environment variable that set `key`, as it is spelled in the
+/// environment (figment matches names without regard to case).
+fn env_variable(key: &str) -> String {
+    let wanted = format!("{ENV_PREFIX}{}", key.replace('.', "__")).to_ascii_uppercase();
+    std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .find(|name| name.trim().eq_ignore_ascii_case(&wanted))
+        .unwrap_or(wanted)
 }
 
 /// Figment errors name the key in their path; put it first, the way our own errors read.
@@ -518,6 +624,8 @@ impl RawConfig {
             replay,
             timeouts,
             tls,
+            file: None,
+            sources: BTreeMap::new(),
         })
     }
 }
@@ -862,6 +970,70 @@ mod tests {
             Duration::from_millis(500)
         );
         assert!(parse_duration("k", "30").is_err());
+    }
+
+    #[test]
+    fn keys_name_every_field() {
+        let sections = ["launch", "keys", "replay", "timeouts", "tls"];
+        let mut fields = std::collections::BTreeSet::new();
+        for section in std::iter::once("").chain(sections) {
+            let text = match section {
+                "" => "bogus_key = 1".to_string(),
+                s => format!("[{s}]\nbogus_key = 1"),
+            };
+            let error = Figment::from(Toml::string(&text))
+                .extract::<RawConfig>()
+                .unwrap_err();
+            let expected = error
+                .into_iter()
+                .find_map(|e| match e.kind {
+                    figment::error::Kind::UnknownField(_, expected) => Some(expected),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("no unknown-field error for [{section}]"));
+            for field in expected {
+                match section {
+                    "" if sections.contains(field) => {}
+                    "" => {
+                        fields.insert(field.to_string());
+                    }
+                    s => {
+                        fields.insert(format!("{s}.{field}"));
+                    }
+                }
+            }
+        }
+        let keys: std::collections::BTreeSet<String> = KEYS.iter().map(|k| k.to_string()).collect();
+        assert_eq!(fields, keys);
+    }
+
+    #[test]
+    fn sources_name_the_file_and_default_the_rest() {
+        let c = Config::from_toml_str(MINIMAL).unwrap();
+        assert_eq!(c.source("upstream"), &Source::Text);
+        assert_eq!(c.source("launch.audience"), &Source::Text);
+        assert_eq!(c.source("issuers"), &Source::Text);
+        assert_eq!(c.source("launch.paths"), &Source::Default);
+        assert_eq!(c.source("replay.redis_url"), &Source::Default);
+
+        let dir = std::env::temp_dir().join(format!("hti-guard-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sources.toml");
+        std::fs::write(&path, format!("{MINIMAL}\n[keys]\nmax_stale = \"2h\"")).unwrap();
+        let loaded = Config::load(Some(&path), true);
+        let _ = std::fs::remove_dir_all(&dir);
+        let c = loaded.unwrap();
+        assert_eq!(c.file.as_deref(), Some(path.as_path()));
+        assert_eq!(c.source("keys.max_stale"), &Source::File(path.clone()));
+        assert_eq!(c.source("keys.refresh_min"), &Source::Default);
+        assert_eq!(
+            Source::File(path.clone()).to_string(),
+            format!("file {}", path.display())
+        );
+        assert_eq!(
+            Source::Env("HTI_GUARD_LISTEN".into()).to_string(),
+            "env HTI_GUARD_LISTEN"
+        );
     }
 
     #[test]

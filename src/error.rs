@@ -316,7 +316,8 @@ fn html_page(reason: Reason, reference: &str) -> String {
     )
 }
 
-fn escape_html(text: &str) -> String {
+/// Escape text for HTML content and attribute values.
+pub fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -12,11 +12,17 @@
 //! - `error`: rejection reasons, statuses and the error responses
 //! - `metrics`, `admin`: Prometheus metrics, `/healthz`, `/readyz`, `/metrics`
 //! - `config`: raw and validated configuration
+//!
+//! Around the guard: `check` (the configuration and key report), `sign` (signing keys and
+//! HTI tokens), `tools` (`keygen`, `mint`, `jwks`) and `demo` (portal, guard and module app
+//! in one process).
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod check;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod headers;
 pub mod launch;
@@ -24,6 +30,8 @@ pub mod metrics;
 pub mod proxy;
 pub mod replay;
 pub mod server;
+pub mod sign;
+pub mod tools;
 pub mod upstream;
 pub mod verify;
 
@@ -112,7 +120,7 @@ pub async fn run(
     let admin = {
         let metrics = metrics.clone();
         let readiness = readiness.clone();
-        tokio::spawn(server::serve_admin(
+        tokio::spawn(server::serve_plain(
             listeners.admin,
             move |request| admin::handle(request, metrics.clone(), readiness.clone()),
             stop_admin_rx,

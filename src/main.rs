@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use hti_guard::verify::keys::{KeyCache, fetch_jwks};
-use hti_guard::{Config, Listeners};
+use hti_guard::{Config, Listeners, check, demo, tools};
 
 #[derive(Parser)]
 #[command(
@@ -23,14 +22,21 @@ struct Cli {
 enum Command {
     /// Run the guard.
     Serve(ConfigArg),
-    /// Validate the configuration and fetch every issuer's keys once.
+    /// Validate the configuration and fetch every issuer's keys once; print a report.
     Check {
         #[command(flatten)]
         config: ConfigArg,
-        /// Validate only; fetch nothing.
-        #[arg(long)]
-        offline: bool,
+        #[command(flatten)]
+        options: check::CheckOptions,
     },
+    /// Run a demo portal, the guard and a demo module app on loopback.
+    Demo(demo::DemoArgs),
+    /// Generate a signing key (PKCS#8 PEM) and its public JWKS.
+    Keygen(tools::KeygenArgs),
+    /// Print a signed HTI 2.0 launch token.
+    Mint(tools::MintArgs),
+    /// Print the public JWKS of a private key.
+    Jwks(tools::JwksArgs),
 }
 
 #[derive(Args)]
@@ -45,33 +51,41 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (arg, offline) = match &cli.command {
+    let (arg, check_options) = match cli.command {
         Command::Serve(arg) => (arg, None),
-        Command::Check { config, offline } => (config, Some(*offline)),
+        Command::Check { config, options } => (config, Some(options)),
+        Command::Demo(args) => return with_runtime(|| demo::run(args)),
+        Command::Keygen(args) => return tools::keygen(&args),
+        Command::Mint(args) => return tools::mint(&args),
+        Command::Jwks(args) => return tools::jwks(&args),
     };
-    let config = match load(arg) {
+    let config = match load(&arg) {
         Ok(config) => config,
         Err(message) => {
             eprintln!("hti-guard: configuration error: {message}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    match check_options {
+        None => with_runtime(|| {
+            init_logging();
+            serve(config)
+        }),
+        Some(options) => with_runtime(|| check::run(config, options)),
+    }
+}
+
+/// Run `task` on a multi-threaded tokio runtime.
+fn with_runtime<F: std::future::Future<Output = ExitCode>>(task: impl FnOnce() -> F) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
+        Ok(runtime) => runtime.block_on(task()),
         Err(e) => {
             eprintln!("hti-guard: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
-    };
-    match offline {
-        None => {
-            init_logging();
-            runtime.block_on(serve(config))
-        }
-        Some(offline) => runtime.block_on(check(&config, offline)),
     }
 }
 
@@ -147,69 +161,5 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = interrupt.await;
-    }
-}
-
-/// Print what the configuration holds and what each issuer's JWKS gives.
-async fn check(config: &Config, offline: bool) -> ExitCode {
-    hti_guard::install_crypto_provider();
-    println!("configuration: ok");
-    println!("  listen        {}", config.listen);
-    println!("  admin_listen  {}", config.admin_listen);
-    println!("  upstream      {}", config.upstream.url);
-    println!("  launch.paths  {}", config.launch.paths.join(", "));
-    println!("  audience      {}", config.launch.audience.join(", "));
-    println!(
-        "  tls           {}",
-        if config.tls.is_some() { "on" } else { "off" }
-    );
-    let mut usable = true;
-    let client = match KeyCache::http_client(&config.keys) {
-        Ok(c) => c,
-        Err(e) => {
-            println!("cannot build the HTTP client: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    for issuer in &config.issuers {
-        println!("issuer {}", issuer.iss);
-        println!("  jwks_url    {}", issuer.jwks_url);
-        let algs: Vec<&str> = issuer.algorithms.iter().map(|a| a.name()).collect();
-        println!("  algorithms  {}", algs.join(" "));
-        if offline {
-            continue;
-        }
-        match fetch_jwks(&client, &issuer.jwks_url).await {
-            Ok(fetched) => {
-                println!("  status      {}", fetched.status);
-                println!(
-                    "  cache       {}",
-                    fetched
-                        .cache_control
-                        .as_deref()
-                        .unwrap_or("(no Cache-Control)")
-                );
-                for key in &fetched.jwks.keys {
-                    let alg = key.alg.map(|a| a.name()).unwrap_or("any fitting");
-                    println!("  key         {} ({}, alg {alg})", key.kid, key.describe());
-                }
-                for problem in &fetched.jwks.problems {
-                    println!("  problem     {problem}");
-                }
-                if fetched.jwks.keys.is_empty() {
-                    println!("  problem     no usable key");
-                    usable = false;
-                }
-            }
-            Err(e) => {
-                println!("  problem     fetch failed: {e}");
-                usable = false;
-            }
-        }
-    }
-    if usable {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
     }
 }

@@ -89,8 +89,9 @@ pub async fn serve_public(
     .await;
 }
 
-/// Serve the admin endpoints until `stop` turns true.
-pub async fn serve_admin<F, Fut>(listener: TcpListener, handler: F, stop: watch::Receiver<bool>)
+/// A plain HTTP/1.1 server for small internal endpoints (the admin listener, the demo
+/// parts), until `stop` turns true.
+pub async fn serve_plain<F, Fut>(listener: TcpListener, handler: F, stop: watch::Receiver<bool>)
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,

@@ -48,7 +48,7 @@ fn fail(reason: Reason, detail: impl Into<String>) -> ClaimFailure {
 pub const MIN_JTI_LEN: usize = 16;
 
 /// FHIR RequestIntent codes, the values `intent` may take.
-const INTENTS: [&str; 9] = [
+pub const INTENTS: [&str; 9] = [
     "proposal",
     "plan",
     "directive",
@@ -302,7 +302,7 @@ pub fn is_reference(value: &str, resource_type: Option<&str>) -> bool {
 }
 
 /// A canonical URL (optionally `|version`), as visible ASCII.
-fn is_canonical_url(value: &str) -> bool {
+pub fn is_canonical_url(value: &str) -> bool {
     (value.starts_with("https://") || value.starts_with("http://") || value.starts_with("urn:"))
         && value.len() <= 2048
         && header_safe(value)

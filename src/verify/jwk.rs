@@ -138,6 +138,8 @@ pub struct VerifyKey {
     pub key_type: KeyType,
     /// The JWK's `alg`, when it names one.
     pub alg: Option<Alg>,
+    /// The JWK's `use`, when present (then always "sig").
+    pub key_use: Option<String>,
     material: Material,
 }
 
@@ -153,6 +155,7 @@ impl fmt::Debug for VerifyKey {
             .field("kid", &self.kid)
             .field("key_type", &self.key_type)
             .field("alg", &self.alg)
+            .field("key_use", &self.key_use)
             .finish()
     }
 }
@@ -199,11 +202,55 @@ impl VerifyKey {
     }
 }
 
-/// Why a JWKS entry was not loaded.
+/// Why a JWKS entry was not loaded, and what the entry said about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyProblem {
     pub kid: Option<String>,
+    pub kind: KeyProblemKind,
     pub problem: String,
+    /// The entry's `kty`, `alg` and `use` as written, when they are strings.
+    pub kty: Option<String>,
+    pub alg: Option<String>,
+    pub key_use: Option<String>,
+}
+
+/// The kinds of [`KeyProblem`]; `as_str()` is stable (`hti-guard check --json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyProblemKind {
+    NotAnObject,
+    NoKid,
+    NotForSigning,
+    UnsupportedAlg,
+    UnsupportedKeyType,
+    UnsupportedCurve,
+    WeakRsaKey,
+    Malformed,
+    AlgMismatch,
+    DuplicateKid,
+}
+
+impl KeyProblemKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyProblemKind::NotAnObject => "not_an_object",
+            KeyProblemKind::NoKid => "no_kid",
+            KeyProblemKind::NotForSigning => "not_for_signing",
+            KeyProblemKind::UnsupportedAlg => "unsupported_alg",
+            KeyProblemKind::UnsupportedKeyType => "unsupported_kty",
+            KeyProblemKind::UnsupportedCurve => "unsupported_curve",
+            KeyProblemKind::WeakRsaKey => "weak_rsa_key",
+            KeyProblemKind::Malformed => "malformed",
+            KeyProblemKind::AlgMismatch => "alg_mismatch",
+            KeyProblemKind::DuplicateKid => "duplicate_kid",
+        }
+    }
+}
+
+/// Why `parse_key` refused an entry.
+type Refusal = (KeyProblemKind, String);
+
+fn malformed(message: String) -> Refusal {
+    (KeyProblemKind::Malformed, message)
 }
 
 impl fmt::Display for KeyProblem {
@@ -241,12 +288,20 @@ pub fn parse_jwks(body: &[u8]) -> Result<ParsedJwks, JwksError> {
         .ok_or(JwksError::NoKeys)?;
     let mut parsed = ParsedJwks::default();
     for entry in entries {
-        let kid = entry.get("kid").and_then(Value::as_str).map(str::to_owned);
+        let text = |name: &str| entry.get(name).and_then(Value::as_str).map(str::to_owned);
+        let problem = |(kind, problem): Refusal| KeyProblem {
+            kid: text("kid"),
+            kind,
+            problem,
+            kty: text("kty"),
+            alg: text("alg"),
+            key_use: text("use"),
+        };
         let Some(obj) = entry.as_object() else {
-            parsed.problems.push(KeyProblem {
-                kid,
-                problem: "not a JSON object".into(),
-            });
+            parsed.problems.push(problem((
+                KeyProblemKind::NotAnObject,
+                "not a JSON object".into(),
+            )));
             continue;
         };
         match parse_key(obj) {
@@ -256,15 +311,15 @@ pub fn parse_jwks(body: &[u8]) -> Result<ParsedJwks, JwksError> {
                     .iter()
                     .any(|k| k.kid == key.kid && k.fits_same(&key))
                 {
-                    parsed.problems.push(KeyProblem {
-                        kid,
-                        problem: "duplicate kid for the same key type; the first is used".into(),
-                    });
+                    parsed.problems.push(problem((
+                        KeyProblemKind::DuplicateKid,
+                        "duplicate kid for the same key type; the first is used".into(),
+                    )));
                 } else {
                     parsed.keys.push(key);
                 }
             }
-            Err(problem) => parsed.problems.push(KeyProblem { kid, problem }),
+            Err(refusal) => parsed.problems.push(problem(refusal)),
         }
     }
     Ok(parsed)
@@ -288,49 +343,65 @@ fn b64_field(obj: &Map<String, Value>, name: &str) -> Result<Vec<u8>, String> {
         .map_err(|_| format!("\"{name}\" is not base64url"))
 }
 
-fn parse_key(obj: &Map<String, Value>) -> Result<VerifyKey, String> {
+fn parse_key(obj: &Map<String, Value>) -> Result<VerifyKey, Refusal> {
+    use KeyProblemKind as Kind;
     let kid = match obj.get("kid") {
         Some(Value::String(kid)) if !kid.is_empty() => kid.clone(),
-        Some(_) => return Err("\"kid\" is not a non-empty string".into()),
-        None => return Err("no \"kid\" (HTI requires one per key)".into()),
+        Some(_) => return Err((Kind::NoKid, "\"kid\" is not a non-empty string".into())),
+        None => {
+            return Err((Kind::NoKid, "no \"kid\" (HTI requires one per key)".into()));
+        }
     };
-    match obj.get("use") {
-        None => {}
-        Some(Value::String(u)) if u == "sig" => {}
-        Some(other) => return Err(format!("\"use\" is {other}, not \"sig\"")),
-    }
+    let key_use = match obj.get("use") {
+        None => None,
+        Some(Value::String(u)) if u == "sig" => Some(u.clone()),
+        Some(other) => {
+            return Err((
+                Kind::NotForSigning,
+                format!("\"use\" is {other}, not \"sig\""),
+            ));
+        }
+    };
     if let Some(ops) = obj.get("key_ops") {
         let verifies = ops
             .as_array()
             .is_some_and(|ops| ops.iter().any(|op| op.as_str() == Some("verify")));
         if !verifies {
-            return Err("\"key_ops\" does not allow \"verify\"".into());
+            return Err((
+                Kind::NotForSigning,
+                "\"key_ops\" does not allow \"verify\"".into(),
+            ));
         }
     }
-    let alg =
-        match obj.get("alg") {
-            None => None,
-            Some(Value::String(name)) => Some(Alg::from_name(name).ok_or_else(|| {
-                format!("\"alg\" {name:?} is not a supported signature algorithm")
-            })?),
-            Some(_) => return Err("\"alg\" is not a string".into()),
-        };
+    let alg = match obj.get("alg") {
+        None => None,
+        Some(Value::String(name)) => Some(Alg::from_name(name).ok_or_else(|| {
+            (
+                Kind::UnsupportedAlg,
+                format!("\"alg\" {name:?} is not a supported signature algorithm"),
+            )
+        })?),
+        Some(_) => return Err((Kind::UnsupportedAlg, "\"alg\" is not a string".into())),
+    };
     let kty = obj
         .get("kty")
         .and_then(Value::as_str)
-        .ok_or("missing \"kty\"")?;
+        .ok_or_else(|| (Kind::UnsupportedKeyType, "missing \"kty\"".to_string()))?;
     let (key_type, material) = match kty {
         "RSA" => {
-            let n = b64_field(obj, "n")?;
-            let e = b64_field(obj, "e")?;
+            let n = b64_field(obj, "n").map_err(malformed)?;
+            let e = b64_field(obj, "e").map_err(malformed)?;
             let bits = rsa_bits(&n);
             if bits < MIN_RSA_BITS {
-                return Err(format!(
-                    "RSA key of {bits} bits is too weak (at least {MIN_RSA_BITS} required)"
+                return Err((
+                    Kind::WeakRsaKey,
+                    format!(
+                        "RSA key of {bits} bits is too weak (at least {MIN_RSA_BITS} required)"
+                    ),
                 ));
             }
             if e.is_empty() || e.len() > 8 {
-                return Err("RSA exponent \"e\" is out of range".into());
+                return Err(malformed("RSA exponent \"e\" is out of range".into()));
             }
             (
                 KeyType::Rsa { bits },
@@ -341,17 +412,21 @@ fn parse_key(obj: &Map<String, Value>) -> Result<VerifyKey, String> {
             let crv_name = obj
                 .get("crv")
                 .and_then(Value::as_str)
-                .ok_or("missing \"crv\"")?;
-            let curve = Curve::from_name(crv_name)
-                .ok_or_else(|| format!("unsupported curve {crv_name:?}"))?;
-            let x = b64_field(obj, "x")?;
-            let y = b64_field(obj, "y")?;
+                .ok_or_else(|| malformed("missing \"crv\"".into()))?;
+            let curve = Curve::from_name(crv_name).ok_or_else(|| {
+                (
+                    Kind::UnsupportedCurve,
+                    format!("unsupported curve {crv_name:?} (P-256, P-384 or P-521)"),
+                )
+            })?;
+            let x = b64_field(obj, "x").map_err(malformed)?;
+            let y = b64_field(obj, "y").map_err(malformed)?;
             let len = curve.coordinate_len();
             if x.len() != len || y.len() != len {
-                return Err(format!(
+                return Err(malformed(format!(
                     "coordinates of a {} key must be {len} bytes",
                     curve.name()
-                ));
+                )));
             }
             let mut point = Vec::with_capacity(1 + 2 * len);
             point.push(0x04);
@@ -364,26 +439,32 @@ fn parse_key(obj: &Map<String, Value>) -> Result<VerifyKey, String> {
                     let y = URL_SAFE_NO_PAD.encode(&y);
                     Material::Jwt(
                         DecodingKey::from_ec_components(&x, &y)
-                            .map_err(|e| format!("invalid EC key: {e}"))?,
+                            .map_err(|e| malformed(format!("invalid EC key: {e}")))?,
                     )
                 }
             };
             (KeyType::Ec(curve), material)
         }
-        other => return Err(format!("unsupported key type {other:?}")),
+        other => {
+            return Err((
+                Kind::UnsupportedKeyType,
+                format!("unsupported key type {other:?} (RSA or EC)"),
+            ));
+        }
     };
     let key = VerifyKey {
         kid,
         key_type,
         alg,
+        key_use,
         material,
     };
     if let Some(alg) = key.alg
         && !key.fits(alg)
     {
-        return Err(format!(
-            "\"alg\" {alg} does not fit a {} key",
-            key.describe()
+        return Err((
+            Kind::AlgMismatch,
+            format!("\"alg\" {alg} does not fit a {} key", key.describe()),
         ));
     }
     Ok(key)
@@ -471,6 +552,48 @@ mod tests {
         assert!(load(bad).keys.is_empty());
         let odd = json!({"kty": "EC", "kid": "e", "crv": "secp256k1", "x": c, "y": c});
         assert!(load(odd).problems[0].problem.contains("unsupported curve"));
+    }
+
+    #[test]
+    fn problems_name_their_kind_and_what_the_entry_said() {
+        let c = URL_SAFE_NO_PAD.encode([7u8; 32]);
+        let mut enc = rsa_jwk(256);
+        enc["use"] = json!("enc");
+        let mut mismatch = rsa_jwk(256);
+        mismatch["alg"] = json!("ES256");
+        let mut no_kid = rsa_jwk(256);
+        no_kid.as_object_mut().unwrap().remove("kid");
+        let doc = json!({"keys": [
+            rsa_jwk(128),
+            enc,
+            mismatch,
+            no_kid,
+            {"kty": "EC", "kid": "e", "crv": "secp256k1", "x": c, "y": c},
+            {"kty": "oct", "kid": "o", "k": "c2VjcmV0"},
+            rsa_jwk(256),
+            rsa_jwk(256),
+            7,
+        ]});
+        let parsed = parse_jwks(doc.to_string().as_bytes()).unwrap();
+        let kinds: Vec<&str> = parsed.problems.iter().map(|p| p.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "weak_rsa_key",
+                "not_for_signing",
+                "alg_mismatch",
+                "no_kid",
+                "unsupported_curve",
+                "unsupported_kty",
+                "duplicate_kid",
+                "not_an_object"
+            ]
+        );
+        assert_eq!(parsed.problems[1].key_use.as_deref(), Some("enc"));
+        assert_eq!(parsed.problems[2].alg.as_deref(), Some("ES256"));
+        assert_eq!(parsed.problems[5].kty.as_deref(), Some("oct"));
+        assert_eq!(parsed.keys.len(), 1);
+        assert_eq!(parsed.keys[0].key_use, None);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use crate::config::{IssuerConfig, KeysConfig};
 use crate::error::{Reason, Rejection};
 use crate::metrics::Metrics;
-use crate::verify::jwk::{Alg, KeyProblem, ParsedJwks, VerifyKey, parse_jwks};
+use crate::verify::jwk::{Alg, JwksError, KeyProblem, ParsedJwks, VerifyKey, parse_jwks};
 
 /// The largest JWKS document read.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
@@ -48,8 +48,42 @@ pub struct Fetched {
     pub jwks: ParsedJwks,
 }
 
+/// Why a fetch brought no key set. `Display` is the text the cache logs and `/readyz` shows.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// No response headers within `fetch_timeout`.
+    #[error("timed out")]
+    Timeout,
+    /// No response: DNS, connection refused, TLS.
+    #[error("{0}")]
+    Unreachable(String),
+    /// A response that does not hold a key set, with its status and Cache-Control.
+    #[error("{problem}")]
+    Response {
+        status: u16,
+        cache_control: Option<String>,
+        problem: ResponseProblem,
+    },
+}
+
+/// What was wrong with a response.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseProblem {
+    /// A status other than 2xx (redirects are not followed).
+    #[error("HTTP {0}")]
+    Status(http::StatusCode),
+    #[error("JWKS larger than {MAX_JWKS_BYTES} bytes")]
+    TooLarge,
+    /// Reading the body failed (e.g. it timed out).
+    #[error("{0}")]
+    Body(String),
+    /// Not JSON, or no `keys` array.
+    #[error(transparent)]
+    Jwks(#[from] JwksError),
+}
+
 /// Fetch and parse a JWKS once. Used by the cache and by `hti-guard check`.
-pub async fn fetch_jwks(client: &reqwest::Client, url: &str) -> Result<Fetched, String> {
+pub async fn fetch_jwks(client: &reqwest::Client, url: &str) -> Result<Fetched, FetchError> {
     let mut response = client
         .get(url)
         .header(
@@ -58,28 +92,39 @@ pub async fn fetch_jwks(client: &reqwest::Client, url: &str) -> Result<Fetched, 
         )
         .send()
         .await
-        .map_err(|e| describe_reqwest_error(&e))?;
+        .map_err(|e| {
+            if e.is_timeout() {
+                FetchError::Timeout
+            } else {
+                FetchError::Unreachable(describe_reqwest_error(&e))
+            }
+        })?;
     let status = response.status();
-    if !status.is_success() {
-        return Err(format!("HTTP {status}"));
-    }
     let cache_control = response
         .headers()
         .get(http::header::CACHE_CONTROL)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let failed = |problem| FetchError::Response {
+        status: status.as_u16(),
+        cache_control: cache_control.clone(),
+        problem,
+    };
+    if !status.is_success() {
+        return Err(failed(ResponseProblem::Status(status)));
+    }
     let mut body = Vec::new();
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| describe_reqwest_error(&e))?
+        .map_err(|e| failed(ResponseProblem::Body(describe_reqwest_error(&e))))?
     {
         if body.len() + chunk.len() > MAX_JWKS_BYTES {
-            return Err(format!("JWKS larger than {MAX_JWKS_BYTES} bytes"));
+            return Err(failed(ResponseProblem::TooLarge));
         }
         body.extend_from_slice(&chunk);
     }
-    let jwks = parse_jwks(&body).map_err(|e| e.to_string())?;
+    let jwks = parse_jwks(&body).map_err(|e| failed(e.into()))?;
     Ok(Fetched {
         status: status.as_u16(),
         max_age: cache_control.as_deref().and_then(max_age),
@@ -302,7 +347,9 @@ impl IssuerKeys {
         trigger: Trigger,
     ) -> Result<Option<Duration>, String> {
         self.fetching.store(true, Ordering::Release);
-        let result = fetch_jwks(client, &self.url).await;
+        let result = fetch_jwks(client, &self.url)
+            .await
+            .map_err(|e| e.to_string());
         self.fetching.store(false, Ordering::Release);
         let previous = self.snapshot();
         let (next, outcome) = match result {

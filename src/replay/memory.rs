@@ -1,9 +1,6 @@
-//! Single use of `jti`: the `ReplayStore` trait and the in-memory store. An entry is kept
-//! until the token's `exp + clock_skew`; check-and-insert is atomic; a full store refuses
-//! launches instead of forgetting a live jti.
+//! The in-memory replay store: one process's memory, bounded by `replay.max_entries`,
+//! purged in the background.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,41 +10,7 @@ use dashmap::mapref::entry::Entry;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-/// A boxed future, so that stores can be chosen at run time.
-pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Whether a jti was new.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Freshness {
-    Fresh,
-    Replayed,
-}
-
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum ReplayError {
-    #[error("the replay store is full")]
-    Full,
-    #[error("{0}")]
-    Unavailable(String),
-}
-
-/// Remembers (iss, jti) pairs until they expire.
-pub trait ReplayStore: Send + Sync {
-    /// The `store` label of the metrics.
-    fn name(&self) -> &'static str;
-
-    /// Atomically record (iss, jti) until `keep_until` (UNIX seconds), or say it was seen.
-    fn check_and_insert<'a>(
-        &'a self,
-        iss: &'a str,
-        jti: &'a str,
-        now: u64,
-        keep_until: u64,
-    ) -> StoreFuture<'a, Result<Freshness, ReplayError>>;
-
-    /// Whether the store answers (readiness).
-    fn ping(&self) -> StoreFuture<'_, Result<(), ReplayError>>;
-}
+use super::{Freshness, ReplayError, ReplayStore, StoreFuture};
 
 /// The in-memory store: one process's memory, bounded by `max_entries`.
 pub struct MemoryStore {

@@ -1,0 +1,196 @@
+//! `hti-guard demo`: a whole HTI launch on one machine, in one process, on loopback only.
+//! A demo portal (its own RS512 key and JWKS) mints launch tokens, the real guard verifies
+//! them, and a demo module app shows what reached it.
+//!
+//! - `portal`: the launching side (sample launches, refusal cases, JWKS)
+//! - `module`: the upstream app that shows the trusted headers and claims
+//! - `page`: the shared HTML frame
+
+mod module;
+mod page;
+mod portal;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::sign::SigningKey;
+use crate::verify::Alg;
+use crate::{Config, Listeners, server};
+
+/// Options of `hti-guard demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The guard's port; the portal takes PORT+1, the module app PORT+2 and the admin
+    /// listener PORT+3. With 0, each part takes a free port.
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+}
+
+/// The audience the demo guard accepts, and the module the portal launches.
+pub const AUDIENCE: &str = "Device/demo-module";
+
+/// Where each part of the demo listens.
+#[derive(Debug, Clone)]
+pub struct Addresses {
+    pub guard: SocketAddr,
+    pub portal: SocketAddr,
+    pub module: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Addresses {
+    pub fn portal_url(&self) -> String {
+        format!("http://{}", self.portal)
+    }
+    pub fn guard_url(&self) -> String {
+        format!("http://{}", self.guard)
+    }
+    pub fn module_url(&self) -> String {
+        format!("http://{}", self.module)
+    }
+}
+
+async fn bind(port: u16) -> std::io::Result<TcpListener> {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await
+}
+
+/// Bind the four listeners: PORT..PORT+3, or four free ports for 0.
+async fn bind_all(port: u16) -> Result<[TcpListener; 4], String> {
+    let ports: [u16; 4] = if port == 0 {
+        [0; 4]
+    } else {
+        let last = port
+            .checked_add(3)
+            .ok_or_else(|| format!("--port {port}: PORT+3 must be a port number"))?;
+        [port, port + 1, port + 2, last]
+    };
+    let mut listeners = Vec::with_capacity(4);
+    for p in ports {
+        listeners.push(
+            bind(p)
+                .await
+                .map_err(|e| format!("cannot listen on 127.0.0.1:{p}: {e}"))?,
+        );
+    }
+    listeners
+        .try_into()
+        .map_err(|_| "four listeners".to_string())
+}
+
+/// The guard's configuration, in memory: trust the demo portal's JWKS, forward to the
+/// demo module.
+fn guard_config(addrs: &Addresses) -> Result<Config, String> {
+    let toml = format!(
+        r#"
+        listen = "{guard}"
+        admin_listen = "{admin}"
+        upstream = "http://{module}"
+        shutdown_grace = "2s"
+        [launch]
+        audience = "{AUDIENCE}"
+        [[issuers]]
+        iss = "{portal_url}"
+        jwks_url = "{portal_url}/.well-known/jwks.json"
+        algorithms = ["RS512"]
+        "#,
+        guard = addrs.guard,
+        admin = addrs.admin,
+        module = addrs.module,
+        portal_url = addrs.portal_url(),
+    );
+    Config::from_toml_str(&toml).map_err(|e| format!("demo configuration: {e}"))
+}
+
+/// Run the demo until Ctrl-C.
+pub async fn run(args: DemoArgs) -> ExitCode {
+    crate::install_crypto_provider();
+    init_demo_logging();
+    let [guard, portal, module, admin] = match bind_all(args.port).await {
+        Ok(listeners) => listeners,
+        Err(e) => {
+            eprintln!("hti-guard demo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let local = |l: &TcpListener| l.local_addr().expect("bound listener has an address");
+    let addrs = Addresses {
+        guard: local(&guard),
+        portal: local(&portal),
+        module: local(&module),
+        admin: local(&admin),
+    };
+    let config = match guard_config(&addrs) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("hti-guard demo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let key = match SigningKey::generate(Alg::RS512, 2048) {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("hti-guard demo: cannot make the portal's key: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let portal_state = match portal::Portal::new(key, &addrs) {
+        Ok(state) => Arc::new(state),
+        Err(e) => {
+            eprintln!("hti-guard demo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let (stop, stop_rx) = watch::channel(false);
+    let portal_task = tokio::spawn(server::serve_plain(
+        portal,
+        move |request| portal::handle(request, portal_state.clone()),
+        stop_rx.clone(),
+    ));
+    let module_task = tokio::spawn(server::serve_plain(module, module::handle, stop_rx));
+
+    println!("portal: {}/", addrs.portal_url());
+    println!("guard: {}/launch", addrs.guard_url());
+    println!("module: {}/", addrs.module_url());
+    println!("metrics: http://{}/metrics", addrs.admin);
+    println!("Open the portal in a browser and launch the module. Ctrl-C stops the demo.");
+
+    let result = crate::run(
+        config,
+        Listeners {
+            public: guard,
+            admin,
+        },
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        },
+    )
+    .await;
+    let _ = stop.send(true);
+    let _ = tokio::join!(portal_task, module_task);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hti-guard demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The guard's JSON log lines, on stderr so that stdout keeps the demo's own lines.
+fn init_demo_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

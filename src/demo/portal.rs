@@ -1,0 +1,365 @@
+//! The demo portal: it holds an RS512 key, publishes its JWKS, and launches the demo module
+//! the way real portals do, with an auto-submitting form that POSTs a freshly minted token
+//! to the guard. It also shows the guard refusing a replayed, expired, tampered or
+//! misaddressed token.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::{Method, Request, Response, StatusCode};
+use serde_json::{Value, json};
+
+use super::page::{self, esc};
+use super::{AUDIENCE, Addresses};
+use crate::proxy::Body;
+use crate::sign::{LaunchSpec, SignError, SigningKey};
+use crate::verify::Alg;
+
+const ACCENT: &str = "#0b5cab";
+
+/// One sample launch: who starts which task.
+struct Sample {
+    id: &'static str,
+    who: &'static str,
+    role: &'static str,
+    sub: &'static str,
+    patient: Option<&'static str>,
+    task: &'static str,
+    activity: &'static str,
+    definition: &'static str,
+}
+
+const SAMPLES: [Sample; 3] = [
+    Sample {
+        id: "practitioner",
+        who: "Dr. Anna de Vries",
+        role: "a practitioner, starting the module for her patient Jan Jansen",
+        sub: "Practitioner/demo-practitioner-1",
+        patient: Some("Patient/demo-patient-7"),
+        task: "Task/demo-task-101",
+        activity: "Sleep diary",
+        definition: "ActivityDefinition/demo-sleep-diary",
+    },
+    Sample {
+        id: "patient",
+        who: "Jan Jansen",
+        role: "a patient, starting his own task",
+        sub: "Patient/demo-patient-7",
+        patient: None,
+        task: "Task/demo-task-102",
+        activity: "Breathing exercise",
+        definition: "ActivityDefinition/demo-breathing-exercise",
+    },
+    Sample {
+        id: "related-person",
+        who: "Marieke Bakker",
+        role: "a related person (mother), acting for her son Sem",
+        sub: "RelatedPerson/demo-related-3",
+        patient: Some("Patient/demo-patient-12"),
+        task: "Task/demo-task-103",
+        activity: "Mood tracker",
+        definition: "ActivityDefinition/demo-mood-tracker",
+    },
+];
+
+/// A way the guard refuses a launch, shown from the portal.
+struct Refusal {
+    id: &'static str,
+    title: &'static str,
+    explain: &'static str,
+}
+
+const REFUSALS: [Refusal; 4] = [
+    Refusal {
+        id: "replay",
+        title: "The same token twice",
+        explain: "The portal has just launched this token once (in the background). Sending it again must be refused: every HTI token is single use.",
+    },
+    Refusal {
+        id: "expired",
+        title: "An expired token",
+        explain: "This token was issued ten minutes ago and expired five minutes ago.",
+    },
+    Refusal {
+        id: "tampered",
+        title: "A tampered token",
+        explain: "Someone changed the person (sub) in this token after the portal signed it, so the signature no longer fits.",
+    },
+    Refusal {
+        id: "other-module",
+        title: "A token for another module",
+        explain: "This token is addressed to Device/another-module, not to this module.",
+    },
+];
+
+/// The portal's state: its key and where the others are.
+pub struct Portal {
+    key: SigningKey,
+    kid: String,
+    iss: String,
+    fhir_base: String,
+    launch_url: String,
+    jwks: String,
+    client: reqwest::Client,
+}
+
+impl Portal {
+    pub fn new(key: SigningKey, addrs: &Addresses) -> Result<Portal, String> {
+        let kid = format!(
+            "demo-portal-{}",
+            &crate::sign::random_jti().map_err(|e| e.to_string())?[..8]
+        );
+        let jwks = key.jwks(&kid, Some(Alg::RS512)).to_string();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| format!("cannot build the portal's HTTP client: {e}"))?;
+        Ok(Portal {
+            key,
+            kid,
+            iss: addrs.portal_url(),
+            fhir_base: format!("{}/fhir", addrs.portal_url()),
+            launch_url: format!("{}/launch", addrs.guard_url()),
+            jwks,
+            client,
+        })
+    }
+
+    fn spec(&self, sample: &Sample, aud: &str) -> LaunchSpec {
+        LaunchSpec {
+            iss: self.iss.clone(),
+            aud: aud.to_owned(),
+            sub: sample.sub.to_owned(),
+            resource: sample.task.to_owned(),
+            patient: sample.patient.map(str::to_owned),
+            definition: Some(sample.definition.to_owned()),
+            intent: Some("plan".to_owned()),
+            lifetime: Duration::from_secs(300),
+        }
+    }
+
+    fn mint(&self, spec: &LaunchSpec, issued: SystemTime) -> Result<String, SignError> {
+        let claims = spec.claims(issued)?;
+        self.key.sign_jws(Alg::RS512, &self.kid, &claims)
+    }
+
+    /// A token for a refusal case.
+    async fn refused_token(&self, case: &str) -> Result<String, String> {
+        let sample = &SAMPLES[0];
+        let now = SystemTime::now();
+        let err = |e: SignError| e.to_string();
+        match case {
+            "replay" => {
+                let token = self.mint(&self.spec(sample, AUDIENCE), now).map_err(err)?;
+                let form = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("token", &token)
+                    .finish();
+                // Use it once, as the first launch would have.
+                let first = self
+                    .client
+                    .post(&self.launch_url)
+                    .header(
+                        http::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
+                    .body(form)
+                    .send()
+                    .await
+                    .map_err(|e| format!("the first launch did not reach the guard: {e}"))?;
+                if !first.status().is_success() {
+                    return Err(format!("the first launch was refused ({})", first.status()));
+                }
+                Ok(token)
+            }
+            "expired" => self
+                .mint(&self.spec(sample, AUDIENCE), now - Duration::from_secs(600))
+                .map_err(err),
+            "tampered" => {
+                let token = self.mint(&self.spec(sample, AUDIENCE), now).map_err(err)?;
+                tamper(&token).ok_or_else(|| "cannot tamper with the token".to_string())
+            }
+            "other-module" => self
+                .mint(&self.spec(sample, "Device/another-module"), now)
+                .map_err(err),
+            other => Err(format!("no such case: {other}")),
+        }
+    }
+}
+
+/// Change `sub` in a signed token, keeping the signature: what an attacker would try.
+fn tamper(token: &str) -> Option<String> {
+    let mut parts = token.split('.');
+    let (header, payload, signature) = (parts.next()?, parts.next()?, parts.next()?);
+    let mut claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    claims["sub"] = json!("Patient/someone-else");
+    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+    Some(format!("{header}.{payload}.{signature}"))
+}
+
+/// Answer one request to the portal.
+pub async fn handle<B>(request: Request<B>, portal: Arc<Portal>) -> Response<Body> {
+    if request.method() != Method::GET {
+        return page::not_found();
+    }
+    let query: Vec<(String, String)> =
+        form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    match request.uri().path() {
+        "/" => page::html(StatusCode::OK, home(&portal)),
+        "/.well-known/jwks.json" => {
+            let mut response =
+                page::json(&serde_json::from_str(&portal.jwks).unwrap_or(Value::Null));
+            response.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static("max-age=300"),
+            );
+            response
+        }
+        "/go" => {
+            let Some(sample) = SAMPLES.iter().find(|s| Some(s.id) == param("sample")) else {
+                return page::not_found();
+            };
+            let koppeltaal = param("style") == Some("koppeltaal");
+            match portal.mint(&portal.spec(sample, AUDIENCE), SystemTime::now()) {
+                Ok(token) => page::html(
+                    StatusCode::OK,
+                    launch_form(&portal, &token, koppeltaal, None),
+                ),
+                Err(e) => problem(&e.to_string()),
+            }
+        }
+        "/refuse" => {
+            let Some(refusal) = REFUSALS.iter().find(|r| Some(r.id) == param("case")) else {
+                return page::not_found();
+            };
+            match portal.refused_token(refusal.id).await {
+                Ok(token) => page::html(
+                    StatusCode::OK,
+                    launch_form(&portal, &token, false, Some(refusal)),
+                ),
+                Err(e) => problem(&e),
+            }
+        }
+        _ => page::not_found(),
+    }
+}
+
+fn problem(message: &str) -> Response<Body> {
+    let body = format!(
+        "<p class=\"bad\">The portal could not make this launch: {}</p>",
+        esc(message)
+    );
+    page::html(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        page::page("Demo portal", "Something went wrong", ACCENT, &body),
+    )
+}
+
+fn home(portal: &Portal) -> String {
+    let mut body = String::from(
+        "<p>This is a pretend portal (an EHR or patient portal). It has its own signing key \
+         and publishes the public half as a <a href=\"/.well-known/jwks.json\">JWKS</a>. \
+         Each button below mints a fresh HTI 2.0 token and sends your browser to the module \
+         with it, through hti-guard.</p>\n<h2>Launch the module</h2>\n",
+    );
+    for s in &SAMPLES {
+        let patient = s
+            .patient
+            .map(|p| format!("<tr><th>patient</th><td><code>{}</code></td></tr>", esc(p)))
+            .unwrap_or_default();
+        body.push_str(&format!(
+            "<div class=\"card\"><h3>{who}</h3><div class=\"muted\">{role}</div>\
+             <table><tr><th>sub</th><td><code>{sub}</code></td></tr>{patient}\
+             <tr><th>resource (Task)</th><td><code>{task}</code></td></tr>\
+             <tr><th>definition</th><td><code>{definition}</code> ({activity})</td></tr></table>\
+             <form method=\"get\" action=\"/go\"><input type=\"hidden\" name=\"sample\" value=\"{id}\">\
+             <input type=\"hidden\" name=\"style\" value=\"hti\"><button>Launch (HTI: token)</button></form>\
+             <form method=\"get\" action=\"/go\"><input type=\"hidden\" name=\"sample\" value=\"{id}\">\
+             <input type=\"hidden\" name=\"style\" value=\"koppeltaal\">\
+             <button class=\"secondary\">Launch (Koppeltaal: launch + iss)</button></form></div>\n",
+            who = esc(s.who),
+            role = esc(s.role),
+            sub = esc(s.sub),
+            task = esc(s.task),
+            definition = esc(s.definition),
+            activity = esc(s.activity),
+            id = s.id,
+        ));
+    }
+    body.push_str("<h2>See the guard refuse</h2>\n<div class=\"card\">");
+    for r in &REFUSALS {
+        body.push_str(&format!(
+            "<form method=\"get\" action=\"/refuse\"><input type=\"hidden\" name=\"case\" value=\"{id}\">\
+             <button class=\"danger\">{title}</button></form>",
+            id = r.id,
+            title = esc(r.title),
+        ));
+    }
+    body.push_str(&format!(
+        "</div>\n<p class=\"muted\">Issuer <code>{iss}</code>, key <code>{kid}</code> (RS512), \
+         audience <code>{AUDIENCE}</code>, launch URL <code>{url}</code>.</p>",
+        iss = esc(&portal.iss),
+        kid = esc(&portal.kid),
+        url = esc(&portal.launch_url),
+    ));
+    page::page(
+        "Demo portal",
+        "A portal that launches HTI modules",
+        ACCENT,
+        &body,
+    )
+}
+
+/// The page that carries the token to the guard: an HTML form POST, submitted by script
+/// for a launch (as portals do), by a button for a refusal case (so it can be read first).
+fn launch_form(
+    portal: &Portal,
+    token: &str,
+    koppeltaal: bool,
+    refusal: Option<&Refusal>,
+) -> String {
+    let fields = if koppeltaal {
+        format!(
+            "<input type=\"hidden\" name=\"launch\" value=\"{}\"><input type=\"hidden\" name=\"iss\" value=\"{}\">",
+            esc(token),
+            esc(&portal.fhir_base)
+        )
+    } else {
+        format!(
+            "<input type=\"hidden\" name=\"token\" value=\"{}\">",
+            esc(token)
+        )
+    };
+    let issued = UNIX_EPOCH.elapsed().map(|d| d.as_secs()).unwrap_or(0);
+    let (title, intro, button, script) = match refusal {
+        None => (
+            "Launching the module",
+            "Your browser is being sent to the module with a fresh launch token.".to_owned(),
+            "Continue",
+            "<script>document.getElementById('launch').submit()</script>",
+        ),
+        Some(r) => (r.title, r.explain.to_owned(), "Send it to the module", ""),
+    };
+    let body = format!(
+        "<p>{intro}</p>\
+         <form id=\"launch\" method=\"post\" action=\"{action}\" enctype=\"application/x-www-form-urlencoded\">\
+         {fields}<button>{button}</button></form>\
+         <p class=\"muted\">Minted at {issued} (UNIX time), {len} characters, sent as <code>{field}</code>.</p>\
+         <p><a href=\"/\">Back to the portal</a></p>{script}",
+        intro = esc(&intro),
+        action = esc(&portal.launch_url),
+        len = token.len(),
+        field = if koppeltaal { "launch + iss" } else { "token" },
+    );
+    page::page(title, "Demo portal", ACCENT, &body)
+}

@@ -1,0 +1,331 @@
+//! Signing keys and HTI tokens, for the tools around the guard (`keygen`, `mint`, `jwks`,
+//! the demo portal): key generation and PKCS#8 PEM files with aws-lc-rs, the public JWK of
+//! a key, and compact JWS signing for every algorithm the guard verifies.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use aws_lc_rs::rsa::KeySize;
+use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde_json::{Map, Value, json};
+
+use crate::verify::Alg;
+use crate::verify::jwk::Curve;
+
+/// Why a key could not be made, read or used.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error("not a PKCS#8 private key in PEM (\"-----BEGIN PRIVATE KEY-----\"): {0}")]
+    Pem(String),
+    #[error("the key is not an RSA key or an EC key on P-256, P-384 or P-521")]
+    UnknownKey,
+    #[error("a {key} key cannot sign {alg}")]
+    Mismatch { key: String, alg: Alg },
+    #[error("RSA keys of {0} bits are not supported; use 2048, 3072 or 4096")]
+    RsaSize(usize),
+    #[error("the crypto library failed: {0}")]
+    Crypto(String),
+}
+
+enum Pair {
+    Rsa(RsaKeyPair),
+    Ec(EcdsaKeyPair, Curve),
+}
+
+/// A private signing key.
+pub struct SigningKey {
+    pair: Pair,
+}
+
+fn ec_signing(curve: Curve) -> &'static signature::EcdsaSigningAlgorithm {
+    match curve {
+        Curve::P256 => &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        Curve::P384 => &signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+        Curve::P521 => &signature::ECDSA_P521_SHA512_FIXED_SIGNING,
+    }
+}
+
+fn rsa_encoding(alg: Alg) -> Option<&'static dyn signature::RsaEncoding> {
+    Some(match alg {
+        Alg::RS256 => &signature::RSA_PKCS1_SHA256,
+        Alg::RS384 => &signature::RSA_PKCS1_SHA384,
+        Alg::RS512 => &signature::RSA_PKCS1_SHA512,
+        Alg::PS256 => &signature::RSA_PSS_SHA256,
+        Alg::PS384 => &signature::RSA_PSS_SHA384,
+        Alg::PS512 => &signature::RSA_PSS_SHA512,
+        Alg::ES256 | Alg::ES384 | Alg::ES512 => return None,
+    })
+}
+
+fn crypto(e: impl std::fmt::Display) -> SignError {
+    SignError::Crypto(e.to_string())
+}
+
+impl SigningKey {
+    /// A new key for `alg`: RSA of `rsa_bits` for RS*/PS*, the algorithm's curve for ES*.
+    pub fn generate(alg: Alg, rsa_bits: usize) -> Result<SigningKey, SignError> {
+        let pair = match alg.curve() {
+            Some(curve) => Pair::Ec(
+                EcdsaKeyPair::generate(ec_signing(curve)).map_err(crypto)?,
+                curve,
+            ),
+            None => {
+                let size = match rsa_bits {
+                    2048 => KeySize::Rsa2048,
+                    3072 => KeySize::Rsa3072,
+                    4096 => KeySize::Rsa4096,
+                    other => return Err(SignError::RsaSize(other)),
+                };
+                Pair::Rsa(RsaKeyPair::generate(size).map_err(crypto)?)
+            }
+        };
+        Ok(SigningKey { pair })
+    }
+
+    /// Read a PKCS#8 PEM private key (RSA, or EC on P-256/P-384/P-521).
+    pub fn from_pem(pem: &[u8]) -> Result<SigningKey, SignError> {
+        use rustls::pki_types::PrivatePkcs8KeyDer;
+        use rustls::pki_types::pem::PemObject;
+        let der =
+            PrivatePkcs8KeyDer::from_pem_slice(pem).map_err(|e| SignError::Pem(e.to_string()))?;
+        let der = der.secret_pkcs8_der();
+        if let Ok(pair) = RsaKeyPair::from_pkcs8(der) {
+            return Ok(SigningKey {
+                pair: Pair::Rsa(pair),
+            });
+        }
+        for curve in [Curve::P256, Curve::P384, Curve::P521] {
+            if let Ok(pair) = EcdsaKeyPair::from_pkcs8(ec_signing(curve), der) {
+                return Ok(SigningKey {
+                    pair: Pair::Ec(pair, curve),
+                });
+            }
+        }
+        Err(SignError::UnknownKey)
+    }
+
+    /// The private key as PKCS#8 PEM.
+    pub fn to_pem(&self) -> Result<String, SignError> {
+        let der: Vec<u8> = match &self.pair {
+            Pair::Rsa(pair) => pair.as_der().map_err(crypto)?.as_ref().to_vec(),
+            Pair::Ec(pair, _) => pair.to_pkcs8v1().map_err(crypto)?.as_ref().to_vec(),
+        };
+        let body = STANDARD.encode(der);
+        let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+        for line in body.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(line).map_err(crypto)?);
+            pem.push('\n');
+        }
+        pem.push_str("-----END PRIVATE KEY-----\n");
+        Ok(pem)
+    }
+
+    /// "RSA 2048" or "EC P-256".
+    pub fn describe(&self) -> String {
+        match &self.pair {
+            Pair::Rsa(pair) => format!("RSA {}", pair.public_modulus_len() * 8),
+            Pair::Ec(_, curve) => format!("EC {}", curve.name()),
+        }
+    }
+
+    /// Whether this key can sign `alg`.
+    pub fn fits(&self, alg: Alg) -> bool {
+        match &self.pair {
+            Pair::Rsa(_) => alg.curve().is_none(),
+            Pair::Ec(_, curve) => alg.curve() == Some(*curve),
+        }
+    }
+
+    /// The algorithm to publish with an EC key (its curve decides); `None` for RSA keys,
+    /// which fit every RS*/PS* algorithm.
+    pub fn natural_alg(&self) -> Option<Alg> {
+        match &self.pair {
+            Pair::Rsa(_) => None,
+            Pair::Ec(_, Curve::P256) => Some(Alg::ES256),
+            Pair::Ec(_, Curve::P384) => Some(Alg::ES384),
+            Pair::Ec(_, Curve::P521) => Some(Alg::ES512),
+        }
+    }
+
+    /// The public JWK: `kid`, `kty`, `use: sig`, `alg` when given, and the key material.
+    pub fn public_jwk(&self, kid: &str, alg: Option<Alg>) -> Value {
+        let mut jwk = match &self.pair {
+            Pair::Rsa(pair) => {
+                let public = pair.public_key();
+                json!({
+                    "kty": "RSA",
+                    "n": URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
+                    "e": URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero()),
+                })
+            }
+            Pair::Ec(pair, curve) => {
+                let point = pair.public_key().as_ref();
+                let len = (point.len() - 1) / 2;
+                json!({
+                    "kty": "EC",
+                    "crv": curve.name(),
+                    "x": URL_SAFE_NO_PAD.encode(&point[1..1 + len]),
+                    "y": URL_SAFE_NO_PAD.encode(&point[1 + len..]),
+                })
+            }
+        };
+        jwk["kid"] = json!(kid);
+        jwk["use"] = json!("sig");
+        if let Some(alg) = alg {
+            jwk["alg"] = json!(alg.name());
+        }
+        jwk
+    }
+
+    /// A JWKS document holding this key's public JWK.
+    pub fn jwks(&self, kid: &str, alg: Option<Alg>) -> Value {
+        json!({ "keys": [self.public_jwk(kid, alg)] })
+    }
+
+    /// Sign `claims` as a compact JWS with header `{alg, kid, typ: JWT}`.
+    pub fn sign_jws(&self, alg: Alg, kid: &str, claims: &Value) -> Result<String, SignError> {
+        let header = json!({ "alg": alg.name(), "kid": kid, "typ": "JWT" });
+        self.sign_with_header(alg, &header, claims)
+    }
+
+    /// Sign `claims` under an arbitrary header (whose `alg` should be `alg`).
+    pub fn sign_with_header(
+        &self,
+        alg: Alg,
+        header: &Value,
+        claims: &Value,
+    ) -> Result<String, SignError> {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let rng = SystemRandom::new();
+        let signature = match (&self.pair, rsa_encoding(alg)) {
+            (Pair::Rsa(pair), Some(encoding)) => {
+                let mut signature = vec![0; pair.public_modulus_len()];
+                pair.sign(encoding, &rng, input.as_bytes(), &mut signature)
+                    .map_err(crypto)?;
+                signature
+            }
+            (Pair::Ec(pair, curve), None) if alg.curve() == Some(*curve) => pair
+                .sign(&rng, input.as_bytes())
+                .map_err(crypto)?
+                .as_ref()
+                .to_vec(),
+            _ => {
+                return Err(SignError::Mismatch {
+                    key: self.describe(),
+                    alg,
+                });
+            }
+        };
+        Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)))
+    }
+}
+
+/// What an HTI 2.0 launch token says.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub resource: String,
+    pub patient: Option<String>,
+    pub definition: Option<String>,
+    pub intent: Option<String>,
+    pub lifetime: Duration,
+}
+
+impl LaunchSpec {
+    /// The claims set issued at `now`, with a fresh random `jti`.
+    pub fn claims(&self, now: SystemTime) -> Result<Value, SignError> {
+        let iat = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut claims = Map::new();
+        claims.insert("iss".into(), json!(self.iss));
+        claims.insert("aud".into(), json!(self.aud));
+        claims.insert("sub".into(), json!(self.sub));
+        claims.insert("resource".into(), json!(self.resource));
+        for (name, value) in [
+            ("patient", &self.patient),
+            ("definition", &self.definition),
+            ("intent", &self.intent),
+        ] {
+            if let Some(value) = value {
+                claims.insert(name.into(), json!(value));
+            }
+        }
+        claims.insert("jti".into(), json!(random_jti()?));
+        claims.insert("iat".into(), json!(iat));
+        claims.insert("exp".into(), json!(iat + self.lifetime.as_secs()));
+        claims.insert("hti-version".into(), json!("2.0"));
+        Ok(Value::Object(claims))
+    }
+}
+
+/// 128 random bits as 32 hex characters.
+pub fn random_jti() -> Result<String, SignError> {
+    let mut bytes = [0u8; 16];
+    SystemRandom::new().fill(&mut bytes).map_err(crypto)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::jwk::parse_jwks;
+
+    fn roundtrip(alg: Alg) {
+        let key = SigningKey::generate(alg, 2048).unwrap();
+        let pem = key.to_pem().unwrap();
+        let key = SigningKey::from_pem(pem.as_bytes()).unwrap();
+        assert!(key.fits(alg));
+        let claims = json!({"iss": "x"});
+        let token = key.sign_jws(alg, "k1", &claims).unwrap();
+        let parsed = parse_jwks(key.jwks("k1", Some(alg)).to_string().as_bytes()).unwrap();
+        assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
+        let decoded = crate::verify::decode(&token).unwrap();
+        assert!(parsed.keys[0].verify(alg, decoded.signing_input.as_bytes(), decoded.signature));
+    }
+
+    #[test]
+    fn every_algorithm_signs_what_the_guard_verifies() {
+        for alg in Alg::ALL {
+            roundtrip(alg);
+        }
+    }
+
+    #[test]
+    fn keys_refuse_algorithms_they_do_not_fit() {
+        let ec = SigningKey::generate(Alg::ES256, 0).unwrap();
+        assert!(ec.sign_jws(Alg::ES384, "k", &json!({})).is_err());
+        assert!(ec.sign_jws(Alg::RS256, "k", &json!({})).is_err());
+        assert!(SigningKey::generate(Alg::RS256, 1024).is_err());
+        assert!(SigningKey::from_pem(b"not a key").is_err());
+    }
+
+    #[test]
+    fn launch_claims_are_hti_2() {
+        let spec = LaunchSpec {
+            iss: "portal".into(),
+            aud: "Device/1".into(),
+            sub: "Practitioner/1".into(),
+            resource: "Task/1".into(),
+            patient: Some("Patient/2".into()),
+            definition: None,
+            intent: Some("plan".into()),
+            lifetime: Duration::from_secs(300),
+        };
+        let claims = spec.claims(UNIX_EPOCH + Duration::from_secs(1000)).unwrap();
+        assert_eq!(claims["exp"], 1300);
+        assert_eq!(claims["jti"].as_str().unwrap().len(), 32);
+        assert_eq!(claims["hti-version"], "2.0");
+        assert!(claims.get("definition").is_none());
+    }
+}
