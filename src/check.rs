@@ -341,6 +341,7 @@ fn settings(config: &Config) -> Vec<(&'static str, Value)> {
             "replay.store",
             json!(match config.replay.store {
                 crate::config::ReplayStoreKind::Memory => "memory",
+                crate::config::ReplayStoreKind::Redis => "redis",
             }),
         ),
         ("replay.max_entries", json!(config.replay.max_entries)),
@@ -348,6 +349,11 @@ fn settings(config: &Config) -> Vec<(&'static str, Value)> {
             "replay.redis_url",
             json!(config.replay.redis_url.as_deref().map(mask_secret)),
         ),
+        (
+            "replay.redis_timeout",
+            json!(duration(config.replay.redis_timeout)),
+        ),
+        ("replay.key_prefix", json!(config.replay.key_prefix)),
         (
             "timeouts.request_headers",
             json!(duration(timeouts.request_headers)),

@@ -129,6 +129,8 @@ struct RawReplay {
     store: String,
     max_entries: u64,
     redis_url: Option<String>,
+    redis_timeout: String,
+    key_prefix: String,
 }
 
 impl Default for RawReplay {
@@ -137,6 +139,8 @@ impl Default for RawReplay {
             store: "memory".into(),
             max_entries: 1_000_000,
             redis_url: None,
+            redis_timeout: "250ms".into(),
+            key_prefix: "hti-guard:jti:".into(),
         }
     }
 }
@@ -200,6 +204,8 @@ pub const KEYS: &[&str] = &[
     "replay.store",
     "replay.max_entries",
     "replay.redis_url",
+    "replay.redis_timeout",
+    "replay.key_prefix",
     "timeouts.request_headers",
     "timeouts.upstream_connect",
     "timeouts.upstream_response",
@@ -304,18 +310,24 @@ impl Default for KeysConfig {
     }
 }
 
-/// Where used jtis are remembered. (`"redis"` is named by the contract and refused by
-/// validation until the shared store lands.)
+/// Where used jtis are remembered: this process, or a Redis server all replicas share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplayStoreKind {
     Memory,
+    Redis,
 }
 
 #[derive(Debug, Clone)]
 pub struct ReplayConfig {
     pub store: ReplayStoreKind,
+    /// Bound of the memory store.
     pub max_entries: usize,
+    /// Required for the Redis store; may carry credentials.
     pub redis_url: Option<String>,
+    /// The most one Redis call may take.
+    pub redis_timeout: Duration,
+    /// Prefix of the Redis keys.
+    pub key_prefix: String,
 }
 
 #[derive(Debug, Clone)]
@@ -820,17 +832,26 @@ impl RawReplay {
         let store = match self.store.as_str() {
             "memory" => ReplayStoreKind::Memory,
             "redis" => {
-                if self.redis_url.is_none() {
-                    return Err(invalid(
-                        "replay.redis_url",
-                        "is required when replay.store = \"redis\"",
-                    ));
+                match &self.redis_url {
+                    None => {
+                        return Err(invalid(
+                            "replay.redis_url",
+                            "is required when replay.store = \"redis\"",
+                        ));
+                    }
+                    Some(url) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {
+                        return Err(invalid(
+                            "replay.redis_url",
+                            "must start with redis:// or rediss:// (TLS)",
+                        ));
+                    }
+                    Some(url) => {
+                        redis::Client::open(url.as_str()).map_err(|e| {
+                            invalid("replay.redis_url", format!("not a usable Redis URL: {e}"))
+                        })?;
+                    }
                 }
-                // Refused here rather than at run time, so that no port is bound first.
-                return Err(invalid(
-                    "replay.store",
-                    "\"redis\" is not available in this build yet; use \"memory\" (one replica)",
-                ));
+                ReplayStoreKind::Redis
             }
             other => {
                 return Err(invalid(
@@ -839,6 +860,10 @@ impl RawReplay {
                 ));
             }
         };
+        let redis_timeout = positive("replay.redis_timeout", &self.redis_timeout)?;
+        if self.key_prefix.is_empty() || self.key_prefix.len() > 128 {
+            return Err(invalid("replay.key_prefix", "must be 1 to 128 characters"));
+        }
         if self.max_entries == 0 {
             return Err(invalid("replay.max_entries", "must be at least 1"));
         }
@@ -848,6 +873,8 @@ impl RawReplay {
             store,
             max_entries,
             redis_url: self.redis_url,
+            redis_timeout,
+            key_prefix: self.key_prefix,
         })
     }
 }
@@ -906,6 +933,14 @@ mod tests {
             (
                 format!("{MINIMAL}\n[replay]\nstore = \"redis\""),
                 "replay.redis_url",
+            ),
+            (
+                format!("{MINIMAL}\n[replay]\nstore = \"redis\"\nredis_url = \"http://x\""),
+                "replay.redis_url",
+            ),
+            (
+                format!("{MINIMAL}\n[replay]\nredis_timeout = \"never\""),
+                "replay.redis_timeout",
             ),
             (
                 MINIMAL.replace("upstream = \"http://127.0.0.1:3000\"", ""),

@@ -48,7 +48,7 @@ use crate::admin::Readiness;
 use crate::config::ReplayStoreKind;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
-use crate::replay::{MemoryStore, ReplayStore};
+use crate::replay::{MemoryStore, RedisStore, ReplayStore};
 use crate::server::PublicOptions;
 use crate::upstream::Upstream;
 use crate::verify::{KeyCache, Verifier};
@@ -82,6 +82,16 @@ pub async fn run(
             let store = MemoryStore::new(config.replay.max_entries);
             background.push(store.start_purging());
             store
+        }
+        ReplayStoreKind::Redis => {
+            let url = config.replay.redis_url.as_deref().unwrap_or_default();
+            let store =
+                RedisStore::new(url, &config.replay.key_prefix, config.replay.redis_timeout)
+                    .map_err(|message| StartupError::Config {
+                        key: "replay.redis_url",
+                        message,
+                    })?;
+            Arc::new(store)
         }
     };
     let keys = Arc::new(KeyCache::new(&config.issuers, &config.keys));

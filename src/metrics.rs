@@ -2,8 +2,8 @@
 //! them. No label ever holds a token, `sub`, `jti` or another per-person value.
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::error::Reason;
@@ -17,6 +17,7 @@ pub struct Metrics {
     jwks_keys: IntGaugeVec,
     jwks_last_success: GaugeVec,
     replay_checks: IntCounterVec,
+    replay_duration: HistogramVec,
     requests: IntCounterVec,
     request_duration: Histogram,
     upstream_duration: Histogram,
@@ -79,6 +80,15 @@ impl Metrics {
             &["store", "result"],
         )
         .expect("valid metric");
+        let replay_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "hti_guard_replay_check_duration_seconds",
+                "Time of one single-use check, by store.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["store"],
+        )
+        .expect("valid metric");
         let requests = IntCounterVec::new(
             Opts::new(
                 "hti_guard_requests_total",
@@ -117,6 +127,7 @@ impl Metrics {
             Box::new(jwks_keys.clone()),
             Box::new(jwks_last_success.clone()),
             Box::new(replay_checks.clone()),
+            Box::new(replay_duration.clone()),
             Box::new(requests.clone()),
             Box::new(request_duration.clone()),
             Box::new(upstream_duration.clone()),
@@ -133,6 +144,7 @@ impl Metrics {
             jwks_keys,
             jwks_last_success,
             replay_checks,
+            replay_duration,
             requests,
             request_duration,
             upstream_duration,
@@ -184,8 +196,11 @@ impl Metrics {
     }
 
     /// `result` is `fresh`, `replayed` or `error`.
-    pub fn replay_check(&self, store: &str, result: &str) {
+    pub fn replay_check(&self, store: &str, result: &str, seconds: f64) {
         self.replay_checks.with_label_values(&[store, result]).inc();
+        self.replay_duration
+            .with_label_values(&[store])
+            .observe(seconds);
     }
 
     pub fn request(&self, status: u16, seconds: f64) {
@@ -236,7 +251,7 @@ mod tests {
         m.jwks_fetch("https://portal", true, "startup");
         m.jwks_keys("https://portal", 2);
         m.jwks_success_now("https://portal", 1.0);
-        m.replay_check("memory", "fresh");
+        m.replay_check("memory", "fresh", 0.0001);
         m.request(200, 0.001);
         m.observe_verify(0.001);
         m.observe_upstream(0.001);
@@ -249,6 +264,7 @@ mod tests {
             "hti_guard_jwks_keys{issuer=\"https://portal\"} 2",
             "hti_guard_jwks_last_success_timestamp_seconds",
             "hti_guard_replay_checks_total{result=\"fresh\",store=\"memory\"} 1",
+            "hti_guard_replay_check_duration_seconds_count{store=\"memory\"} 1",
             "hti_guard_requests_total{code=\"200\"} 1",
             "hti_guard_request_duration_seconds_bucket",
             "hti_guard_upstream_duration_seconds_bucket",

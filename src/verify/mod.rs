@@ -231,6 +231,7 @@ impl Verifier {
         let keep_until = u64::try_from(claims.exp)
             .unwrap_or(0)
             .saturating_add(self.clock_skew_secs);
+        let started = std::time::Instant::now();
         let checked = self
             .replay
             .check_and_insert(&claims.iss, &claims.jti, now_secs, keep_until)
@@ -240,7 +241,8 @@ impl Verifier {
             Ok(Freshness::Replayed) => "replayed",
             Err(_) => "error",
         };
-        self.metrics.replay_check(self.replay.name(), result);
+        self.metrics
+            .replay_check(self.replay.name(), result, started.elapsed().as_secs_f64());
         match checked {
             Ok(Freshness::Fresh) => Ok(VerifiedLaunch {
                 claims_json: serde_json::to_vec(&decoded.claims).unwrap_or_default(),
