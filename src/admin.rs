@@ -13,19 +13,26 @@ use crate::metrics::Metrics;
 use crate::proxy::Body;
 use crate::replay::ReplayStore;
 use crate::verify::KeyCache;
+use crate::verify::introspect::Introspector;
 
 /// What readiness depends on.
 pub struct Readiness {
     keys: Arc<KeyCache>,
     replay: Arc<dyn ReplayStore>,
+    introspector: Option<Arc<Introspector>>,
     draining: AtomicBool,
 }
 
 impl Readiness {
-    pub fn new(keys: Arc<KeyCache>, replay: Arc<dyn ReplayStore>) -> Self {
+    pub fn new(
+        keys: Arc<KeyCache>,
+        replay: Arc<dyn ReplayStore>,
+        introspector: Option<Arc<Introspector>>,
+    ) -> Self {
         Readiness {
             keys,
             replay,
+            introspector,
             draining: AtomicBool::new(false),
         }
     }
@@ -42,6 +49,9 @@ impl Readiness {
         }
         for (iss, why) in self.keys.not_ready() {
             missing.push(format!("issuer {iss}: {why}"));
+        }
+        if let Some(Err(e)) = self.introspector.as_ref().map(|i| i.ready()) {
+            missing.push(e);
         }
         if let Err(e) = self.replay.ping().await {
             missing.push(format!("replay store ({}): {e}", self.replay.name()));

@@ -13,7 +13,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::Config;
-use crate::config::{IssuerConfig, Source};
+use crate::config::{
+    AssertionAudience, IntrospectionEndpoints, IssuerConfig, ModuleKeyFile, Source,
+};
 use crate::verify::Alg;
 use crate::verify::jwk::{KeyProblem, KeyType, VerifyKey};
 use crate::verify::keys::{
@@ -75,11 +77,16 @@ pub async fn check(config: &Config, offline: bool) -> Result<Report, String> {
             .iter()
             .map(|issuer| {
                 let client = client.clone();
-                let url = issuer.jwks_url.clone();
-                tokio::spawn(async move { fetch_jwks(&client, &url).await })
+                let url = issuer.jwks_url.clone()?;
+                Some(tokio::spawn(async move { fetch_jwks(&client, &url).await }))
             })
             .collect();
         for ((report, issuer), fetch) in issuers.iter_mut().zip(&config.issuers).zip(fetches) {
+            // Introspected issuers have no key set of their own to fetch.
+            let Some(fetch) = fetch else {
+                report.usable = Some(true);
+                continue;
+            };
             match fetch.await {
                 Ok(result) => report.fetched(issuer, config, result),
                 Err(e) => report.problem(Problem::new("unreachable", format!("fetch failed: {e}"))),
@@ -288,6 +295,8 @@ fn settings(config: &Config) -> Vec<(&'static str, Value)> {
     let keys = &config.keys;
     let timeouts = &config.timeouts;
     let tls = config.tls.as_ref();
+    let module = &config.module;
+    let introspection = config.introspection.as_ref();
     vec![
         ("listen", json!(config.listen.to_string())),
         (
@@ -322,7 +331,8 @@ fn settings(config: &Config) -> Vec<(&'static str, Value)> {
                     .map(|i| {
                         json!({
                             "iss": i.iss,
-                            "jwks_url": mask_secret(&i.jwks_url),
+                            "jwks_url": i.jwks_url.as_deref().map(mask_secret),
+                            "introspect": i.introspected(),
                             "algorithms": algorithm_names(&i.algorithms),
                         })
                     })
@@ -374,7 +384,69 @@ fn settings(config: &Config) -> Vec<(&'static str, Value)> {
             "tls.key_file",
             json!(tls.map(|t| t.key_file.display().to_string())),
         ),
+        ("module.client_id", json!(module.client_id)),
+        ("module.signing_key_files", key_files(&module.signing_keys)),
+        ("module.generate", json!(module.generate)),
+        (
+            "module.decryption_key_files",
+            key_files(&module.decryption_keys),
+        ),
+        ("module.jwks_path", json!(module.jwks_path)),
+        ("module.jwks_max_age", json!(duration(module.jwks_max_age))),
+        (
+            "introspection.endpoint",
+            json!(match introspection.map(|i| &i.endpoints) {
+                Some(IntrospectionEndpoints::Configured { introspection, .. }) =>
+                    Some(mask_secret(introspection)),
+                _ => None,
+            }),
+        ),
+        (
+            "introspection.token_endpoint",
+            json!(match introspection.map(|i| &i.endpoints) {
+                Some(IntrospectionEndpoints::Configured { token, .. }) =>
+                    token.as_deref().map(mask_secret),
+                _ => None,
+            }),
+        ),
+        (
+            "introspection.fhir_base",
+            json!(match introspection.map(|i| &i.endpoints) {
+                Some(IntrospectionEndpoints::Discovered { fhir_base }) =>
+                    Some(mask_secret(fhir_base)),
+                _ => None,
+            }),
+        ),
+        (
+            "introspection.assertion_audience",
+            json!(introspection.map(|i| match i.assertion_audience {
+                AssertionAudience::TokenEndpoint => "token_endpoint",
+                AssertionAudience::IntrospectionEndpoint => "introspection_endpoint",
+            })),
+        ),
+        (
+            "introspection.assertion_alg",
+            json!(introspection.map(|i| i.assertion_alg.name())),
+        ),
+        (
+            "introspection.all_issuers",
+            json!(introspection.is_some_and(|i| i.all_issuers)),
+        ),
+        (
+            "introspection.timeout",
+            json!(introspection.map(|i| duration(i.timeout))),
+        ),
     ]
+}
+
+/// Key files as `file (kid)`.
+fn key_files(files: &[ModuleKeyFile]) -> Value {
+    json!(
+        files
+            .iter()
+            .map(|k| format!("{} (kid {})", k.file.display(), k.kid))
+            .collect::<Vec<_>>()
+    )
 }
 
 /// How a value reads in the text report: lists comma-separated; the issuers, which have a
@@ -397,6 +469,14 @@ fn value_text(key: &str, value: &Value) -> String {
     }
 }
 
+/// The issuer's JWKS URL, or how it is verified instead.
+fn jwks_url_text(issuer: &IssuerConfig) -> String {
+    match &issuer.jwks_url {
+        Some(url) => mask_secret(url),
+        None => "(none: verified by token introspection)".into(),
+    }
+}
+
 fn algorithm_names(algs: &[Alg]) -> Vec<&'static str> {
     algs.iter().map(|a| a.name()).collect()
 }
@@ -405,7 +485,7 @@ impl IssuerReport {
     fn configured(issuer: &IssuerConfig) -> IssuerReport {
         IssuerReport {
             iss: issuer.iss.clone(),
-            jwks_url: mask_secret(&issuer.jwks_url),
+            jwks_url: jwks_url_text(issuer),
             algorithms: algorithm_names(&issuer.algorithms),
             fetched: false,
             status: None,
@@ -765,15 +845,7 @@ pub fn mask_secret(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::config::KEYS;
-
-    const MINIMAL: &str = r#"
-        upstream = "http://127.0.0.1:3000"
-        [launch]
-        audience = "Device/1"
-        [[issuers]]
-        iss = "https://portal.example"
-        jwks_url = "https://portal.example/jwks"
-    "#;
+    use crate::config::tests::MINIMAL;
 
     #[test]
     fn every_key_is_reported_in_order() {

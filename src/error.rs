@@ -47,6 +47,9 @@ pub enum Reason {
     UpstreamTimeout,
     BodyTooLarge,
     MethodNotAllowed,
+    IntrospectionInactive,
+    IntrospectionUnavailable,
+    Undecryptable,
 }
 
 /// Who is at fault decides the log level.
@@ -57,7 +60,7 @@ pub enum Fault {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 23] = [
         Reason::MissingToken,
         Reason::ConflictingTokens,
         Reason::MalformedToken,
@@ -78,6 +81,9 @@ impl Reason {
         Reason::UpstreamTimeout,
         Reason::BodyTooLarge,
         Reason::MethodNotAllowed,
+        Reason::IntrospectionInactive,
+        Reason::IntrospectionUnavailable,
+        Reason::Undecryptable,
     ];
 
     /// (stable string, status, fault, text for a person)
@@ -174,6 +180,16 @@ impl Reason {
                 Client,
                 "This address only accepts launches from a portal.",
             ),
+            Reason::IntrospectionInactive => {
+                ("introspection_inactive", S::UNAUTHORIZED, Client, TOKEN)
+            }
+            Reason::IntrospectionUnavailable => (
+                "introspection_unavailable",
+                S::SERVICE_UNAVAILABLE,
+                Dependency,
+                "The launch cannot be verified right now. Please try again in a moment.",
+            ),
+            Reason::Undecryptable => ("undecryptable", S::UNAUTHORIZED, Client, TOKEN),
         }
     }
 
@@ -341,7 +357,9 @@ mod tests {
         for reason in Reason::ALL {
             let want = match reason {
                 Reason::MissingToken | Reason::ConflictingTokens => 400,
-                Reason::KeysUnavailable | Reason::ReplayStoreUnavailable => 503,
+                Reason::KeysUnavailable
+                | Reason::ReplayStoreUnavailable
+                | Reason::IntrospectionUnavailable => 503,
                 Reason::UpstreamUnavailable => 502,
                 Reason::UpstreamTimeout => 504,
                 Reason::BodyTooLarge => 413,

@@ -27,6 +27,7 @@ pub mod error;
 pub mod headers;
 pub mod launch;
 pub mod metrics;
+pub mod module;
 pub mod proxy;
 pub mod replay;
 pub mod server;
@@ -47,10 +48,12 @@ pub use error::StartupError;
 use crate::admin::Readiness;
 use crate::config::ReplayStoreKind;
 use crate::metrics::Metrics;
+use crate::module::ModuleKeys;
 use crate::proxy::Proxy;
 use crate::replay::{MemoryStore, RedisStore, ReplayStore};
 use crate::server::PublicOptions;
 use crate::upstream::Upstream;
+use crate::verify::introspect::Introspector;
 use crate::verify::{KeyCache, Verifier};
 
 /// The bound listeners the guard serves on.
@@ -100,14 +103,38 @@ pub async fn run(
     let upstream = Upstream::new(&config.upstream, &config.timeouts)?;
     background.extend(keys.start(client, metrics.clone()));
 
-    let verifier = Verifier::new(&config, keys.clone(), replay.clone(), metrics.clone());
+    let mut verifier = Verifier::new(&config, keys.clone(), replay.clone(), metrics.clone());
+    let assertion_alg = config
+        .introspection
+        .as_ref()
+        .map_or(verify::Alg::RS512, |i| i.assertion_alg);
+    let module = Arc::new(ModuleKeys::load(&config.module, assertion_alg)?);
+    verifier = verifier.with_module(module.clone());
+    let introspector = match &config.introspection {
+        Some(cfg) => {
+            let introspector = Arc::new(
+                Introspector::new(
+                    cfg.clone(),
+                    config.keys.clone(),
+                    module.clone(),
+                    metrics.clone(),
+                )
+                .map_err(StartupError::Client)?,
+            );
+            background.extend(introspector.start());
+            verifier = verifier.with_introspector(introspector.clone());
+            Some(introspector)
+        }
+        None => None,
+    };
     let proxy = Arc::new(Proxy::new(
+        module,
         config.launch.clone(),
         verifier,
         upstream,
         metrics.clone(),
     ));
-    let readiness = Arc::new(Readiness::new(keys, replay));
+    let readiness = Arc::new(Readiness::new(keys, replay, introspector));
 
     let public_addr = listeners.public.local_addr()?;
     let admin_addr = listeners.admin.local_addr()?;

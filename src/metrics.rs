@@ -22,6 +22,8 @@ pub struct Metrics {
     request_duration: Histogram,
     upstream_duration: Histogram,
     spoofed: IntCounter,
+    introspections: IntCounterVec,
+    introspection_duration: Histogram,
     up: Gauge,
 }
 
@@ -118,6 +120,22 @@ impl Metrics {
             "Reserved x-hti-* headers removed from incoming requests.",
         )
         .expect("valid metric");
+        let introspections = IntCounterVec::new(
+            Opts::new(
+                "hti_guard_introspection_requests_total",
+                "Token introspection requests, by result (active, inactive, error).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let introspection_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "hti_guard_introspection_duration_seconds",
+                "Time of one token introspection request.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
         let up = Gauge::new("hti_guard_up", "1 while the guard runs.").expect("valid metric");
         up.set(1.0);
         for c in [
@@ -132,6 +150,8 @@ impl Metrics {
             Box::new(request_duration.clone()),
             Box::new(upstream_duration.clone()),
             Box::new(spoofed.clone()),
+            Box::new(introspections.clone()),
+            Box::new(introspection_duration.clone()),
             Box::new(up.clone()),
         ] {
             registry.register(c).expect("metric registered once");
@@ -149,6 +169,8 @@ impl Metrics {
             request_duration,
             upstream_duration,
             spoofed,
+            introspections,
+            introspection_duration,
             up,
         }
     }
@@ -160,9 +182,11 @@ impl Metrics {
         self.jwks_keys.with_label_values(&[issuer]);
     }
 
-    pub fn launch_accepted(&self, issuer: &str) {
+    /// `issuer` is a configured iss, or `None` ("unknown") for a portal the auth server
+    /// vouched for under `introspection.all_issuers`.
+    pub fn launch_accepted(&self, issuer: Option<&str>) {
         self.launches
-            .with_label_values(&[issuer, "accepted", "none"])
+            .with_label_values(&[issuer.unwrap_or("unknown"), "accepted", "none"])
             .inc();
     }
 
@@ -216,6 +240,12 @@ impl Metrics {
 
     pub fn spoofed_stripped(&self, count: usize) {
         self.spoofed.inc_by(count as u64);
+    }
+
+    /// `result` is `active`, `inactive` or `error`.
+    pub fn introspection(&self, result: &str, seconds: f64) {
+        self.introspections.with_label_values(&[result]).inc();
+        self.introspection_duration.observe(seconds);
     }
 
     /// The text exposition of every metric.

@@ -19,6 +19,7 @@ use crate::error::{self, ErrorFormat, Fault, Reason, Rejection};
 use crate::headers;
 use crate::launch::{self, Kind};
 use crate::metrics::Metrics;
+use crate::module::ModuleKeys;
 use crate::upstream::Upstream;
 use crate::verify::{VerifiedLaunch, Verifier};
 
@@ -35,6 +36,7 @@ pub struct Peer {
 
 /// The request handler of the public listener.
 pub struct Proxy {
+    module: Arc<ModuleKeys>,
     launch: LaunchConfig,
     allow: String,
     verifier: Verifier,
@@ -44,12 +46,14 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn new(
+        module: Arc<ModuleKeys>,
         launch: LaunchConfig,
         verifier: Verifier,
         upstream: Upstream,
         metrics: Arc<Metrics>,
     ) -> Self {
         Proxy {
+            module,
             allow: launch::allow_header(&launch),
             launch,
             verifier,
@@ -83,6 +87,11 @@ impl Proxy {
         peer: Peer,
         request_id: &str,
     ) -> Result<Response<Body>, Rejection> {
+        if self.module.jwks_path() == Some(request.uri().path())
+            && (request.method() == http::Method::GET || request.method() == http::Method::HEAD)
+        {
+            return Ok(self.module.jwks_response());
+        }
         let kind = launch::classify(request.method(), request.uri().path(), &self.launch);
         let request = match kind {
             Kind::Passthrough => request.map(Either::Left),
@@ -90,7 +99,7 @@ impl Proxy {
                 let result = self.receive_launch(request, kind).await;
                 match &result {
                     Ok((launch, _)) => {
-                        self.metrics.launch_accepted(&launch.claims.iss);
+                        self.metrics.launch_accepted(launch.issuer.as_deref());
                         tracing::info!(
                             reference = %request_id,
                             issuer = %launch.claims.iss,

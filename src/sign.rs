@@ -40,6 +40,12 @@ pub struct SigningKey {
     pair: Pair,
 }
 
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SigningKey({})", self.describe())
+    }
+}
+
 fn ec_signing(curve: Curve) -> &'static signature::EcdsaSigningAlgorithm {
     match curve {
         Curve::P256 => &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
@@ -180,6 +186,27 @@ impl SigningKey {
         jwk
     }
 
+    /// The RFC 7638 thumbprint: SHA-256 over the required members in lexicographic order,
+    /// base64url.
+    pub fn thumbprint(&self) -> String {
+        let jwk = self.public_jwk("", None);
+        let canonical = match &self.pair {
+            Pair::Rsa(_) => format!(
+                r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
+                jwk["e"].as_str().unwrap_or_default(),
+                jwk["n"].as_str().unwrap_or_default()
+            ),
+            Pair::Ec(..) => format!(
+                r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#,
+                jwk["crv"].as_str().unwrap_or_default(),
+                jwk["x"].as_str().unwrap_or_default(),
+                jwk["y"].as_str().unwrap_or_default()
+            ),
+        };
+        let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
+        URL_SAFE_NO_PAD.encode(hash.as_ref())
+    }
+
     /// A JWKS document holding this key's public JWK.
     pub fn jwks(&self, kid: &str, alg: Option<Alg>) -> Value {
         json!({ "keys": [self.public_jwk(kid, alg)] })
@@ -308,6 +335,21 @@ mod tests {
         assert!(ec.sign_jws(Alg::RS256, "k", &json!({})).is_err());
         assert!(SigningKey::generate(Alg::RS256, 1024).is_err());
         assert!(SigningKey::from_pem(b"not a key").is_err());
+    }
+
+    #[test]
+    fn thumbprint_follows_rfc_7638() {
+        // RFC 7638 section 3.1's example key and thumbprint.
+        let n = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
+        let canonical = format!(r#"{{"e":"AQAB","kty":"RSA","n":"{n}"}}"#);
+        let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
+        assert_eq!(
+            URL_SAFE_NO_PAD.encode(hash.as_ref()),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
+        let key = SigningKey::generate(Alg::ES256, 0).unwrap();
+        assert_eq!(key.thumbprint().len(), 43);
+        assert_eq!(key.thumbprint(), key.thumbprint());
     }
 
     #[test]

@@ -24,8 +24,14 @@ struct Demo {
 impl Demo {
     /// Start the demo on free ports and read the lines that say where each part is.
     async fn start() -> Demo {
+        Demo::start_with(&[], &["portal", "guard", "module", "metrics"]).await
+    }
+
+    /// Start with extra arguments, expecting these parts to be printed in order.
+    async fn start_with(extra: &[&str], parts: &[&str]) -> Demo {
         let mut child = Command::new(BIN)
             .args(["demo", "--port", "0"])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -36,7 +42,7 @@ impl Demo {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut urls = HashMap::new();
         let mut order = Vec::new();
-        while urls.len() < 4 {
+        while urls.len() < parts.len() {
             let line = within(LIMIT, "demo output", lines.next_line())
                 .await
                 .unwrap()
@@ -46,11 +52,7 @@ impl Demo {
                 urls.insert(part.to_string(), url.to_string());
             }
         }
-        assert_eq!(
-            order,
-            ["portal", "guard", "module", "metrics"],
-            "one line per part, the portal first"
-        );
+        assert_eq!(order, parts, "one line per part, the portal first");
         for url in urls.values() {
             assert!(url.starts_with("http://127.0.0.1:"), "loopback only: {url}");
         }
@@ -304,4 +306,46 @@ async fn ctrl_c_stops_the_demo() {
     assert!(killed.success());
     let status = within(LIMIT, "demo exit", demo.child.wait()).await.unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn koppeltaal_mode_introspects_and_accepts_encrypted_launches() {
+    let demo = Demo::start_with(
+        &["--koppeltaal"],
+        &["portal", "guard", "module", "metrics", "auth server"],
+    )
+    .await;
+    let (status, config) = demo.get(demo.url("auth server")).await;
+    assert_eq!(status, 200);
+    assert!(config.contains("introspection_endpoint"));
+    for style in ["hti", "koppeltaal", "jwe"] {
+        let (status, page) = demo
+            .launch_via(&format!("/go?sample=patient&style={style}"))
+            .await;
+        assert_eq!(status, 200, "{style}: {page}");
+        assert!(
+            page.contains("<th>x-hti-sub</th><td><code>Patient/demo-patient-7</code>"),
+            "{style}"
+        );
+    }
+    let (_, page) = demo
+        .get(&format!(
+            "{}/go?sample=patient&style=jwe",
+            demo.url("portal").trim_end_matches('/')
+        ))
+        .await;
+    let (_, fields) = post_form(&page);
+    assert_eq!(
+        fields[0].1.matches('.').count(),
+        4,
+        "the encrypted launch is a JWE"
+    );
+    let (_, metrics) = demo.get(demo.url("metrics")).await;
+    assert!(
+        metrics.contains(r#"hti_guard_introspection_requests_total{result="active"} 3"#),
+        "{metrics}"
+    );
+    // The refusals hold in this mode too.
+    let (status, page) = demo.launch_via("/refuse?case=replay").await;
+    assert_eq!(status, 401, "{page}");
 }

@@ -3,9 +3,11 @@
 //! them, and a demo module app shows what reached it.
 //!
 //! - `portal`: the launching side (sample launches, refusal cases, JWKS)
+//! - `auth`: with `--koppeltaal`, the portal's second role as the domain's auth server
 //! - `module`: the upstream app that shows the trusted headers and claims
 //! - `page`: the shared HTML frame
 
+mod auth;
 mod module;
 mod page;
 mod portal;
@@ -29,6 +31,10 @@ pub struct DemoArgs {
     /// listener PORT+3. With 0, each part takes a free port.
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
+    /// Koppeltaal mode: the guard verifies by token introspection at the portal's auth
+    /// server, with the module's own keys, and accepts encrypted (JWE) launches.
+    #[arg(long)]
+    pub koppeltaal: bool,
 }
 
 /// The audience the demo guard accepts, and the module the portal launches.
@@ -82,9 +88,34 @@ async fn bind_all(port: u16) -> Result<[TcpListener; 4], String> {
         .map_err(|_| "four listeners".to_string())
 }
 
-/// The guard's configuration, in memory: trust the demo portal's JWKS, forward to the
-/// demo module.
-fn guard_config(addrs: &Addresses) -> Result<Config, String> {
+/// The guard's configuration, in memory: trust the demo portal (its JWKS, or in Koppeltaal
+/// mode its auth server), forward to the demo module. `enc_key` is the module's JWE key file.
+fn guard_config(addrs: &Addresses, enc_key: Option<&std::path::Path>) -> Result<Config, String> {
+    let portal_url = addrs.portal_url();
+    let (issuer, koppeltaal) = match enc_key {
+        None => (
+            format!("jwks_url = \"{portal_url}/.well-known/jwks.json\"\nalgorithms = [\"RS512\"]"),
+            String::new(),
+        ),
+        Some(key) => (
+            "introspect = true".to_string(),
+            format!(
+                r#"
+                [module]
+                client_id = "{client_id}"
+                generate = true
+                jwks_path = "{jwks_path}"
+                decryption_key_files = [{{ file = {file}, kid = "demo-enc" }}]
+                [introspection]
+                fhir_base = "{portal_url}/fhir"
+                "#,
+                client_id = auth::MODULE_CLIENT_ID,
+                jwks_path = auth::MODULE_JWKS_PATH,
+                file =
+                    serde_json::to_string(&key.display().to_string()).map_err(|e| e.to_string())?,
+            ),
+        ),
+    };
     let toml = format!(
         r#"
         listen = "{guard}"
@@ -95,15 +126,33 @@ fn guard_config(addrs: &Addresses) -> Result<Config, String> {
         audience = "{AUDIENCE}"
         [[issuers]]
         iss = "{portal_url}"
-        jwks_url = "{portal_url}/.well-known/jwks.json"
-        algorithms = ["RS512"]
+        {issuer}
+        {koppeltaal}
         "#,
         guard = addrs.guard,
         admin = addrs.admin,
         module = addrs.module,
-        portal_url = addrs.portal_url(),
     );
     Config::from_toml_str(&toml).map_err(|e| format!("demo configuration: {e}"))
+}
+
+/// The module's JWE key for Koppeltaal mode, in a private temp directory (removed on exit).
+fn write_enc_key() -> Result<std::path::PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("hti-guard-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let key = SigningKey::generate(Alg::RS256, 2048).map_err(|e| e.to_string())?;
+    let path = dir.join("module-enc.pem");
+    let pem = key.to_pem().map_err(|e| e.to_string())?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    use std::io::Write as _;
+    options
+        .open(&path)
+        .and_then(|mut f| f.write_all(pem.as_bytes()))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
 }
 
 /// Run the demo until Ctrl-C.
@@ -124,7 +173,18 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         module: local(&module),
         admin: local(&admin),
     };
-    let config = match guard_config(&addrs) {
+    let enc_key = if args.koppeltaal {
+        match write_enc_key() {
+            Ok(path) => Some(path),
+            Err(e) => {
+                eprintln!("hti-guard demo: cannot write the module's key: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    let config = match guard_config(&addrs, enc_key.as_deref()) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("hti-guard demo: {e}");
@@ -138,7 +198,7 @@ pub async fn run(args: DemoArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let portal_state = match portal::Portal::new(key, &addrs) {
+    let portal_state = match portal::Portal::new(key, &addrs, args.koppeltaal) {
         Ok(state) => Arc::new(state),
         Err(e) => {
             eprintln!("hti-guard demo: {e}");
@@ -158,6 +218,12 @@ pub async fn run(args: DemoArgs) -> ExitCode {
     println!("guard: {}/launch", addrs.guard_url());
     println!("module: {}/", addrs.module_url());
     println!("metrics: http://{}/metrics", addrs.admin);
+    if args.koppeltaal {
+        println!(
+            "auth server: {}/fhir/.well-known/smart-configuration",
+            addrs.portal_url()
+        );
+    }
     println!("Open the portal in a browser and launch the module. Ctrl-C stops the demo.");
 
     let result = crate::run(
@@ -173,6 +239,9 @@ pub async fn run(args: DemoArgs) -> ExitCode {
     .await;
     let _ = stop.send(true);
     let _ = tokio::join!(portal_task, module_task);
+    if let Some(dir) = enc_key.as_deref().and_then(std::path::Path::parent) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -11,6 +11,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use super::auth::{AuthServer, MODULE_JWKS_PATH};
 use super::page::{self, esc};
 use super::{AUDIENCE, Addresses};
 use crate::proxy::Body;
@@ -96,6 +100,8 @@ const REFUSALS: [Refusal; 4] = [
 
 /// The portal's state: its key and where the others are.
 pub struct Portal {
+    /// In `--koppeltaal` mode the portal is the domain's auth server too.
+    auth: Option<AuthServer>,
     key: SigningKey,
     kid: String,
     iss: String,
@@ -106,7 +112,7 @@ pub struct Portal {
 }
 
 impl Portal {
-    pub fn new(key: SigningKey, addrs: &Addresses) -> Result<Portal, String> {
+    pub fn new(key: SigningKey, addrs: &Addresses, koppeltaal: bool) -> Result<Portal, String> {
         let kid = format!(
             "demo-portal-{}",
             &crate::sign::random_jti().map_err(|e| e.to_string())?[..8]
@@ -118,6 +124,7 @@ impl Portal {
             .build()
             .map_err(|e| format!("cannot build the portal's HTTP client: {e}"))?;
         Ok(Portal {
+            auth: koppeltaal.then(|| AuthServer::new(&addrs.portal_url(), &addrs.guard_url())),
             key,
             kid,
             iss: addrs.portal_url(),
@@ -126,6 +133,29 @@ impl Portal {
             jwks,
             client,
         })
+    }
+
+    /// Encrypt `jws` to the module's published encryption key (HTI:jwe), as a portal does.
+    async fn encrypt(&self, jws: &str) -> Result<String, String> {
+        if self.auth.is_none() {
+            return Err("encrypted launches need --koppeltaal".into());
+        }
+        let url = format!("{}{MODULE_JWKS_PATH}", auth_guard_base(&self.launch_url));
+        let jwks: Value = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("cannot fetch the module's JWKS: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("the module's JWKS is not JSON: {e}"))?;
+        let key = jwks["keys"]
+            .as_array()
+            .and_then(|keys| keys.iter().find(|k| k["use"] == "enc"))
+            .ok_or("the module publishes no encryption key")?;
+        let kid = key["kid"].as_str().ok_or("the encryption key has no kid")?;
+        crate::verify::jwe::encrypt_for(key, kid, "RSA-OAEP", "A128CBC-HS256", jws)
     }
 
     fn spec(&self, sample: &Sample, aud: &str) -> LaunchSpec {
@@ -199,8 +229,41 @@ fn tamper(token: &str) -> Option<String> {
     Some(format!("{header}.{payload}.{signature}"))
 }
 
-/// Answer one request to the portal.
-pub async fn handle<B>(request: Request<B>, portal: Arc<Portal>) -> Response<Body> {
+/// The guard's base URL from its launch URL.
+fn auth_guard_base(launch_url: &str) -> &str {
+    launch_url.strip_suffix("/launch").unwrap_or(launch_url)
+}
+
+/// Answer one request to the portal (and, in `--koppeltaal` mode, to its auth server).
+pub async fn handle(request: Request<Incoming>, portal: Arc<Portal>) -> Response<Body> {
+    if let Some(auth) = &portal.auth {
+        match (request.method(), request.uri().path()) {
+            (&Method::GET, "/fhir/.well-known/smart-configuration") => {
+                return page::json(&auth.smart_configuration());
+            }
+            (&Method::POST, "/oauth2/introspect") => {
+                let body = match Limited::new(request.into_body(), 64 * 1024).collect().await {
+                    Ok(body) => body.to_bytes(),
+                    Err(_) => return page::not_found(),
+                };
+                let form: Vec<(String, String)> =
+                    form_urlencoded::parse(&body).into_owned().collect();
+                if let Err(why) = auth.check_assertion(&portal.client, &form).await {
+                    let mut response =
+                        page::json(&json!({"error": "invalid_client", "error_description": why}));
+                    *response.status_mut() = StatusCode::UNAUTHORIZED;
+                    return response;
+                }
+                let token = form
+                    .iter()
+                    .find(|(k, _)| k == "token")
+                    .map(|(_, v)| v.as_str())
+                    .unwrap_or("");
+                return page::json(&auth.introspect(token, &portal.jwks));
+            }
+            _ => {}
+        }
+    }
     if request.method() != Method::GET {
         return page::not_found();
     }
@@ -229,14 +292,23 @@ pub async fn handle<B>(request: Request<B>, portal: Arc<Portal>) -> Response<Bod
             let Some(sample) = SAMPLES.iter().find(|s| Some(s.id) == param("sample")) else {
                 return page::not_found();
             };
-            let koppeltaal = param("style") == Some("koppeltaal");
-            match portal.mint(&portal.spec(sample, AUDIENCE), SystemTime::now()) {
-                Ok(token) => page::html(
-                    StatusCode::OK,
-                    launch_form(&portal, &token, koppeltaal, None),
-                ),
-                Err(e) => problem(&e.to_string()),
-            }
+            let style = param("style").unwrap_or("hti");
+            let token = match portal.mint(&portal.spec(sample, AUDIENCE), SystemTime::now()) {
+                Ok(token) => token,
+                Err(e) => return problem(&e.to_string()),
+            };
+            let token = if style == "jwe" {
+                match portal.encrypt(&token).await {
+                    Ok(jwe) => jwe,
+                    Err(e) => return problem(&e),
+                }
+            } else {
+                token
+            };
+            page::html(
+                StatusCode::OK,
+                launch_form(&portal, &token, style == "koppeltaal", None),
+            )
         }
         "/refuse" => {
             let Some(refusal) = REFUSALS.iter().find(|r| Some(r.id) == param("case")) else {
@@ -270,8 +342,25 @@ fn home(portal: &Portal) -> String {
         "<p>This is a pretend portal (an EHR or patient portal). It has its own signing key \
          and publishes the public half as a <a href=\"/.well-known/jwks.json\">JWKS</a>. \
          Each button below mints a fresh HTI 2.0 token and sends your browser to the module \
-         with it, through hti-guard.</p>\n<h2>Launch the module</h2>\n",
+         with it, through hti-guard.</p>\n",
     );
+    if portal.auth.is_some() {
+        body.push_str(
+            "<p class=\"card\"><strong>Koppeltaal mode.</strong> This portal is also the domain's auth \
+             server (<a href=\"/fhir/.well-known/smart-configuration\">smart-configuration</a>). \
+             The guard does not know its keys: it asks the auth server to introspect each token, \
+             signing its request with the module's own key, which it publishes at its JWKS path. \
+             The encrypted launch wraps the token in a JWE for the module's encryption key.</p>\n",
+        );
+    }
+    body.push_str("<h2>Launch the module</h2>\n");
+    let jwe_button = if portal.auth.is_some() {
+        "<form method=\"get\" action=\"/go\"><input type=\"hidden\" name=\"sample\" value=\"{id}\">\
+         <input type=\"hidden\" name=\"style\" value=\"jwe\">\
+         <button class=\"secondary\">Launch (encrypted: HTI:jwe)</button></form>"
+    } else {
+        ""
+    };
     for s in &SAMPLES {
         let patient = s
             .patient
@@ -286,7 +375,8 @@ fn home(portal: &Portal) -> String {
              <input type=\"hidden\" name=\"style\" value=\"hti\"><button>Launch (HTI: token)</button></form>\
              <form method=\"get\" action=\"/go\"><input type=\"hidden\" name=\"sample\" value=\"{id}\">\
              <input type=\"hidden\" name=\"style\" value=\"koppeltaal\">\
-             <button class=\"secondary\">Launch (Koppeltaal: launch + iss)</button></form></div>\n",
+             <button class=\"secondary\">Launch (Koppeltaal: launch + iss)</button></form>{jwe}</div>\n",
+            jwe = jwe_button.replace("{id}", s.id),
             who = esc(s.who),
             role = esc(s.role),
             sub = esc(s.sub),

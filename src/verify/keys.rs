@@ -241,10 +241,10 @@ fn unknown(kid: &str) -> Rejection {
 }
 
 impl IssuerKeys {
-    fn new(issuer: &IssuerConfig, cfg: &KeysConfig) -> Self {
+    fn new(iss: &str, url: &str, cfg: &KeysConfig) -> Self {
         IssuerKeys {
-            iss: issuer.iss.clone(),
-            url: issuer.jwks_url.clone(),
+            iss: iss.to_owned(),
+            url: url.to_owned(),
             cfg: cfg.clone(),
             state: RwLock::new(Arc::new(KeyState::default())),
             generation: watch::Sender::new(0),
@@ -424,11 +424,15 @@ pub struct KeyCache {
 }
 
 impl KeyCache {
+    /// One cache per issuer that has a `jwks_url` (introspected issuers have none).
     pub fn new(issuers: &[IssuerConfig], cfg: &KeysConfig) -> Self {
         KeyCache {
             issuers: issuers
                 .iter()
-                .map(|i| (i.iss.clone(), Arc::new(IssuerKeys::new(i, cfg))))
+                .filter_map(|i| {
+                    let url = i.jwks_url.as_deref()?;
+                    Some((i.iss.clone(), Arc::new(IssuerKeys::new(&i.iss, url, cfg))))
+                })
                 .collect(),
         }
     }

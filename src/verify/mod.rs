@@ -3,9 +3,12 @@
 //! failing any other check never burns its `jti`.
 
 pub mod claims;
+pub mod introspect;
+pub mod jwe;
 pub mod jwk;
 pub mod keys;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -21,7 +24,9 @@ pub use keys::KeyCache;
 use crate::config::Config;
 use crate::error::{Reason, Rejection};
 use crate::metrics::Metrics;
+use crate::module::ModuleKeys;
 use crate::replay::{Freshness, ReplayError, ReplayStore};
+use crate::verify::introspect::Introspector;
 
 /// The largest token accepted (well above any real HTI token).
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
@@ -29,6 +34,9 @@ pub const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// A launch whose token passed every check.
 #[derive(Debug, Clone)]
 pub struct VerifiedLaunch {
+    /// The configured issuer it came from; `None` for a portal the auth server vouched for
+    /// under `introspection.all_issuers` (the metrics' `unknown`).
+    pub issuer: Option<String>,
     pub claims: HtiClaims,
     /// The verified claims set as JSON, written from the parsed claims, so that it cannot
     /// disagree with the headers (a signed payload with duplicate keys reads one way here).
@@ -130,6 +138,7 @@ pub fn decode(token: &str) -> Result<Decoded<'_>, Rejection> {
 /// What the verifier knows of one configured issuer.
 struct Issuer {
     algorithms: Vec<Alg>,
+    introspect: bool,
 }
 
 /// Verifies launch tokens against the configured issuers, their keys and the replay store.
@@ -140,6 +149,8 @@ pub struct Verifier {
     clock_skew_secs: u64,
     replay: Arc<dyn ReplayStore>,
     metrics: Arc<Metrics>,
+    introspector: Option<Arc<Introspector>>,
+    module: Option<Arc<ModuleKeys>>,
 }
 
 impl Verifier {
@@ -158,6 +169,7 @@ impl Verifier {
                         i.iss.clone(),
                         Issuer {
                             algorithms: i.algorithms.clone(),
+                            introspect: i.introspected(),
                         },
                     )
                 })
@@ -172,6 +184,83 @@ impl Verifier {
             clock_skew_secs: config.launch.clock_skew.as_secs(),
             replay,
             metrics,
+            introspector: None,
+            module: None,
+        }
+    }
+
+    /// Verify introspected issuers (and, with `all_issuers`, unknown ones) through `introspector`.
+    pub fn with_introspector(mut self, introspector: Arc<Introspector>) -> Self {
+        self.introspector = Some(introspector);
+        self
+    }
+
+    /// Decrypt HTI:jwe tokens with the module's decryption keys.
+    pub fn with_module(mut self, module: Arc<ModuleKeys>) -> Self {
+        self.module = Some(module);
+        self
+    }
+
+    /// A JWE is decrypted first; its inner JWS is what the rest verifies.
+    fn unwrap_jwe<'t>(&self, token: &'t str) -> Result<Cow<'t, str>, Rejection> {
+        if !jwe::is_jwe(token) {
+            return Ok(Cow::Borrowed(token));
+        }
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(malformed("token too long"));
+        }
+        let module = self
+            .module
+            .as_ref()
+            .filter(|m| !m.decryption.is_empty())
+            .ok_or_else(|| {
+                Rejection::new(
+                    Reason::Undecryptable,
+                    "encrypted token, but no decryption key is configured",
+                )
+            })?;
+        module
+            .decryption
+            .decrypt(token)
+            .map(Cow::Owned)
+            .map_err(|e| Rejection::new(Reason::Undecryptable, e.to_string()))
+    }
+
+    async fn introspect(
+        &self,
+        token: &str,
+        decoded: &Decoded<'_>,
+    ) -> Result<Map<String, Value>, Rejection> {
+        let introspector = self.introspector.as_ref().ok_or_else(|| {
+            Rejection::new(
+                Reason::IntrospectionUnavailable,
+                "introspection is not configured",
+            )
+        })?;
+        introspector.introspect(token, &decoded.claims).await
+    }
+
+    /// The signature check against the issuer's cached JWKS.
+    async fn check_signature(&self, iss: &str, decoded: &Decoded<'_>) -> Result<(), Rejection> {
+        let Some(kid) = decoded.kid.as_deref() else {
+            return Err(malformed("header has no kid"));
+        };
+        let keys = self
+            .keys
+            .issuer(iss)
+            .ok_or_else(|| Rejection::new(Reason::KeysUnavailable, "no key cache for issuer"))?;
+        let key = keys.key_for(kid, decoded.alg).await?;
+        if key.verify(
+            decoded.alg,
+            decoded.signing_input.as_bytes(),
+            decoded.signature,
+        ) {
+            Ok(())
+        } else {
+            Err(Rejection::new(
+                Reason::BadSignature,
+                "signature does not verify",
+            ))
         }
     }
 
@@ -181,6 +270,8 @@ impl Verifier {
 
     /// Run every check on `token` at time `now`.
     pub async fn verify(&self, token: &str, now: SystemTime) -> Result<VerifiedLaunch, Rejection> {
+        let token = self.unwrap_jwe(token)?;
+        let token = token.as_ref();
         let decoded = decode(token)?;
         let iss = match decoded.claims.get("iss") {
             None | Some(Value::Null) => {
@@ -189,44 +280,44 @@ impl Verifier {
             Some(Value::String(iss)) => iss.as_str(),
             Some(_) => return Err(Rejection::new(Reason::InvalidClaim, "iss is not a string")),
         };
-        let Some(issuer) = self.issuers.get(iss) else {
-            return Err(Rejection::new(
-                Reason::UnknownIssuer,
-                "iss is not configured",
-            ));
+        let configured = self.issuers.get(iss);
+        let label = configured.map(|_| iss.to_owned());
+        let tag = |r: Rejection| match &label {
+            Some(l) => r.with_issuer(l),
+            None => r,
         };
-        let tag = |r: Rejection| r.with_issuer(iss);
-        if !issuer.algorithms.contains(&decoded.alg) {
-            return Err(tag(Rejection::new(
-                Reason::UnsupportedAlgorithm,
-                format!("alg {} is not accepted for this issuer", decoded.alg),
-            )));
-        }
-        let Some(kid) = decoded.kid.as_deref() else {
-            return Err(tag(malformed("header has no kid")));
+        let claims_set: Cow<'_, Map<String, Value>> = match configured {
+            Some(issuer) => {
+                if !issuer.algorithms.contains(&decoded.alg) {
+                    return Err(tag(Rejection::new(
+                        Reason::UnsupportedAlgorithm,
+                        format!("alg {} is not accepted for this issuer", decoded.alg),
+                    )));
+                }
+                if issuer.introspect {
+                    Cow::Owned(self.introspect(token, &decoded).await.map_err(tag)?)
+                } else {
+                    self.check_signature(iss, &decoded).await.map_err(tag)?;
+                    Cow::Borrowed(&decoded.claims)
+                }
+            }
+            None => match &self.introspector {
+                Some(introspector) if introspector.all_issuers() => {
+                    Cow::Owned(introspector.introspect(token, &decoded.claims).await?)
+                }
+                _ => {
+                    return Err(Rejection::new(
+                        Reason::UnknownIssuer,
+                        "iss is not configured",
+                    ));
+                }
+            },
         };
-        let keys = self.keys.issuer(iss).ok_or_else(|| {
-            tag(Rejection::new(
-                Reason::KeysUnavailable,
-                "no key cache for issuer",
-            ))
-        })?;
-        let key = keys.key_for(kid, decoded.alg).await.map_err(tag)?;
-        if !key.verify(
-            decoded.alg,
-            decoded.signing_input.as_bytes(),
-            decoded.signature,
-        ) {
-            return Err(tag(Rejection::new(
-                Reason::BadSignature,
-                "signature does not verify",
-            )));
-        }
         let now_secs = now
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let claims = claims::check(&decoded.claims, now_secs as i64, &self.rules)
+        let claims = claims::check(&claims_set, now_secs as i64, &self.rules)
             .map_err(|f| tag(Rejection::new(f.reason, f.detail)))?;
         let keep_until = u64::try_from(claims.exp)
             .unwrap_or(0)
@@ -245,7 +336,8 @@ impl Verifier {
             .replay_check(self.replay.name(), result, started.elapsed().as_secs_f64());
         match checked {
             Ok(Freshness::Fresh) => Ok(VerifiedLaunch {
-                claims_json: serde_json::to_vec(&decoded.claims).unwrap_or_default(),
+                issuer: label,
+                claims_json: serde_json::to_vec(&*claims_set).unwrap_or_default(),
                 claims,
             }),
             Ok(Freshness::Replayed) => {

@@ -42,6 +42,7 @@ pub fn toml_str(value: &str) -> String {
 #[derive(Clone, Debug)]
 pub struct IssuerSpec {
     pub iss: String,
+    /// Empty for an issuer verified by introspection.
     pub jwks_url: String,
     pub algorithms: Option<Vec<String>>,
 }
@@ -79,6 +80,16 @@ impl GuardBuilder {
         self.issuers.push(IssuerSpec {
             iss: iss.to_string(),
             jwks_url: jwks_url.to_string(),
+            algorithms: None,
+        });
+        self
+    }
+
+    /// An issuer verified by token introspection (`introspect = true`).
+    pub fn issuer_introspected(mut self, iss: &str) -> GuardBuilder {
+        self.issuers.push(IssuerSpec {
+            iss: iss.to_string(),
+            jwks_url: String::new(),
             algorithms: None,
         });
         self
@@ -147,7 +158,11 @@ impl GuardBuilder {
         for issuer in &self.issuers {
             text.push_str("\n[[issuers]]\n");
             text.push_str(&format!("iss = {}\n", toml_str(&issuer.iss)));
-            text.push_str(&format!("jwks_url = {}\n", toml_str(&issuer.jwks_url)));
+            if issuer.jwks_url.is_empty() {
+                text.push_str("introspect = true\n");
+            } else {
+                text.push_str(&format!("jwks_url = {}\n", toml_str(&issuer.jwks_url)));
+            }
             if let Some(algorithms) = &issuer.algorithms {
                 let list: Vec<String> = algorithms.iter().map(|alg| toml_str(alg)).collect();
                 text.push_str(&format!("algorithms = [{}]\n", list.join(", ")));

@@ -3,12 +3,14 @@
 //! runs on loopback ephemeral ports.
 #![allow(dead_code, unused_imports)]
 
+pub mod authserver;
 pub mod guard;
 pub mod jwks;
 pub mod metrics;
 pub mod mint;
 pub mod upstream;
 
+pub use authserver::{AuthMode, AuthServer};
 pub use guard::{
     AUDIENCE, Fixture, Guard, GuardBuilder, client, expect_echo, expect_rejection, form,
     unique_issuer, within,

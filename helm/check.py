@@ -1,0 +1,1038 @@
+#!/usr/bin/env python3
+"""Check the hti-guard helm chart, offline, without a helm binary or a cluster.
+
+Steps (one line each; exit 1 on any failure, 2 when a dependency is missing):
+
+  deps        helm-python-sdk (the Helm 4 SDK as a shared library), kubernetes-validate,
+              PyYAML, jsonschema and cryptography import; the guard binary exists.
+  lint        helm lint --strict (kube 1.32) with every sample values file.
+  schema      values.schema.json is a valid draft-07 schema; every sample passes it; the
+              chart's defaults alone and every file in check-fixtures/bad/ are rejected,
+              each with the error its `# expect:` line names.
+  render      every sample renders; every file in check-fixtures/fail/ is refused by a
+              template `fail`, with the message its `# expect:` line names.
+  coverage    the samples still exercise both modes with Redis, HPA and ServiceMonitor, the
+              memory store, a PodDisruptionBudget, the dashboard and TLS.
+  kubernetes  every rendered object but the ServiceMonitor validates strictly against the
+              Kubernetes 1.32 schemas bundled with kubernetes-validate.
+  servicemon  the ServiceMonitor (a CRD, not in those schemas) checked here: a strict schema
+              of the fields the chart uses, and its selector, port and namespace resolve.
+  wiring      the pieces fit: Service -> pod ports, probes on the admin port, config mount and
+              HTI_GUARD_CONFIG, Secrets referenced exist, security context, grace period,
+              sidecar upstream -> app port, HPA/PDB targets, dashboard JSON.
+  guard       every rendered config.toml goes to `hti-guard check --offline --json --config
+              FILE` with the guard container's environment as the pod would have it (the
+              Redis URL from the rendered Secret, a placeholder for an existing Secret; TLS
+              files from the chart's Secret, or a generated self-signed pair when they live in
+              an existing Secret, pointed to with HTI_GUARD_TLS__*). It must exit 0, and every
+              value it reports must be the one the chart values meant (so a quoting slip or a
+              key the guard reads differently fails); keys the guard has and the chart never
+              sets are listed.
+
+Sample values: helm/hti-guard/ci/*.yaml, plus "tls-files" made here (standalone-values.yaml
+with a generated TLS pair in secrets.files, so that no private key is kept in the repository),
+each applied on top of the chart's defaults like `helm install -f FILE`. The chart's defaults
+alone do not render on purpose (the audience, an issuer and, in sidecar mode, the app image are
+required), so "the default values" are checked as ci/minimal-values.yaml: the defaults plus
+only those required values.
+
+Environment: HTI_GUARD_BIN (default target/debug/hti-guard, relative to the repository root).
+Install the Python packages with `python3 -m pip install helm-python-sdk kubernetes-validate`
+(PyYAML and jsonschema come with kubernetes-validate; cryptography with the tests' pip step).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+CHART = HERE / "hti-guard"
+SAMPLES = CHART / "ci"
+BAD = HERE / "check-fixtures" / "bad"
+FAIL = HERE / "check-fixtures" / "fail"
+KUBE_VERSION = "1.32.0"
+RELEASE = "demo"
+NAMESPACE = "modules"
+GUARD = "hti-guard"  # the guard's container name
+CONFIG_PATH = "/etc/hti-guard/config.toml"
+REDIS_URL_ENV = "HTI_GUARD_REPLAY__REDIS_URL"
+# Stands in for a Redis URL kept in a Secret the chart does not render (existingSecret).
+PLACEHOLDER_REDIS_URL = "redis://:placeholder@redis.invalid:6379/0"
+
+failures = 0
+passes = 0
+
+
+def report(step: str, ok: bool, summary: str, details: list[str] | None = None) -> None:
+    global failures, passes
+    print(f"{'ok  ' if ok else 'FAIL'} {step:<10} {summary}", flush=True)
+    passes += ok
+    if not ok:
+        failures += 1
+        for line in details or []:
+            for part in str(line).rstrip().splitlines():
+                print(f"       {part}")
+
+
+# --- dependencies ---------------------------------------------------------------------------
+
+
+def load_deps():
+    missing = []
+    mods = {}
+    for name, pip in [
+        ("helm_python", "helm-python-sdk"),
+        ("kubernetes_validate", "kubernetes-validate"),
+        ("yaml", "PyYAML"),
+        ("jsonschema", "jsonschema"),
+        ("cryptography", "cryptography"),
+    ]:
+        try:
+            mods[name] = __import__(name)
+        except ImportError as e:
+            missing.append(f"{pip} (import {name}: {e})")
+    if missing:
+        report(
+            "deps",
+            False,
+            "missing Python packages: " + ", ".join(m.split(" ")[0] for m in missing),
+            missing
+            + ["install: python3 -m pip install helm-python-sdk kubernetes-validate cryptography"],
+        )
+        sys.exit(2)
+    return mods
+
+
+def guard_binary() -> Path:
+    path = Path(os.environ.get("HTI_GUARD_BIN", "target/debug/hti-guard"))
+    return path if path.is_absolute() else REPO / path
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def expectation(path: Path) -> str:
+    first = path.read_text().splitlines()[0]
+    m = re.match(r"#\s*expect:\s*(.+)$", first)
+    if not m:
+        raise SystemExit(f"{path}: the first line must be '# expect: <text>'")
+    return m.group(1).strip()
+
+
+def rel(path: Path) -> str:
+    return str(path.relative_to(REPO))
+
+
+def short(label: str) -> str:
+    """A sample's short name: "helm/hti-guard/ci/sidecar-values.yaml" -> "sidecar"."""
+    return Path(label).name.removesuffix(".yaml").removesuffix("-values") if "/" in label else label
+
+
+def objects_of(yaml, rendered: dict[str, str]) -> list[dict]:
+    """Every Kubernetes object of a render, NOTES.txt left out."""
+    objs = []
+    for name, text in sorted(rendered.items()):
+        if name.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                doc.setdefault("metadata", {}).setdefault("namespace", NAMESPACE)
+                objs.append(doc)
+    return objs
+
+
+def kinds(objs: list[dict], kind: str) -> list[dict]:
+    return [o for o in objs if o.get("kind") == kind]
+
+
+def secret_value(objs: list[dict], name: str, key: str) -> str | None:
+    for s in kinds(objs, "Secret"):
+        if s["metadata"]["name"] != name:
+            continue
+        if key in (s.get("stringData") or {}):
+            return s["stringData"][key]
+        if key in (s.get("data") or {}):
+            return base64.b64decode(s["data"][key]).decode()
+    return None
+
+
+def duration_seconds(text: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    parts = re.findall(r"([0-9]+)\s*(ms|s|m|h|d)", text)
+    if not parts or "".join(a + b for a, b in parts) != text.replace(" ", ""):
+        raise ValueError(f"unexpected duration {text!r}")
+    return sum(int(n) * units[u] for n, u in parts)
+
+
+def size_bytes(text) -> int:
+    m = re.fullmatch(r"\s*([0-9]+)\s*(B|KiB|K|k|KB|kB|MiB|M|MB)?\s*", str(text))
+    if not m:
+        raise ValueError(f"unexpected size {text!r}")
+    return int(m.group(1)) * {None: 1, "B": 1, "MiB": 1 << 20, "M": 1 << 20, "MB": 1 << 20}.get(
+        m.group(2), 1024
+    )
+
+
+DURATION_KEYS = {
+    "shutdown_grace",
+    "launch.max_lifetime",
+    "launch.clock_skew",
+    "keys.refresh_min",
+    "keys.refresh_max",
+    "keys.unknown_kid_cooldown",
+    "keys.fetch_timeout",
+    "keys.max_stale",
+    "replay.redis_timeout",
+    "timeouts.request_headers",
+    "timeouts.upstream_connect",
+    "timeouts.upstream_response",
+}
+
+
+def expected_config(v: dict, guard: dict) -> dict:
+    """What the guard should end up with, key by key as `check --json` names them, from the
+    chart's (merged) values and the guard container's plain env overrides."""
+    launch, keys, replay, timeouts = v["launch"], v["keys"], v["replay"], v["timeouts"]
+    audience = launch["audience"] if isinstance(launch["audience"], list) else [launch["audience"]]
+    upstream = f"http://127.0.0.1:{v['app']['port']}" if v["mode"] == "sidecar" else v["upstream"]
+    want = {
+        "listen": "0.0.0.0:8080",
+        "admin_listen": "0.0.0.0:9090",
+        "upstream": upstream,
+        "shutdown_grace": v["shutdownGrace"],
+        "launch.paths": launch["paths"],
+        "launch.audience": audience,
+        "launch.token_fields": launch["tokenFields"],
+        "launch.methods": launch["methods"],
+        "launch.max_lifetime": launch["maxLifetime"],
+        "launch.clock_skew": launch["clockSkew"],
+        "launch.hti_versions": launch["htiVersions"],
+        "launch.max_body": launch["maxBody"],
+        "issuers": [
+            {
+                "iss": i["iss"],
+                "jwks_url": i["jwksUrl"],
+                **({"algorithms": i["algorithms"]} if i.get("algorithms") else {}),
+            }
+            for i in v["issuers"]
+        ],
+        "keys.refresh_min": keys["refreshMin"],
+        "keys.refresh_max": keys["refreshMax"],
+        "keys.unknown_kid_cooldown": keys["unknownKidCooldown"],
+        "keys.fetch_timeout": keys["fetchTimeout"],
+        "keys.max_stale": keys["maxStale"],
+        "replay.store": replay["store"],
+        "replay.max_entries": replay["maxEntries"],
+        "replay.redis_timeout": replay["redis"]["timeout"],
+        "replay.key_prefix": replay["redis"]["keyPrefix"],
+        "timeouts.request_headers": timeouts["requestHeaders"],
+        "timeouts.upstream_connect": timeouts["upstreamConnect"],
+        "timeouts.upstream_response": timeouts["upstreamResponse"],
+    }
+    sources = {k: "file" for k in want}
+    if replay["store"] == "redis":
+        sources["replay.redis_url"] = "env"
+    if v["tls"]["enabled"]:
+        sources["tls.cert_file"] = sources["tls.key_file"] = "env"  # the check's stand-in paths
+    for e in guard.get("env", []):
+        name = e["name"]
+        if name.startswith("HTI_GUARD_") and "value" in e:
+            key = name.removeprefix("HTI_GUARD_").lower().replace("__", ".")
+            if key in DURATION_KEYS or key in want:
+                want[key] = e["value"]
+                sources[key] = "env"
+    return want, sources
+
+
+def same(key: str, want, got) -> bool:
+    if key in DURATION_KEYS:
+        return duration_seconds(str(want)) == duration_seconds(str(got))
+    if key == "launch.max_body":
+        return size_bytes(want) == size_bytes(got)
+    if key == "upstream":
+        return str(got).rstrip("/") == str(want).rstrip("/")
+    if key == "issuers":
+        return len(want) == len(got) and all(
+            all(g.get(k) == w[k] for k in w) for w, g in zip(want, got)
+        )
+    if key == "launch.methods":
+        return [m.upper() for m in want] == [m.upper() for m in got]
+    return want == got
+
+
+def compare_report(report_json: dict, want: dict, sources: dict) -> tuple[list[str], set[str]]:
+    """Differences between what the chart meant and what the guard read; and the keys the
+    guard knows that the chart leaves to their defaults."""
+    problems = []
+    got = report_json["config"]["values"]
+    for key, value in want.items():
+        if key not in got:
+            problems.append(f"{key}: the guard has no such key")
+        elif not same(key, value, got[key]["value"]):
+            problems.append(
+                f"{key}: chart values say {value!r}, the guard read {got[key]['value']!r}"
+            )
+    for key, source in sources.items():
+        if key in got and got[key]["source"] != source:
+            problems.append(f"{key}: from {got[key]['source']}, expected from {source}")
+    unset = {
+        k
+        for k, g in got.items()
+        if g["source"] == "default"
+        and k not in sources
+        and k not in ("tls.cert_file", "tls.key_file", "replay.redis_url")
+    }
+    return problems, unset
+
+
+def self_signed_pair() -> tuple[str, str]:
+    """A throwaway P-256 certificate and key, for TLS files kept in Secrets the chart does not
+    render (the guard loads and matches them even with --offline)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hti-guard.chart-check.invalid")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("hti-guard.chart-check.invalid")]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return (
+        cert.public_bytes(serialization.Encoding.PEM).decode(),
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode(),
+    )
+
+
+# --- the ServiceMonitor's shape -------------------------------------------------------------
+
+# The fields of monitoring.coreos.com/v1 ServiceMonitor that the chart renders, strict: a typo
+# or a misplaced field fails here as it would against the CRD's schema.
+_str = {"type": "string", "minLength": 1}
+_labels = {"type": "object", "additionalProperties": {"type": "string"}}
+SERVICE_MONITOR_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "ServiceMonitor"},
+        "metadata": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name"],
+            "properties": {
+                "name": _str,
+                "namespace": _str,
+                "labels": _labels,
+                "annotations": _labels,
+            },
+        },
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["selector", "endpoints"],
+            "properties": {
+                "namespaceSelector": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "any": {"type": "boolean"},
+                        "matchNames": {"type": "array", "items": _str},
+                    },
+                },
+                "selector": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["matchLabels"],
+                    "properties": {"matchLabels": _labels},
+                },
+                "endpoints": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["port"],
+                        "properties": {
+                            "port": _str,
+                            "path": {"type": "string", "pattern": "^/"},
+                            "scheme": {"enum": ["http", "https"]},
+                            "interval": {
+                                "type": "string",
+                                "pattern": "^(0|(([0-9]+)(ms|s|m|h))+)$",
+                            },
+                            "scrapeTimeout": {
+                                "type": "string",
+                                "pattern": "^(0|(([0-9]+)(ms|s|m|h))+)$",
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+# --- the steps ------------------------------------------------------------------------------
+
+
+def step_lint(helm, yaml, samples):
+    problems = []
+    for label, values in samples:
+        result = helm.lint(
+            str(CHART), values, strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSION}"
+        )
+        for msg in result.get("messages", []):
+            # 1 = info ("icon is recommended"); 2 = warning; 3 = error.
+            if msg.get("severity", 0) >= 2:
+                problems.append(f"{label}: {msg.get('path')}: {msg.get('error')}")
+        problems += [
+            f"{label}: {e}" for e in result.get("errors", []) if not any(e in p for p in problems)
+        ]
+    report(
+        "lint",
+        not problems,
+        f"helm lint --strict (kube {KUBE_VERSION}) with {len(samples)} sample values files",
+        problems,
+    )
+
+
+def step_schema(helm, jsonschema, yaml, chart, samples):
+    problems = []
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    try:
+        jsonschema.Draft7Validator.check_schema(schema)
+    except jsonschema.SchemaError as e:
+        problems.append(f"values.schema.json is not a valid draft-07 schema: {e.message}")
+    if schema.get("$schema") != "http://json-schema.org/draft-07/schema#":
+        problems.append("values.schema.json: $schema is not draft-07")
+    for label, values in samples:
+        try:
+            chart.validate_schema(values)
+        except helm.HelmValuesError as e:
+            problems.append(f"{label} rejected: {e}")
+    rejected = 0
+    # The defaults alone must be refused: audience and issuers are required.
+    try:
+        chart.validate_schema({})
+        problems.append(
+            "the chart's default values alone passed the schema (launch.audience and issuers are required)"
+        )
+    except helm.HelmValuesError as e:
+        lacking = [n for n in ("/launch/audience", "/issuers") if n not in str(e)]
+        problems += [f"default values: rejected, but not for {n}: {e}" for n in lacking]
+        rejected += not lacking
+    bad = sorted(BAD.glob("*.yaml"))
+    for path in bad:
+        expect = expectation(path)
+        try:
+            chart.validate_schema(yaml.safe_load(path.read_text()) or {})
+            problems.append(f"{rel(path)}: accepted by the schema, should be rejected ({expect})")
+        except helm.HelmValuesError as e:
+            if expect not in str(e):
+                problems.append(
+                    f"{rel(path)}: rejected, but the error does not mention {expect!r}: {e}"
+                )
+            else:
+                rejected += 1
+    report(
+        "schema",
+        not problems,
+        f"draft-07 schema valid; {len(samples)} samples pass; defaults alone and {len(bad)} bad values files rejected ({rejected}/{len(bad) + 1} for the expected reason)",
+        problems,
+    )
+
+
+def step_render(helm, yaml, chart, samples):
+    problems = []
+    renders = {}
+    for label, values in samples:
+        try:
+            rendered = chart.render(values, name=RELEASE, namespace=NAMESPACE)
+            renders[label] = (chart.merge_values(values), objects_of(yaml, rendered), rendered)
+        except (helm.HelmError, yaml.YAMLError) as e:
+            problems.append(f"{label}: {e}")
+    refused = 0
+    fails = sorted(FAIL.glob("*.yaml"))
+    for path in fails:
+        expect = expectation(path)
+        values = yaml.safe_load(path.read_text()) or {}
+        try:
+            chart.validate_schema(values)
+        except helm.HelmValuesError as e:
+            problems.append(
+                f"{rel(path)}: rejected by the schema already, should reach the template fail: {e}"
+            )
+            continue
+        try:
+            chart.render(values, name=RELEASE, namespace=NAMESPACE)
+            problems.append(f"{rel(path)}: rendered, should be refused ({expect})")
+        except helm.HelmError as e:
+            if expect in str(e):
+                refused += 1
+            else:
+                problems.append(f"{rel(path)}: refused, but not with {expect!r}: {e}")
+    counts = ", ".join(f"{short(label)} ({len(o)} objects)" for label, (_, o, _) in renders.items())
+    report(
+        "render",
+        not problems,
+        f"{len(renders)}/{len(samples)} samples render: {counts}; {refused}/{len(fails)} fail/ values refused by the templates",
+        problems,
+    )
+    return renders
+
+
+def step_kubernetes(kv, renders):
+    problems = []
+    checked = 0
+    skipped = set()
+    for label, (_, objs, _) in renders.items():
+        for obj in objs:
+            ident = f"{label}: {obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+            if obj.get("kind") == "ServiceMonitor":
+                skipped.add("ServiceMonitor")
+                continue
+            try:
+                kv.validate(copy.deepcopy(obj), KUBE_VERSION, strict=True)
+                checked += 1
+            except kv.ValidationError as e:
+                where = ".".join(str(p) for p in e.path)
+                problems.append(f"{ident}: {where}: {e.message}")
+            except kv.SchemaNotFoundError as e:
+                problems.append(f"{ident}: {e.message}")
+    report(
+        "kubernetes",
+        not problems,
+        f"{checked} objects valid against the Kubernetes {KUBE_VERSION} schemas, strict"
+        + (
+            f" ({', '.join(sorted(skipped))} is a CRD: checked in the next step)" if skipped else ""
+        ),
+        problems,
+    )
+
+
+def step_servicemonitor(jsonschema, renders):
+    problems = []
+    count = 0
+    validator = jsonschema.Draft7Validator(SERVICE_MONITOR_SCHEMA)
+    for label, (_, objs, _) in renders.items():
+        for sm in kinds(objs, "ServiceMonitor"):
+            count += 1
+            ident = f"{label}: ServiceMonitor/{sm['metadata']['name']}"
+            for err in validator.iter_errors(sm):
+                problems.append(f"{ident}: {'.'.join(map(str, err.path))}: {err.message}")
+            if problems:
+                continue
+            spec = sm["spec"]
+            names = spec.get("namespaceSelector", {}).get("matchNames")
+            if names is not None and NAMESPACE not in names:
+                problems.append(
+                    f"{ident}: namespaceSelector does not include the release namespace"
+                )
+            if names is None and sm["metadata"].get("namespace") != NAMESPACE:
+                problems.append(f"{ident}: in another namespace without a namespaceSelector")
+            selector = spec["selector"]["matchLabels"]
+            services = [
+                s
+                for s in kinds(objs, "Service")
+                if selector.items() <= (s["metadata"].get("labels") or {}).items()
+            ]
+            if len(services) != 1:
+                problems.append(f"{ident}: selector matches {len(services)} Services, expected 1")
+                continue
+            ports = {p.get("name") for p in services[0]["spec"]["ports"]}
+            for ep in spec["endpoints"]:
+                if ep["port"] not in ports:
+                    problems.append(
+                        f"{ident}: endpoint port {ep['port']!r} is not a port of the Service"
+                    )
+                if ep.get("path", "/metrics") != "/metrics":
+                    problems.append(
+                        f"{ident}: endpoint path {ep.get('path')!r}, the guard serves /metrics"
+                    )
+                if ep["port"] != "admin":
+                    problems.append(
+                        f"{ident}: endpoint port must be the admin port (metrics are served there)"
+                    )
+    if not any(kinds(o, "ServiceMonitor") for _, o, _ in renders.values()):
+        problems.append("no sample renders a ServiceMonitor")
+    report(
+        "servicemon",
+        not problems,
+        f"{count} ServiceMonitors: strict shape of the fields used, selector -> Service, port admin, path /metrics (checked here: not in the Kubernetes schemas)",
+        problems,
+    )
+
+
+def step_coverage(renders):
+    """The samples must keep exercising what the chart offers."""
+    seen = {}
+    for values, objs, _ in renders.values():
+        mode = values.get("mode", "sidecar")
+        has = lambda kind: bool(kinds(objs, kind))
+        redis = REDIS_URL_ENV in json.dumps(kinds(objs, "Deployment"))
+        if redis and has("HorizontalPodAutoscaler") and has("ServiceMonitor"):
+            seen[f"{mode}+redis+hpa+servicemonitor"] = True
+        seen[f"{mode}+memory"] = seen.get(f"{mode}+memory") or not redis
+        seen["pdb"] = seen.get("pdb") or has("PodDisruptionBudget")
+        seen["dashboard"] = seen.get("dashboard") or any(
+            c["metadata"].get("labels", {}).get("grafana_dashboard") == "1"
+            for c in kinds(objs, "ConfigMap")
+        )
+        seen["tls"] = seen.get("tls") or "[tls]" in json.dumps(kinds(objs, "ConfigMap"))
+    wanted = [
+        "sidecar+redis+hpa+servicemonitor",
+        "standalone+redis+hpa+servicemonitor",
+        "sidecar+memory",
+        "pdb",
+        "dashboard",
+        "tls",
+    ]
+    missing = [w for w in wanted if not seen.get(w)]
+    report(
+        "coverage",
+        not missing,
+        "samples cover " + ", ".join(w for w in wanted if seen.get(w)),
+        [f"no sample renders {m}" for m in missing],
+    )
+
+
+def pod_of(objs: list[dict]) -> tuple[dict, dict]:
+    deployments = kinds(objs, "Deployment")
+    if len(deployments) != 1:
+        raise ValueError(f"{len(deployments)} Deployments, expected 1")
+    return deployments[0], deployments[0]["spec"]["template"]
+
+
+def guard_container(pod: dict) -> dict:
+    found = [c for c in pod["spec"]["containers"] if c["name"] == GUARD]
+    if len(found) != 1:
+        raise ValueError(f"no container named {GUARD}")
+    return found[0]
+
+
+def config_toml(objs: list[dict], pod: dict, guard: dict) -> tuple[str, dict]:
+    """The config.toml the guard reads: through HTI_GUARD_CONFIG, its mount, the ConfigMap."""
+    env = {e["name"]: e.get("value") for e in guard.get("env", [])}
+    path = env.get("HTI_GUARD_CONFIG")
+    if path != CONFIG_PATH:
+        raise ValueError(f"HTI_GUARD_CONFIG is {path!r}, expected {CONFIG_PATH}")
+    mount = next((m for m in guard.get("volumeMounts", []) if m["mountPath"] == path), None)
+    if mount is None:
+        raise ValueError(f"nothing is mounted at {path}")
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == mount["name"])
+    cm_name = volume["configMap"]["name"]
+    cm = next(c for c in kinds(objs, "ConfigMap") if c["metadata"]["name"] == cm_name)
+    text = cm["data"][mount.get("subPath", "config.toml")]
+    return text, tomllib.loads(text)
+
+
+def step_wiring(renders):
+    problems = []
+    for label, (values, objs, rendered) in renders.items():
+        ident = label
+
+        def need(cond, msg):
+            if not cond:
+                problems.append(f"{ident}: {msg}")
+
+        try:
+            deploy, pod = pod_of(objs)
+            guard = guard_container(pod)
+            text, config = config_toml(objs, pod, guard)
+        except (ValueError, KeyError, StopIteration, tomllib.TOMLDecodeError) as e:
+            problems.append(f"{ident}: {e}")
+            continue
+        spec = pod["spec"]
+        labels = pod["metadata"]["labels"]
+        # Service -> pod: selector matches, ports http/admin target the guard's.
+        cports = {p["name"]: p["containerPort"] for p in guard["ports"]}
+        need(cports.get("http") == 8080 and cports.get("admin") == 9090, f"guard ports {cports}")
+        need(config.get("listen", "0.0.0.0:8080").endswith(":8080"), "listen is not port 8080")
+        need(
+            config.get("admin_listen", "0.0.0.0:9090").endswith(":9090"),
+            "admin_listen is not port 9090",
+        )
+        for svc in kinds(objs, "Service"):
+            need(
+                svc["spec"]["selector"].items() <= labels.items(),
+                "Service selector does not match the pod",
+            )
+            targets = {p["name"]: p["targetPort"] for p in svc["spec"]["ports"]}
+            need(targets == {"http": "http", "admin": "admin"}, f"Service ports target {targets}")
+        need(len(kinds(objs, "Service")) == 1, "expected exactly one Service")
+        # Probes on the admin port.
+        for probe, want in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")]:
+            get = guard.get(probe, {}).get("httpGet", {})
+            need(
+                get.get("path") == want and get.get("port") in ("admin", 9090), f"{probe} is {get}"
+            )
+        # Restrictive security context, pod and guard.
+        sc = guard.get("securityContext", {})
+        need(sc.get("runAsNonRoot") is True, "guard: runAsNonRoot is not true")
+        need(sc.get("readOnlyRootFilesystem") is True, "guard: readOnlyRootFilesystem is not true")
+        need(
+            sc.get("allowPrivilegeEscalation") is False,
+            "guard: allowPrivilegeEscalation is not false",
+        )
+        need(
+            sc.get("capabilities", {}).get("drop") == ["ALL"], "guard: capabilities do not drop ALL"
+        )
+        need(
+            sc.get("seccompProfile", {}).get("type") == "RuntimeDefault",
+            "guard: no RuntimeDefault seccomp",
+        )
+        need(
+            spec.get("securityContext", {}).get("runAsNonRoot") is True,
+            "pod: runAsNonRoot is not true",
+        )
+        need(spec.get("enableServiceLinks") is False, "enableServiceLinks is not false")
+        # Drain time.
+        grace = duration_seconds(config.get("shutdown_grace", "20s"))
+        need(
+            spec.get("terminationGracePeriodSeconds", 30) > grace,
+            f"terminationGracePeriodSeconds {spec.get('terminationGracePeriodSeconds')} <= shutdown_grace {grace}s",
+        )
+        # Config rolls the pods.
+        need(
+            "checksum/config" in pod["metadata"].get("annotations", {}),
+            "no checksum/config annotation",
+        )
+        # Upstream per mode.
+        mode = values.get("mode", "sidecar")
+        if mode == "sidecar":
+            app = [c for c in spec["containers"] if c["name"] != GUARD]
+            port = app[0]["ports"][0]["containerPort"] if app and app[0].get("ports") else None
+            need(len(app) == 1, f"sidecar: {len(app)} app containers")
+            need(
+                config["upstream"] == f"http://127.0.0.1:{port}",
+                f"sidecar: upstream {config['upstream']} vs app port {port}",
+            )
+        else:
+            need(len(spec["containers"]) == 1, "standalone: more than the guard container")
+            need(
+                config["upstream"] == values.get("upstream"),
+                f"standalone: upstream {config['upstream']}",
+            )
+        # Secrets referenced: rendered by the chart, or named by an existingSecret value.
+        external = {
+            (values.get("replay", {}).get("redis", {}) or {}).get("existingSecret"),
+            (values.get("secrets", {}) or {}).get("existingSecret"),
+            (values.get("tls", {}) or {}).get("existingSecret"),
+        } - {None, ""}
+        rendered_secrets = {s["metadata"]["name"] for s in kinds(objs, "Secret")}
+        refs = [
+            e["valueFrom"]["secretKeyRef"]["name"]
+            for e in guard.get("env", [])
+            if "secretKeyRef" in e.get("valueFrom", {})
+        ]
+        for vol in spec.get("volumes", []):
+            refs += [
+                s["secret"]["name"]
+                for s in vol.get("projected", {}).get("sources", [])
+                if "secret" in s
+            ]
+        for ref in refs:
+            need(
+                ref in rendered_secrets or ref in external,
+                f"Secret {ref} is neither rendered nor an existingSecret",
+            )
+        store = config.get("replay", {}).get("store", "memory")
+        env_names = {e["name"] for e in guard.get("env", [])}
+        need(
+            (store == "redis") == (REDIS_URL_ENV in env_names),
+            f"replay.store {store} but {REDIS_URL_ENV} {'missing' if store == 'redis' else 'set'}",
+        )
+        need(
+            "redis_url" not in config.get("replay", {}),
+            "the Redis URL is in config.toml (it may hold a password)",
+        )
+        # Several pods only with the shared store.
+        multi = deploy["spec"].get("replicas", 1) > 1 or bool(
+            kinds(objs, "HorizontalPodAutoscaler")
+        )
+        need(not multi or store == "redis", "several replicas with the memory replay store")
+        need(
+            not multi or kinds(objs, "PodDisruptionBudget"),
+            "several replicas without a PodDisruptionBudget",
+        )
+        for hpa in kinds(objs, "HorizontalPodAutoscaler"):
+            need(
+                hpa["spec"]["scaleTargetRef"]["name"] == deploy["metadata"]["name"],
+                "HPA targets another Deployment",
+            )
+            need("replicas" not in deploy["spec"], "HPA enabled but the Deployment fixes replicas")
+        for pdb in kinds(objs, "PodDisruptionBudget"):
+            need(
+                pdb["spec"]["selector"]["matchLabels"].items() <= labels.items(),
+                "PDB selector does not match the pod",
+            )
+        for cm in kinds(objs, "ConfigMap"):
+            if cm["metadata"].get("labels", {}).get("grafana_dashboard") == "1":
+                try:
+                    json.loads(cm["data"]["hti-guard.json"])
+                except (KeyError, ValueError) as e:
+                    problems.append(f"{ident}: dashboard ConfigMap holds no valid JSON: {e}")
+        notes = next((t for n, t in rendered.items() if n.endswith("NOTES.txt")), "")
+        need(
+            store != "memory" or 'WARNING: replay.store is "memory"' in notes,
+            "NOTES.txt lacks the memory store warning",
+        )
+    report(
+        "wiring",
+        not problems,
+        f"{len(renders)} renders: Service/probes/ports, config mount, Secrets, securityContext, grace period, upstream, HPA/PDB, dashboard",
+        problems,
+    )
+
+
+def resolve_files(objs, pod, guard, config, workdir: Path, notes: list[str]) -> dict[str, str]:
+    """Files config.toml names (tls.cert_file, tls.key_file): find the mounted Secret that
+    holds each, write it under workdir, and return env overrides pointing the guard there."""
+    wanted = {k: v for k, v in (config.get("tls") or {}).items() if k in ("cert_file", "key_file")}
+    if not wanted:
+        return {}
+    generated = None
+    env = {}
+    for key, path in wanted.items():
+        mount = next(
+            (
+                m
+                for m in guard.get("volumeMounts", [])
+                if path.startswith(m["mountPath"].rstrip("/") + "/")
+            ),
+            None,
+        )
+        if mount is None:
+            raise ValueError(f"tls.{key} {path} is on no volume mounted in the guard")
+        name = path[len(mount["mountPath"].rstrip("/")) + 1 :]
+        volume = next(v for v in pod["spec"]["volumes"] if v["name"] == mount["name"])
+        sources = volume.get("projected", {}).get("sources", [])
+        if "secret" in volume:
+            sources = [{"secret": volume["secret"]}]
+        content, origin = None, None
+        rendered = {sec["metadata"]["name"] for sec in kinds(objs, "Secret")}
+        for src in sources:
+            sec = src.get("secret")
+            if not sec:
+                continue
+            items = sec.get("items")
+            if items:
+                match = [i["key"] for i in items if i["path"] == name]
+                if not match:
+                    continue
+                secret_key = match[0]
+            else:
+                secret_key = name
+            if sec["name"] in rendered:
+                value = secret_value(objs, sec["name"], secret_key)
+                if value is not None:
+                    content, origin = value, f"Secret {sec['name']}"
+                    break
+                continue
+            # A Secret the chart does not render (an existingSecret): it may hold the file.
+            origin = origin or f"existing Secret {sec['name']}"
+            if items:
+                break
+        if content is None:
+            if origin is None:
+                raise ValueError(f"tls.{key} {path}: no mounted Secret provides {name}")
+            generated = generated or self_signed_pair()
+            content = generated[0] if key == "cert_file" else generated[1]
+            origin += " (generated stand-in)"
+        target = workdir / "secrets" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+        env[f"HTI_GUARD_TLS__{key.upper()}"] = str(target)
+        if f"TLS files from {origin}" not in notes:
+            notes.append(f"TLS files from {origin}")
+    return env
+
+
+def step_guard(renders, binary: Path):
+    problems = []
+    done = []
+    unset: set[str] = set()
+    if not binary.is_file():
+        report(
+            "guard",
+            False,
+            f"{binary} not found",
+            ["build it first (cargo build), or set HTI_GUARD_BIN"],
+        )
+        return
+    with tempfile.TemporaryDirectory(prefix="hti-guard-chart-") as tmp:
+        for label, (values, objs, _) in renders.items():
+            ident = label
+            notes: list[str] = []
+            try:
+                _, pod = pod_of(objs)
+                guard = guard_container(pod)
+                text, config = config_toml(objs, pod, guard)
+                workdir = Path(tmp) / re.sub(r"[^A-Za-z0-9._-]+", "-", short(label))
+                workdir.mkdir()
+                file = workdir / "config.toml"
+                file.write_text(text)
+                # The pod's environment: nothing inherited that the guard would read as config.
+                env = {
+                    k: v
+                    for k, v in os.environ.items()
+                    if not k.startswith("HTI_GUARD_") and k != "RUST_LOG"
+                }
+                for e in guard.get("env", []):
+                    if "value" in e:
+                        env[e["name"]] = str(e["value"])
+                        continue
+                    ref = e.get("valueFrom", {}).get("secretKeyRef")
+                    if not ref:
+                        raise ValueError(
+                            f"env {e['name']}: only value and secretKeyRef are resolved here"
+                        )
+                    value = secret_value(objs, ref["name"], ref["key"])
+                    if value is None and e["name"] == REDIS_URL_ENV:
+                        value = PLACEHOLDER_REDIS_URL
+                        notes.append(f"Redis URL placeholder for existing Secret {ref['name']}")
+                    elif value is None:
+                        raise ValueError(
+                            f"env {e['name']}: Secret {ref['name']} key {ref['key']} is not rendered"
+                        )
+                    else:
+                        notes.append(
+                            f"Redis URL from Secret {ref['name']}"
+                            if e["name"] == REDIS_URL_ENV
+                            else f"{e['name']} from Secret {ref['name']}"
+                        )
+                    env[e["name"]] = value
+                env["HTI_GUARD_CONFIG"] = str(file)
+                env.update(resolve_files(objs, pod, guard, config, workdir, notes))
+                env["RUST_LOG"] = "warn"
+                proc = subprocess.run(
+                    [str(binary), "check", "--offline", "--json", "--config", str(file)],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                )
+                if proc.returncode != 0:
+                    problems.append(f"{ident}: hti-guard check exited {proc.returncode}")
+                    problems += [
+                        f"  {line}"
+                        for line in (proc.stderr + proc.stdout).strip().splitlines()[-15:]
+                    ]
+                    continue
+                result = json.loads(proc.stdout)
+                if not (result.get("usable") and result.get("offline")):
+                    problems.append(
+                        f"{ident}: check exited 0 but reports usable={result.get('usable')}"
+                    )
+                    continue
+                want, sources = expected_config(values, guard)
+                diffs, left = compare_report(result, want, sources)
+                problems += [f"{ident}: {d}" for d in diffs]
+                unset |= left
+                if not diffs:
+                    done.append(short(label) + (f" [{'; '.join(notes)}]" if notes else ""))
+            except (
+                ValueError,
+                KeyError,
+                StopIteration,
+                tomllib.TOMLDecodeError,
+                subprocess.TimeoutExpired,
+            ) as e:
+                problems.append(f"{ident}: {e!r}")
+    groups = sorted({k.split(".")[0] + (".*" if "." in k else "") for k in unset})
+    report(
+        "guard",
+        not problems,
+        f"{binary.name} check --offline --json accepts {len(done)}/{len(renders)} rendered config.toml and reads every value as the chart meant: "
+        + ", ".join(done)
+        + (
+            f"; keys the chart leaves at the guard's defaults: {', '.join(groups)}"
+            if groups
+            else ""
+        ),
+        problems,
+    )
+
+
+def tls_files_sample(yaml) -> dict:
+    """One more sample, made here rather than kept in ci/ so that no private key sits in the
+    repository: standalone-values.yaml with the TLS certificate and key in secrets.files (the
+    Secret the chart renders) instead of tls.existingSecret."""
+    values = yaml.safe_load((SAMPLES / "standalone-values.yaml").read_text())
+    cert, key = self_signed_pair()
+    values["tls"] = {"enabled": True, "certFile": "server.pem", "keyFile": "server-key.pem"}
+    values["secrets"] = {"files": {"server.pem": cert, "server-key.pem": key}}
+    return values
+
+
+def main() -> int:
+    start = time.monotonic()
+    mods = load_deps()
+    helm, kv, yaml, jsonschema = (
+        mods["helm_python"],
+        mods["kubernetes_validate"],
+        mods["yaml"],
+        mods["jsonschema"],
+    )
+    binary = guard_binary()
+    report(
+        "deps",
+        True,
+        f"helm-python-sdk {helm.__version__} (Helm SDK {helm.helm_sdk_version()}), kubernetes-validate {kv.version.__version__}, guard {rel(binary) if binary.is_relative_to(REPO) else binary}",
+    )
+    samples = [
+        (rel(Path(p)), yaml.safe_load(Path(p).read_text()) or {})
+        for p in sorted(glob.glob(str(SAMPLES / "*.yaml")))
+    ]
+    if not samples:
+        report("samples", False, f"no sample values under {rel(SAMPLES)}")
+        return 1
+    samples.append(("tls-files", tls_files_sample(yaml)))
+    step_lint(helm, yaml, samples)
+    with helm.Chart.load(str(CHART)) as chart:
+        step_schema(helm, jsonschema, yaml, chart, samples)
+        renders = step_render(helm, yaml, chart, samples)
+    step_coverage(renders)
+    step_kubernetes(kv, renders)
+    step_servicemonitor(jsonschema, renders)
+    step_wiring(renders)
+    step_guard(renders, binary)
+    print(f"chart check {'FAILED' if failures else 'passed'} in {time.monotonic() - start:.1f}s")
+    print(f"chart: {passes} passed, {failures} failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

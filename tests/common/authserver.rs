@@ -1,0 +1,307 @@
+//! A mock Koppeltaal auth server: `/.well-known/smart-configuration` under a FHIR base, a
+//! token endpoint (never called), and an introspection endpoint that really checks the
+//! guard's client assertion (signature with a key fetched from the guard's JWKS path, `iss`
+//! = `sub` = client_id, `aud`, lifetime at most 5 minutes, `jti` never seen before) before it
+//! says whether a token is active. Tokens are active when they verify against the portal
+//! keys the server knows.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value, json};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// How the introspection endpoint answers (after checking the assertion).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMode {
+    /// active when the token verifies with a known portal key, else inactive.
+    Verify,
+    /// always `{"active": false}`.
+    Inactive,
+    /// 500.
+    Error500,
+    /// 200 with a body that is not JSON.
+    NotJson,
+    /// never answers.
+    Hang,
+}
+
+struct State {
+    client_id: String,
+    guard_jwks_url: Mutex<String>,
+    portal_keys: Mutex<Vec<Value>>,
+    mode: Mutex<AuthMode>,
+    /// Overrides of the claims returned for an active token.
+    claim_overrides: Mutex<Map<String, Value>>,
+    seen_jtis: Mutex<HashSet<String>>,
+    introspections: AtomicUsize,
+    assertion_failures: Mutex<Vec<String>>,
+    discoveries: AtomicUsize,
+}
+
+/// The mock auth server.
+pub struct AuthServer {
+    addr: SocketAddr,
+    state: Arc<State>,
+    task: JoinHandle<()>,
+}
+
+impl AuthServer {
+    /// A server that expects assertions from `client_id`, signed with a key published at
+    /// `guard_jwks_url` (settable later, once the guard runs).
+    pub async fn start(client_id: &str, portal_keys: Vec<Value>) -> AuthServer {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind auth server");
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(State {
+            client_id: client_id.to_string(),
+            guard_jwks_url: Mutex::new(String::new()),
+            portal_keys: Mutex::new(portal_keys),
+            mode: Mutex::new(AuthMode::Verify),
+            claim_overrides: Mutex::new(Map::new()),
+            seen_jtis: Mutex::new(HashSet::new()),
+            introspections: AtomicUsize::new(0),
+            assertion_failures: Mutex::new(Vec::new()),
+            discoveries: AtomicUsize::new(0),
+        });
+        let accept_state = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = accept_state.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(handle(req, state, addr).await) }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        AuthServer { addr, state, task }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+    pub fn fhir_base(&self) -> String {
+        format!("{}/fhir", self.base())
+    }
+    pub fn introspection_endpoint(&self) -> String {
+        format!("{}/oauth2/introspect", self.base())
+    }
+    pub fn token_endpoint(&self) -> String {
+        format!("{}/oauth2/token", self.base())
+    }
+    pub fn set_guard_jwks_url(&self, url: &str) {
+        *self.state.guard_jwks_url.lock().unwrap() = url.to_string();
+    }
+    pub fn set_mode(&self, mode: AuthMode) {
+        *self.state.mode.lock().unwrap() = mode;
+    }
+    pub fn override_claim(&self, name: &str, value: Value) {
+        self.state
+            .claim_overrides
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), value);
+    }
+    /// Introspection requests received (whatever came of them).
+    pub fn introspections(&self) -> usize {
+        self.state.introspections.load(Ordering::SeqCst)
+    }
+    pub fn discoveries(&self) -> usize {
+        self.state.discoveries.load(Ordering::SeqCst)
+    }
+    /// Why client assertions were refused, in order.
+    pub fn assertion_failures(&self) -> Vec<String> {
+        self.state.assertion_failures.lock().unwrap().clone()
+    }
+}
+
+impl Drop for AuthServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    response
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    state: Arc<State>,
+    addr: SocketAddr,
+) -> Response<Full<Bytes>> {
+    let base = format!("http://{addr}");
+    match (req.method().as_str(), req.uri().path()) {
+        ("GET", "/fhir/.well-known/smart-configuration") => {
+            state.discoveries.fetch_add(1, Ordering::SeqCst);
+            let mut response = json_response(
+                StatusCode::OK,
+                &json!({
+                    "issuer": base,
+                    "introspection_endpoint": format!("{base}/oauth2/introspect"),
+                    "token_endpoint": format!("{base}/oauth2/token"),
+                    "jwks_uri": format!("{base}/.well-known/jwks.json"),
+                }),
+            );
+            response
+                .headers_mut()
+                .insert("cache-control", "max-age=60".parse().unwrap());
+            response
+        }
+        ("POST", "/oauth2/introspect") => {
+            state.introspections.fetch_add(1, Ordering::SeqCst);
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+            let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+            if let Err(why) = check_assertion(
+                &state,
+                field("client_assertion_type"),
+                field("client_assertion"),
+                &base,
+            )
+            .await
+            {
+                state.assertion_failures.lock().unwrap().push(why.clone());
+                return json_response(
+                    StatusCode::UNAUTHORIZED,
+                    &json!({"error": "invalid_client", "error_description": why}),
+                );
+            }
+            let mode = *state.mode.lock().unwrap();
+            match mode {
+                AuthMode::Hang => {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    json_response(StatusCode::OK, &json!({"active": false}))
+                }
+                AuthMode::Error500 => {
+                    json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"error": "boom"}))
+                }
+                AuthMode::NotJson => {
+                    let mut r =
+                        Response::new(Full::new(Bytes::from_static(b"<html>maintenance</html>")));
+                    r.headers_mut()
+                        .insert("content-type", "text/html".parse().unwrap());
+                    r
+                }
+                AuthMode::Inactive => json_response(StatusCode::OK, &json!({"active": false})),
+                AuthMode::Verify => {
+                    let token = field("token").unwrap_or_default();
+                    match verify_portal_token(&state, &token) {
+                        Some(mut claims) => {
+                            for (k, v) in state.claim_overrides.lock().unwrap().iter() {
+                                claims.insert(k.clone(), v.clone());
+                            }
+                            claims.insert("active".into(), json!(true));
+                            json_response(StatusCode::OK, &Value::Object(claims))
+                        }
+                        None => json_response(StatusCode::OK, &json!({"active": false})),
+                    }
+                }
+            }
+        }
+        _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not found"})),
+    }
+}
+
+/// Does the HTI token verify with one of the portal keys? Its claims if so.
+fn verify_portal_token(state: &State, token: &str) -> Option<Map<String, Value>> {
+    let header = jsonwebtoken::decode_header(token).ok()?;
+    let kid = header.kid?;
+    let keys = state.portal_keys.lock().unwrap().clone();
+    let jwk: Jwk =
+        serde_json::from_value(keys.into_iter().find(|k| k["kid"] == kid.as_str())?).ok()?;
+    let key = DecodingKey::from_jwk(&jwk).ok()?;
+    let mut validation = Validation::new(header.alg);
+    validation.validate_aud = false;
+    validation.set_required_spec_claims(&["exp"]);
+    jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
+        .ok()
+        .map(|d| d.claims)
+}
+
+/// RFC 7523 checks of the guard's client assertion.
+async fn check_assertion(
+    state: &State,
+    kind: Option<String>,
+    assertion: Option<String>,
+    base: &str,
+) -> Result<(), String> {
+    if kind.as_deref() != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer") {
+        return Err(format!("client_assertion_type is {kind:?}"));
+    }
+    let assertion = assertion.ok_or("no client_assertion")?;
+    let header = jsonwebtoken::decode_header(&assertion).map_err(|e| format!("header: {e}"))?;
+    let kid = header.kid.ok_or("assertion header has no kid")?;
+    let url = state.guard_jwks_url.lock().unwrap().clone();
+    let jwks: JwkSet = reqwest::get(&url)
+        .await
+        .map_err(|e| format!("guard JWKS {url}: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("guard JWKS not JSON: {e}"))?;
+    let jwk = jwks
+        .find(&kid)
+        .ok_or_else(|| format!("kid {kid} not in the guard's JWKS"))?;
+    let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("jwk: {e}"))?;
+    if header.alg != Algorithm::RS512
+        && header.alg != Algorithm::ES256
+        && header.alg != Algorithm::PS256
+    {
+        return Err(format!("unexpected assertion alg {:?}", header.alg));
+    }
+    let mut validation = Validation::new(header.alg);
+    validation.set_audience(&[format!("{base}/oauth2/token")]);
+    validation.set_issuer(&[state.client_id.as_str()]);
+    validation.sub = Some(state.client_id.clone());
+    validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+    let claims = jsonwebtoken::decode::<Map<String, Value>>(&assertion, &key, &validation)
+        .map_err(|e| format!("assertion: {e}"))?
+        .claims;
+    let iat = claims.get("iat").and_then(Value::as_i64).ok_or("no iat")?;
+    let exp = claims.get("exp").and_then(Value::as_i64).ok_or("no exp")?;
+    if exp - iat > 300 {
+        return Err(format!("assertion lives {}s", exp - iat));
+    }
+    let jti = claims
+        .get("jti")
+        .and_then(Value::as_str)
+        .ok_or("no jti")?
+        .to_string();
+    if !state.seen_jtis.lock().unwrap().insert(jti.clone()) {
+        return Err(format!("assertion jti {jti} used twice"));
+    }
+    Ok(())
+}

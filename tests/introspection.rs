@@ -1,0 +1,418 @@
+//! Koppeltaal mode: issuers verified by token introspection against a mock auth server that
+//! really checks the guard's client assertion (fetched from the guard's own JWKS path), the
+//! module's JWKS, discovery, and every new reason, with nothing forwarded on rejection.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::guard::toml_str;
+use common::mint::{self, Alg as MintAlg};
+use common::*;
+use serde_json::{Value, json};
+
+const LIMIT: Duration = Duration::from_secs(30);
+const CLIENT_ID: &str = "module-client-42";
+const JWKS_PATH: &str = "/hti/module-keys";
+
+/// A module signing key in a fresh temp file.
+fn module_key_file() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hti-guard-kt-{}", mint::random_hex(6)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = hti_guard::sign::SigningKey::generate(hti_guard::verify::Alg::RS512, 2048).unwrap();
+    let path = dir.join("module.pem");
+    std::fs::write(&path, key.to_pem().unwrap()).unwrap();
+    path
+}
+
+struct Kt {
+    auth: AuthServer,
+    upstream: Upstream,
+    portal: SigningKey,
+    iss: String,
+    guard: Guard,
+    client: reqwest::Client,
+}
+
+impl Kt {
+    async fn start(configure: impl FnOnce(GuardBuilder, &AuthServer) -> GuardBuilder) -> Kt {
+        let portal = SigningKey::generate(MintAlg::RS512);
+        let auth = AuthServer::start(CLIENT_ID, vec![portal.jwk()]).await;
+        let upstream = Upstream::start().await;
+        let iss = unique_issuer();
+        let key_file = module_key_file();
+        let builder = GuardBuilder::new(&upstream.url())
+            .issuer_introspected(&iss)
+            .set_str("module.client_id", CLIENT_ID)
+            .set(
+                "module.signing_key_files",
+                &format!("[{}]", toml_str(key_file.to_str().unwrap())),
+            )
+            .set_str("module.jwks_path", JWKS_PATH)
+            .set_str("introspection.timeout", "500ms");
+        let builder = configure(builder, &auth);
+        let guard = builder.start().await;
+        auth.set_guard_jwks_url(&guard.url(JWKS_PATH));
+        Kt {
+            auth,
+            upstream,
+            portal,
+            iss,
+            guard,
+            client: client(),
+        }
+    }
+
+    /// The endpoints configured directly.
+    async fn configured() -> Kt {
+        Kt::start(|b, auth| {
+            b.set_str("introspection.endpoint", &auth.introspection_endpoint())
+                .set_str("introspection.token_endpoint", &auth.token_endpoint())
+        })
+        .await
+    }
+
+    fn token(&self) -> String {
+        self.portal.token(&mint::hti_claims(&self.iss, AUDIENCE))
+    }
+
+    async fn launch(&self, token: &str) -> reqwest::Response {
+        within(
+            LIMIT,
+            "launch",
+            self.client
+                .post(self.guard.url("/launch"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("accept", "application/json")
+                .body(form(&[
+                    ("launch", token),
+                    ("iss", "https://fhir.example/fhir"),
+                ]))
+                .send(),
+        )
+        .await
+        .expect("POST /launch")
+    }
+
+    async fn metrics(&self) -> String {
+        self.client
+            .get(self.guard.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_token_is_forwarded_with_its_claims() {
+    let kt = Kt::configured().await;
+    let token = kt.token();
+    let echo = expect_echo(kt.launch(&token).await).await;
+    assert_eq!(echo.header("x-hti-iss"), Some(kt.iss.as_str()));
+    assert_eq!(echo.header("x-hti-sub"), Some("Practitioner/123"));
+    assert_eq!(
+        echo.header("x-hti-jti"),
+        mint::payload_of(&token)["jti"].as_str()
+    );
+    assert_eq!(kt.auth.introspections(), 1);
+    assert!(
+        kt.auth.assertion_failures().is_empty(),
+        "{:?}",
+        kt.auth.assertion_failures()
+    );
+    // The guard's own single-use check still applies after the auth server said active.
+    expect_rejection(kt.launch(&token).await, 401, "replayed").await;
+    assert_eq!(kt.upstream.hits(), 1);
+    let metrics = kt.metrics().await;
+    assert!(
+        metrics.contains(r#"hti_guard_introspection_requests_total{result="active"} 2"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("hti_guard_introspection_duration_seconds_count 2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_module_jwks_is_served_at_its_path() {
+    let kt = Kt::configured().await;
+    let response = kt.client.get(kt.guard.url(JWKS_PATH)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let cache = response.headers()["cache-control"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(cache.contains("max-age=300"), "{cache}");
+    let jwks: Value = response.json().await.unwrap();
+    let key = &jwks["keys"][0];
+    assert_eq!(key["use"], "sig");
+    assert_eq!(key["alg"], "RS512");
+    assert_eq!(key["kty"], "RSA");
+    assert_eq!(
+        key["kid"].as_str().unwrap().len(),
+        43,
+        "the RFC 7638 thumbprint"
+    );
+    assert_eq!(kt.upstream.hits(), 0, "served by the guard, not the app");
+    // No fixed well-known path: others go to the app.
+    kt.client
+        .get(kt.guard.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kt.upstream.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_are_discovered_from_the_fhir_base() {
+    let kt = Kt::start(|b, auth| b.set_str("introspection.fhir_base", &auth.fhir_base())).await;
+    assert!(kt.auth.discoveries() >= 1);
+    expect_echo(kt.launch(&kt.token()).await).await;
+    assert!(
+        kt.auth.assertion_failures().is_empty(),
+        "{:?}",
+        kt.auth.assertion_failures()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inactive_token_is_introspection_inactive() {
+    let kt = Kt::configured().await;
+    // Signed by a key the auth server does not know: it answers active false.
+    let stranger = SigningKey::generate(MintAlg::RS512);
+    let token = stranger.token(&mint::hti_claims(&kt.iss, AUDIENCE));
+    expect_rejection(kt.launch(&token).await, 401, "introspection_inactive").await;
+    kt.auth.set_mode(AuthMode::Inactive);
+    expect_rejection(kt.launch(&kt.token()).await, 401, "introspection_inactive").await;
+    assert_eq!(kt.upstream.hits(), 0);
+    assert!(
+        kt.metrics()
+            .await
+            .contains(r#"hti_guard_introspection_requests_total{result="inactive"} 2"#)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_auth_server_is_introspection_unavailable() {
+    let kt = Kt::configured().await;
+    for mode in [AuthMode::Error500, AuthMode::NotJson, AuthMode::Hang] {
+        kt.auth.set_mode(mode);
+        expect_rejection(
+            kt.launch(&kt.token()).await,
+            503,
+            "introspection_unavailable",
+        )
+        .await;
+    }
+    assert_eq!(kt.upstream.hits(), 0);
+    assert!(
+        kt.metrics()
+            .await
+            .contains(r#"hti_guard_introspection_requests_total{result="error"} 3"#)
+    );
+    // And back: a fresh token is accepted again.
+    kt.auth.set_mode(AuthMode::Verify);
+    expect_echo(kt.launch(&kt.token()).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_client_assertion_is_introspection_unavailable() {
+    // The auth server expects the token endpoint as audience; send it the introspection
+    // endpoint instead.
+    let kt = Kt::start(|b, auth| {
+        b.set_str("introspection.endpoint", &auth.introspection_endpoint())
+            .set_str("introspection.assertion_audience", "introspection_endpoint")
+    })
+    .await;
+    expect_rejection(
+        kt.launch(&kt.token()).await,
+        503,
+        "introspection_unavailable",
+    )
+    .await;
+    assert_eq!(kt.upstream.hits(), 0);
+    let failures = kt.auth.assertion_failures();
+    assert_eq!(failures.len(), 1);
+    assert!(
+        failures[0].contains("aud") || failures[0].to_lowercase().contains("audience"),
+        "{failures:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_issuers_are_not_introspected_unless_all_issuers() {
+    let kt = Kt::configured().await;
+    let other = kt.portal.token(&mint::hti_claims(
+        "https://another-portal.example",
+        AUDIENCE,
+    ));
+    expect_rejection(kt.launch(&other).await, 401, "unknown_issuer").await;
+    assert_eq!(
+        kt.auth.introspections(),
+        0,
+        "no call out for an unknown issuer"
+    );
+
+    let kt = Kt::start(|b, auth| {
+        b.set_str("introspection.endpoint", &auth.introspection_endpoint())
+            .set_str("introspection.token_endpoint", &auth.token_endpoint())
+            .set("introspection.all_issuers", "true")
+    })
+    .await;
+    let other = kt.portal.token(&mint::hti_claims(
+        "https://another-portal.example",
+        AUDIENCE,
+    ));
+    let echo = expect_echo(kt.launch(&other).await).await;
+    assert_eq!(
+        echo.header("x-hti-iss"),
+        Some("https://another-portal.example")
+    );
+    let metrics = kt.metrics().await;
+    assert!(
+        metrics.contains(
+            r#"hti_guard_launches_total{issuer="unknown",reason="none",result="accepted"} 1"#
+        ),
+        "a portal the guard does not know is labelled unknown: {metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn introspected_claims_still_meet_the_hti_rules() {
+    let kt = Kt::configured().await;
+    kt.auth.override_claim("aud", json!("Device/someone-else"));
+    expect_rejection(kt.launch(&kt.token()).await, 401, "wrong_audience").await;
+    kt.auth.override_claim("aud", json!(AUDIENCE));
+    kt.auth.override_claim("exp", json!(mint::now() + 3600));
+    expect_rejection(kt.launch(&kt.token()).await, 401, "lifetime_too_long").await;
+    kt.auth.override_claim("exp", json!(mint::now() + 200));
+    kt.auth.override_claim("sub", json!("not-a-reference"));
+    expect_rejection(kt.launch(&kt.token()).await, 401, "invalid_claim").await;
+    assert_eq!(kt.upstream.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn none_and_hmac_are_refused_before_any_call() {
+    let kt = Kt::configured().await;
+    let claims = mint::hti_claims(&kt.iss, AUDIENCE);
+    let none = mint::unsigned_token(&json!({"alg": "none"}), &claims, b"");
+    expect_rejection(kt.launch(&none).await, 401, "unsupported_algorithm").await;
+    let hs = mint::hs_token("HS256", "k", &claims, b"secret");
+    expect_rejection(kt.launch(&hs).await, 401, "unsupported_algorithm").await;
+    assert_eq!(kt.auth.introspections(), 0);
+    assert_eq!(kt.upstream.hits(), 0);
+}
+
+/// A module decryption key (RSA, PKCS#8 PEM) in a temp file, as a TOML key-file entry.
+fn decryption_key_entry(kid: &str) -> String {
+    let path = module_key_file();
+    format!(
+        "[{{ file = {}, kid = {} }}]",
+        toml_str(path.to_str().unwrap()),
+        toml_str(kid)
+    )
+}
+
+/// The module's published encryption key, as a portal would fetch it.
+async fn published_enc_key(client: &reqwest::Client, guard: &Guard) -> Value {
+    let jwks: Value = client
+        .get(guard.url(JWKS_PATH))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["use"] == "enc")
+        .cloned()
+        .expect("an encryption key in the module's JWKS")
+}
+
+fn encrypt(jwk: &Value, kid: &str, enc: &str, jws: &str) -> String {
+    hti_guard::verify::jwe::encrypt_for(jwk, kid, "RSA-OAEP", enc, jws).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_launches_work_with_jwks_issuers() {
+    let fx = Fixture::start_with(|b| {
+        b.set(
+            "module.decryption_key_files",
+            &decryption_key_entry("enc-1"),
+        )
+        .set_str("module.jwks_path", JWKS_PATH)
+    })
+    .await;
+    let jwk = published_enc_key(&fx.client, &fx.guard).await;
+    assert_eq!(jwk["kid"], "enc-1");
+    assert_eq!(jwk["alg"], "RSA-OAEP");
+    for enc in ["A128CBC-HS256", "A256CBC-HS512", "A128GCM", "A256GCM"] {
+        let jws = fx.good_token();
+        let echo = expect_echo(fx.launch(&encrypt(&jwk, "enc-1", enc, &jws)).await).await;
+        assert_eq!(
+            echo.header("x-hti-jti"),
+            mint::payload_of(&jws)["jti"].as_str(),
+            "{enc}"
+        );
+    }
+    let jws = fx.good_token();
+    // A kid the module does not have, and a tampered ciphertext: undecryptable.
+    expect_rejection(
+        fx.launch(&encrypt(&jwk, "enc-2", "A128GCM", &jws)).await,
+        401,
+        "undecryptable",
+    )
+    .await;
+    let good = encrypt(&jwk, "enc-1", "A128GCM", &jws);
+    let mut parts: Vec<String> = good.split('.').map(str::to_string).collect();
+    parts[3] = mint::b64(&mint::random_bytes(parts[3].len() * 3 / 4));
+    expect_rejection(fx.launch(&parts.join(".")).await, 401, "undecryptable").await;
+    // The jti was not burnt by the failed attempts.
+    expect_echo(fx.launch(&good).await).await;
+    assert_eq!(fx.upstream.hits(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_launches_without_a_decryption_key_are_undecryptable() {
+    let fx = Fixture::start().await;
+    let other = hti_guard::sign::SigningKey::generate(hti_guard::verify::Alg::RS256, 2048).unwrap();
+    let mut jwk = other.public_jwk("x", None);
+    jwk["use"] = json!("enc");
+    let token = encrypt(&jwk, "x", "A256GCM", &fx.good_token());
+    expect_rejection(fx.launch(&token).await, 401, "undecryptable").await;
+    assert_eq!(fx.upstream.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_launches_work_with_introspection() {
+    let kt = Kt::start(|b, auth| {
+        b.set_str("introspection.endpoint", &auth.introspection_endpoint())
+            .set_str("introspection.token_endpoint", &auth.token_endpoint())
+            .set(
+                "module.decryption_key_files",
+                &decryption_key_entry("enc-kt"),
+            )
+    })
+    .await;
+    let jwk = published_enc_key(&kt.client, &kt.guard).await;
+    let jws = kt.token();
+    let echo = expect_echo(
+        kt.launch(&encrypt(&jwk, "enc-kt", "A128CBC-HS256", &jws))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        echo.header("x-hti-jti"),
+        mint::payload_of(&jws)["jti"].as_str()
+    );
+    assert_eq!(
+        kt.auth.introspections(),
+        1,
+        "the auth server saw the inner token"
+    );
+}
