@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::Config;
 use crate::config::{
-    AssertionAudience, IntrospectionEndpoints, IssuerConfig, ModuleKeyFile, Source,
+    AssertionAudience, IntrospectionEndpoints, IssuerConfig, ModuleKeyFile, SameSite, Source,
 };
 use crate::verify::Alg;
 use crate::verify::jwk::{KeyProblem, KeyType, VerifyKey};
@@ -297,6 +297,7 @@ fn settings(config: &Config) -> Vec<(&'static str, Value)> {
     let tls = config.tls.as_ref();
     let module = &config.module;
     let introspection = config.introspection.as_ref();
+    let session = config.session.as_ref();
     vec![
         ("listen", json!(config.listen.to_string())),
         (
@@ -436,7 +437,66 @@ fn settings(config: &Config) -> Vec<(&'static str, Value)> {
             "introspection.timeout",
             json!(introspection.map(|i| duration(i.timeout))),
         ),
+        ("session.enabled", json!(session.is_some())),
+        (
+            "session.cookie_name",
+            json!(session.map(|s| &s.cookie_name)),
+        ),
+        ("session.secure", json!(session.map(|s| s.secure))),
+        (
+            "session.same_site",
+            json!(session.map(|s| match s.same_site {
+                SameSite::Lax => "lax",
+                SameSite::Strict => "strict",
+                SameSite::None => "none",
+            })),
+        ),
+        ("session.landing", json!(session.map(|s| &s.landing))),
+        ("session.protected", json!(session.map(|s| &s.protected))),
+        ("session.public", json!(session.map(|s| &s.public))),
+        ("session.ttl", json!(session.map(|s| duration(s.ttl)))),
+        (
+            "session.idle_timeout",
+            json!(session.map(|s| duration(s.idle_timeout))),
+        ),
+        (
+            "session.secret",
+            json!(
+                session
+                    .and_then(|s| s.secret.as_ref())
+                    .map(|_| "(set, not shown)")
+            ),
+        ),
+        (
+            "session.secret_file",
+            json!(source_file(config, "session.secret_file")),
+        ),
+        (
+            "session.previous_secret",
+            json!(
+                session
+                    .and_then(|s| s.previous_secret.as_ref())
+                    .map(|_| "(set, not shown)")
+            ),
+        ),
+        (
+            "session.previous_secret_file",
+            json!(source_file(config, "session.previous_secret_file")),
+        ),
+        (
+            "session.logout_path",
+            json!(session.map(|s| &s.logout_path)),
+        ),
+        (
+            "session.logged_out",
+            json!(session.and_then(|s| s.logged_out.as_ref())),
+        ),
     ]
+}
+
+/// Secret files are not kept in the configuration; say whether one was configured.
+fn source_file(config: &Config, key: &str) -> Option<&'static str> {
+    (!matches!(config.source(key), Source::Default)).then_some("(set)")
 }
 
 /// Key files as `file (kid)`.

@@ -68,6 +68,50 @@ struct RawConfig {
     module: RawModule,
     #[serde(default)]
     introspection: RawIntrospection,
+    #[serde(default)]
+    session: RawSession,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSession {
+    enabled: bool,
+    cookie_name: String,
+    secure: bool,
+    same_site: String,
+    landing: String,
+    protected: Vec<String>,
+    public: Vec<String>,
+    ttl: String,
+    idle_timeout: String,
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+    previous_secret: Option<String>,
+    previous_secret_file: Option<PathBuf>,
+    logout_path: String,
+    logged_out: Option<String>,
+}
+
+impl Default for RawSession {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            cookie_name: "hti_guard_session".into(),
+            secure: true,
+            same_site: "lax".into(),
+            landing: "/".into(),
+            protected: vec!["/".into()],
+            public: Vec::new(),
+            ttl: "1h".into(),
+            idle_timeout: "20m".into(),
+            secret: None,
+            secret_file: None,
+            previous_secret: None,
+            previous_secret_file: None,
+            logout_path: "/hti-guard/logout".into(),
+            logged_out: None,
+        }
+    }
 }
 
 /// A key file, as a path or as `{ file = "...", kid = "..." }`.
@@ -296,6 +340,21 @@ pub const KEYS: &[&str] = &[
     "introspection.assertion_alg",
     "introspection.all_issuers",
     "introspection.timeout",
+    "session.enabled",
+    "session.cookie_name",
+    "session.secure",
+    "session.same_site",
+    "session.landing",
+    "session.protected",
+    "session.public",
+    "session.ttl",
+    "session.idle_timeout",
+    "session.secret",
+    "session.secret_file",
+    "session.previous_secret",
+    "session.previous_secret_file",
+    "session.logout_path",
+    "session.logged_out",
 ];
 
 /// The prefix of the environment variables that set configuration keys.
@@ -341,6 +400,8 @@ pub struct Config {
     pub module: ModuleConfig,
     /// Present when any issuer is verified by introspection (or `all_issuers`).
     pub introspection: Option<IntrospectionConfig>,
+    /// Present when `session.enabled`.
+    pub session: Option<SessionConfig>,
     /// The configuration file that was read, if any.
     pub file: Option<PathBuf>,
     /// Where each of [`KEYS`] got its value (absent: default).
@@ -383,6 +444,33 @@ impl IssuerConfig {
     pub fn introspected(&self) -> bool {
         self.jwks_url.is_none()
     }
+}
+
+/// The `SameSite` attribute of the session cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Lax,
+    Strict,
+    None,
+}
+
+/// Sessions after the launch (`[session]`).
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub cookie_name: String,
+    pub secure: bool,
+    pub same_site: SameSite,
+    pub landing: String,
+    pub protected: Vec<String>,
+    pub public: Vec<String>,
+    pub ttl: Duration,
+    pub idle_timeout: Duration,
+    /// The sealing key material (decoded, at least 32 bytes); `None`: make one at start.
+    pub secret: Option<Vec<u8>>,
+    /// A previous key still accepted for reading, during a rotation.
+    pub previous_secret: Option<Vec<u8>>,
+    pub logout_path: String,
+    pub logged_out: Option<String>,
 }
 
 /// One of the module's own keys, loaded at startup.
@@ -760,6 +848,7 @@ impl RawConfig {
         };
         let module = self.module.validate(&launch)?;
         let introspection = self.introspection.validate(&issuers, &module)?;
+        let session = self.session.validate(&launch)?;
         let tls = match (self.tls.cert_file, self.tls.key_file) {
             (None, None) => None,
             (Some(cert_file), Some(key_file)) => Some(load_tls(cert_file, key_file)?),
@@ -789,6 +878,7 @@ impl RawConfig {
             tls,
             module,
             introspection,
+            session,
             file: None,
             sources: BTreeMap::new(),
         })
@@ -1170,6 +1260,140 @@ impl RawIntrospection {
     }
 }
 
+/// A base64 secret of at least 32 bytes, from the value or from a file.
+fn session_secret(
+    key: &str,
+    file_key: &str,
+    value: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<Option<Vec<u8>>, ConfigError> {
+    use base64::Engine;
+    let (text, at) = match (value, file) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                file_key,
+                format!("set {key} or {file_key}, not both"),
+            ));
+        }
+        (Some(text), None) => (text, key),
+        (None, Some(path)) => (
+            std::fs::read_to_string(&path)
+                .map_err(|e| invalid(file_key, format!("{}: {e}", path.display())))?,
+            file_key,
+        ),
+    };
+    let text = text.trim();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .or_else(|_| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text.trim_end_matches('='))
+        })
+        .map_err(|_| invalid(at, "must be base64 (e.g. from `openssl rand -base64 32`)"))?;
+    if bytes.len() < 32 {
+        return Err(invalid(
+            at,
+            format!("holds {} bytes; at least 32 are required", bytes.len()),
+        ));
+    }
+    Ok(Some(bytes))
+}
+
+fn path_prefixes(key: &str, list: &[String]) -> Result<(), ConfigError> {
+    for p in list {
+        if !p.starts_with('/') {
+            return Err(invalid(key, format!("{p:?} must start with '/'")));
+        }
+    }
+    Ok(())
+}
+
+impl RawSession {
+    fn validate(self, launch: &LaunchConfig) -> Result<Option<SessionConfig>, ConfigError> {
+        let secret = session_secret(
+            "session.secret",
+            "session.secret_file",
+            self.secret,
+            self.secret_file,
+        )?;
+        let previous_secret = session_secret(
+            "session.previous_secret",
+            "session.previous_secret_file",
+            self.previous_secret,
+            self.previous_secret_file,
+        )?;
+        if !self.enabled {
+            return Ok(None);
+        }
+        if self.cookie_name.is_empty()
+            || !self
+                .cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
+            return Err(invalid(
+                "session.cookie_name",
+                "must be letters, digits, '_', '-' or '.'",
+            ));
+        }
+        let same_site = match self.same_site.to_ascii_lowercase().as_str() {
+            "lax" => SameSite::Lax,
+            "strict" => SameSite::Strict,
+            "none" => SameSite::None,
+            other => {
+                return Err(invalid(
+                    "session.same_site",
+                    format!("{other:?}: use \"lax\", \"strict\" or \"none\""),
+                ));
+            }
+        };
+        if same_site == SameSite::None && !self.secure {
+            return Err(invalid(
+                "session.secure",
+                "must be true with session.same_site = \"none\" (browsers drop such cookies otherwise)",
+            ));
+        }
+        if !self.landing.starts_with('/') {
+            return Err(invalid(
+                "session.landing",
+                "must be a path starting with '/'",
+            ));
+        }
+        path_prefixes("session.protected", &self.protected)?;
+        path_prefixes("session.public", &self.public)?;
+        if !self.logout_path.starts_with('/') || launch.paths.contains(&self.logout_path) {
+            return Err(invalid(
+                "session.logout_path",
+                "must be a path starting with '/' that is not a launch path",
+            ));
+        }
+        if let Some(to) = &self.logged_out
+            && !(to.starts_with('/') || to.starts_with("https://") || to.starts_with("http://"))
+        {
+            return Err(invalid(
+                "session.logged_out",
+                "must be a path or an http(s) URL",
+            ));
+        }
+        let ttl = positive("session.ttl", &self.ttl)?;
+        let idle_timeout = positive("session.idle_timeout", &self.idle_timeout)?;
+        Ok(Some(SessionConfig {
+            cookie_name: self.cookie_name,
+            secure: self.secure,
+            same_site,
+            landing: self.landing,
+            protected: self.protected,
+            public: self.public,
+            ttl,
+            idle_timeout,
+            secret,
+            previous_secret,
+            logout_path: self.logout_path,
+            logged_out: self.logged_out,
+        }))
+    }
+}
+
 impl RawKeys {
     fn validate(self) -> Result<KeysConfig, ConfigError> {
         let refresh_min = positive("keys.refresh_min", &self.refresh_min)?;
@@ -1385,6 +1609,7 @@ pub(crate) mod tests {
             "tls",
             "module",
             "introspection",
+            "session",
         ];
         let mut fields = std::collections::BTreeSet::new();
         for section in std::iter::once("").chain(sections) {

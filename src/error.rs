@@ -50,6 +50,8 @@ pub enum Reason {
     IntrospectionInactive,
     IntrospectionUnavailable,
     Undecryptable,
+    NoSession,
+    SessionTooLarge,
 }
 
 /// Who is at fault decides the log level.
@@ -60,7 +62,7 @@ pub enum Fault {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 23] = [
+    pub const ALL: [Reason; 25] = [
         Reason::MissingToken,
         Reason::ConflictingTokens,
         Reason::MalformedToken,
@@ -84,6 +86,8 @@ impl Reason {
         Reason::IntrospectionInactive,
         Reason::IntrospectionUnavailable,
         Reason::Undecryptable,
+        Reason::NoSession,
+        Reason::SessionTooLarge,
     ];
 
     /// (stable string, status, fault, text for a person)
@@ -190,6 +194,18 @@ impl Reason {
                 "The launch cannot be verified right now. Please try again in a moment.",
             ),
             Reason::Undecryptable => ("undecryptable", S::UNAUTHORIZED, Client, TOKEN),
+            Reason::NoSession => (
+                "no_session",
+                S::UNAUTHORIZED,
+                Client,
+                "Please start this module from your portal: open the task there and choose to start it.",
+            ),
+            Reason::SessionTooLarge => (
+                "session_too_large",
+                S::BAD_REQUEST,
+                Client,
+                "The launch carries more information than a session can hold. Please contact the module's provider.",
+            ),
         }
     }
 
@@ -238,6 +254,12 @@ impl Rejection {
 
     pub fn with_issuer(mut self, issuer: &str) -> Self {
         self.issuer = Some(issuer.to_owned());
+        self
+    }
+
+    /// Label with the configured issuer of a verified launch (if any).
+    pub fn with_issuer_of(mut self, launch: &crate::verify::VerifiedLaunch) -> Self {
+        self.issuer = launch.issuer.clone();
         self
     }
 }
@@ -356,7 +378,7 @@ mod tests {
     fn statuses_follow_the_contract() {
         for reason in Reason::ALL {
             let want = match reason {
-                Reason::MissingToken | Reason::ConflictingTokens => 400,
+                Reason::MissingToken | Reason::ConflictingTokens | Reason::SessionTooLarge => 400,
                 Reason::KeysUnavailable
                 | Reason::ReplayStoreUnavailable
                 | Reason::IntrospectionUnavailable => 503,

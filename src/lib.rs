@@ -31,6 +31,7 @@ pub mod module;
 pub mod proxy;
 pub mod replay;
 pub mod server;
+pub mod session;
 pub mod sign;
 pub mod tools;
 pub mod upstream;
@@ -127,8 +128,10 @@ pub async fn run(
         }
         None => None,
     };
+    let sessions = config.session.clone().map(session::Sessions::new);
     let proxy = Arc::new(Proxy::new(
         module,
+        sessions,
         config.launch.clone(),
         verifier,
         upstream,

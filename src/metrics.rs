@@ -23,6 +23,7 @@ pub struct Metrics {
     upstream_duration: Histogram,
     spoofed: IntCounter,
     introspections: IntCounterVec,
+    sessions: IntCounterVec,
     introspection_duration: Histogram,
     up: Gauge,
 }
@@ -136,6 +137,14 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS.to_vec()),
         )
         .expect("valid metric");
+        let sessions = IntCounterVec::new(
+            Opts::new(
+                "hti_guard_sessions_total",
+                "Session events: created, renewed, expired, invalid, logout.",
+            ),
+            &["event"],
+        )
+        .expect("valid metric");
         let up = Gauge::new("hti_guard_up", "1 while the guard runs.").expect("valid metric");
         up.set(1.0);
         for c in [
@@ -152,6 +161,7 @@ impl Metrics {
             Box::new(spoofed.clone()),
             Box::new(introspections.clone()),
             Box::new(introspection_duration.clone()),
+            Box::new(sessions.clone()),
             Box::new(up.clone()),
         ] {
             registry.register(c).expect("metric registered once");
@@ -171,6 +181,7 @@ impl Metrics {
             spoofed,
             introspections,
             introspection_duration,
+            sessions,
             up,
         }
     }
@@ -246,6 +257,11 @@ impl Metrics {
     pub fn introspection(&self, result: &str, seconds: f64) {
         self.introspections.with_label_values(&[result]).inc();
         self.introspection_duration.observe(seconds);
+    }
+
+    /// `event` is `created`, `renewed`, `expired`, `invalid` or `logout`.
+    pub fn session(&self, event: &str) {
+        self.sessions.with_label_values(&[event]).inc();
     }
 
     /// The text exposition of every metric.

@@ -20,6 +20,7 @@ use crate::headers;
 use crate::launch::{self, Kind};
 use crate::metrics::Metrics;
 use crate::module::ModuleKeys;
+use crate::session::{SessionState, Sessions};
 use crate::upstream::Upstream;
 use crate::verify::{VerifiedLaunch, Verifier};
 
@@ -37,6 +38,7 @@ pub struct Peer {
 /// The request handler of the public listener.
 pub struct Proxy {
     module: Arc<ModuleKeys>,
+    sessions: Option<Sessions>,
     launch: LaunchConfig,
     allow: String,
     verifier: Verifier,
@@ -47,6 +49,7 @@ pub struct Proxy {
 impl Proxy {
     pub fn new(
         module: Arc<ModuleKeys>,
+        sessions: Option<Sessions>,
         launch: LaunchConfig,
         verifier: Verifier,
         upstream: Upstream,
@@ -54,6 +57,7 @@ impl Proxy {
     ) -> Self {
         Proxy {
             module,
+            sessions,
             allow: launch::allow_header(&launch),
             launch,
             verifier,
@@ -72,13 +76,48 @@ impl Proxy {
             tracing::debug!(reference = %request_id, stripped, "reserved headers removed");
         }
         let format = ErrorFormat::from_accept(request.headers().get(header::ACCEPT));
-        let response = match self.handle_inner(request, peer, &request_id).await {
+        let session = match &self.sessions {
+            Some(sessions) => {
+                sessions.read(request.headers_mut(), SystemTime::now(), &self.metrics)
+            }
+            None => SessionState::Disabled,
+        };
+        let mut response = match self
+            .handle_inner(request, peer, &request_id, &session)
+            .await
+        {
             Ok(response) => response,
             Err(rejection) => self.reject(&rejection, &request_id, format),
         };
+        self.finish_session(&session, &mut response);
         self.metrics
             .request(response.status().as_u16(), started.elapsed().as_secs_f64());
         response
+    }
+
+    /// Renew or clear the session cookie on the way out, unless the response already sets
+    /// it (a new launch, a logout).
+    fn finish_session(&self, session: &SessionState, response: &mut Response<Body>) {
+        let Some(sessions) = &self.sessions else {
+            return;
+        };
+        let prefix = format!("{}=", sessions.cookie_name());
+        let sets_ours = response
+            .headers()
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .any(|v| v.as_bytes().starts_with(prefix.as_bytes()));
+        if sets_ours {
+            return;
+        }
+        let cookie = match session {
+            SessionState::Valid {
+                renew: Some(fresh), ..
+            } => fresh.clone(),
+            SessionState::Invalid | SessionState::Expired => sessions.clear_cookie(),
+            _ => return,
+        };
+        response.headers_mut().append(header::SET_COOKIE, cookie);
     }
 
     async fn handle_inner(
@@ -86,17 +125,51 @@ impl Proxy {
         request: Request<Incoming>,
         peer: Peer,
         request_id: &str,
+        session: &SessionState,
     ) -> Result<Response<Body>, Rejection> {
-        if self.module.jwks_path() == Some(request.uri().path())
-            && (request.method() == http::Method::GET || request.method() == http::Method::HEAD)
+        let method = request.method();
+        let path = request.uri().path();
+        if self.module.jwks_path() == Some(path)
+            && (method == http::Method::GET || method == http::Method::HEAD)
         {
             return Ok(self.module.jwks_response());
         }
-        let kind = launch::classify(request.method(), request.uri().path(), &self.launch);
+        if let Some(sessions) = &self.sessions
+            && path == sessions.logout_path()
+            && (method == http::Method::GET || method == http::Method::POST)
+        {
+            if matches!(session, SessionState::Valid { .. }) {
+                self.metrics.session("logout");
+            }
+            return Ok(logged_out(sessions));
+        }
+        let kind = launch::classify(method, path, &self.launch);
         let request = match kind {
-            Kind::Passthrough => request.map(Either::Left),
+            Kind::Passthrough => {
+                let mut request = request.map(Either::Left);
+                match (session, &self.sessions) {
+                    (SessionState::Valid { launch, .. }, _) => {
+                        headers::set_trusted(request.headers_mut(), launch);
+                    }
+                    (_, Some(sessions)) if sessions.protects(request.uri().path()) => {
+                        return Err(Rejection::new(
+                            Reason::NoSession,
+                            "no valid session for a protected path",
+                        ));
+                    }
+                    _ => {}
+                }
+                request
+            }
             Kind::MethodNotAllowed | Kind::FormPost | Kind::Query => {
-                let result = self.receive_launch(request, kind).await;
+                let mut result = self.receive_launch(request, kind).await;
+                let mut session_cookie = None;
+                if let (Ok((launch, _)), Some(sessions)) = (&result, &self.sessions) {
+                    match sessions.create(launch, SystemTime::now()) {
+                        Ok(created) => session_cookie = Some(created),
+                        Err(rejection) => result = Err(rejection.with_issuer_of(launch)),
+                    }
+                }
                 match &result {
                     Ok((launch, _)) => {
                         self.metrics.launch_accepted(launch.issuer.as_deref());
@@ -109,7 +182,14 @@ impl Proxy {
                     }
                     Err(r) => self.metrics.launch_rejected(r.issuer.as_deref(), r.reason),
                 }
-                result?.1
+                let request = result?.1;
+                if let Some((cookie, landing)) = session_cookie {
+                    // With sessions the launch is not forwarded: the browser goes to the
+                    // landing page with its session, so a reload is a plain GET.
+                    self.metrics.session("created");
+                    return Ok(see_other(&landing, cookie));
+                }
+                request
             }
         };
         self.forward(request, peer, request_id).await
@@ -279,6 +359,52 @@ impl Proxy {
         let allow = (reason == Reason::MethodNotAllowed).then_some(self.allow.as_str());
         error::respond(reason, reference, format, allow)
     }
+}
+
+/// `303 See Other` to `location`, setting the session cookie.
+fn see_other(location: &str, cookie: HeaderValue) -> Response<Body> {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
+    *response.status_mut() = StatusCode::SEE_OTHER;
+    let headers = response.headers_mut();
+    if let Ok(location) = HeaderValue::from_str(location) {
+        headers.insert(header::LOCATION, location);
+    }
+    headers.insert(header::SET_COOKIE, cookie);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// After logout: the session cookie cleared, then a page or a redirect.
+fn logged_out(sessions: &Sessions) -> Response<Body> {
+    let mut response = match sessions.logged_out() {
+        Some(to) => {
+            let mut r = Response::new(Either::Right(Full::new(Bytes::new())));
+            *r.status_mut() = StatusCode::SEE_OTHER;
+            if let Ok(to) = HeaderValue::from_str(to) {
+                r.headers_mut().insert(header::LOCATION, to);
+            }
+            r
+        }
+        None => {
+            let page = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+                <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+                <title>Signed out</title><style>body{font-family:system-ui,sans-serif;max-width:36rem;\
+                margin:4rem auto;padding:0 1rem;color:#222}</style></head><body><h1>Signed out</h1>\
+                <p>You have left the module. To use it again, start it from your portal.</p></body></html>\n";
+            let mut r = Response::new(Either::Right(Full::new(Bytes::from_static(
+                page.as_bytes(),
+            ))));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            r
+        }
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::SET_COOKIE, sessions.clear_cookie());
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// A request URI (origin form) of `path` and `query` ("" for none).

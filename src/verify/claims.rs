@@ -17,7 +17,7 @@ pub struct ClaimRules {
 }
 
 /// The claims of a launch that passed every rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HtiClaims {
     pub iss: String,
     pub sub: String,
