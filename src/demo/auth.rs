@@ -72,7 +72,6 @@ impl AuthServer {
             return Err("client_assertion_type is not jwt-bearer".into());
         }
         let assertion = field("client_assertion").ok_or("no client_assertion")?;
-        let decoded = verify::decode(assertion).map_err(|r| format!("assertion: {}", r.detail))?;
         let body = client
             .get(&self.guard_jwks_url)
             .send()
@@ -81,23 +80,7 @@ impl AuthServer {
             .bytes()
             .await
             .map_err(|e| format!("cannot read the module's JWKS: {e}"))?;
-        let jwks = parse_jwks(&body).map_err(|e| format!("the module's JWKS: {e}"))?;
-        let kid = decoded
-            .kid
-            .as_deref()
-            .ok_or("assertion header has no kid")?;
-        let key = jwks
-            .keys
-            .iter()
-            .find(|k| k.kid == kid && k.fits(decoded.alg))
-            .ok_or_else(|| format!("no key {kid:?} for {} in the module's JWKS", decoded.alg))?;
-        if !key.verify(
-            decoded.alg,
-            decoded.signing_input.as_bytes(),
-            decoded.signature,
-        ) {
-            return Err("assertion signature does not verify".into());
-        }
+        let decoded = verified(assertion, &body).map_err(|e| format!("assertion: {e}"))?;
         let c = &decoded.claims;
         let text = |name: &str| c.get(name).and_then(Value::as_str);
         let number = |name: &str| c.get(name).and_then(Value::as_i64);
@@ -137,22 +120,29 @@ impl AuthServer {
     }
 }
 
-/// The claims of a token signed with one of the portal's keys and not expired.
-fn active_claims(token: &str, portal_jwks: &str) -> Option<Map<String, Value>> {
-    let decoded: Decoded<'_> = verify::decode(token).ok()?;
-    let jwks = parse_jwks(portal_jwks.as_bytes()).ok()?;
-    let kid = decoded.kid.as_deref()?;
+/// A token whose signature verifies with the key of `jwks` its header names.
+fn verified<'t>(token: &'t str, jwks: &[u8]) -> Result<Decoded<'t>, String> {
+    let decoded = verify::decode(token).map_err(|r| r.detail.to_string())?;
+    let jwks = parse_jwks(jwks).map_err(|e| format!("JWKS: {e}"))?;
+    let kid = decoded.kid.as_deref().ok_or("the header has no kid")?;
     let key = jwks
         .keys
         .iter()
-        .find(|k| k.kid == kid && k.fits(decoded.alg))?;
+        .find(|k| k.kid == kid && k.fits(decoded.alg))
+        .ok_or_else(|| format!("no key {kid:?} for {}", decoded.alg))?;
     if !key.verify(
         decoded.alg,
         decoded.signing_input.as_bytes(),
         decoded.signature,
     ) {
-        return None;
+        return Err("the signature does not verify".into());
     }
+    Ok(decoded)
+}
+
+/// The claims of a token signed with one of the portal's keys and not expired.
+fn active_claims(token: &str, portal_jwks: &str) -> Option<Map<String, Value>> {
+    let decoded = verified(token, portal_jwks.as_bytes()).ok()?;
     let exp = decoded.claims.get("exp").and_then(Value::as_i64)?;
     (exp > now()).then_some(decoded.claims)
 }
