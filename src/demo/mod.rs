@@ -4,7 +4,8 @@
 //!
 //! - `portal`: the launching side (sample launches, refusal cases, JWKS)
 //! - `auth`: with `--koppeltaal`, the portal's second role as the domain's auth server
-//! - `module`: the upstream app that shows the trusted headers and claims
+//! - `module`: the upstream app, a few pages that show the trusted headers and claims; the
+//!   guard keeps the person in a session after the launch, so each page has them
 //! - `page`: the shared HTML frame
 
 mod auth;
@@ -35,6 +36,11 @@ pub struct DemoArgs {
     /// server, with the module's own keys, and accepts encrypted (JWE) launches.
     #[arg(long)]
     pub koppeltaal: bool,
+    /// The host name the portal's launch form uses for the guard. With `localhost`, the
+    /// portal (127.0.0.1) and the guard (localhost) are different sites to a browser, as a
+    /// real portal and module are; everything still listens on 127.0.0.1 only.
+    #[arg(long, default_value = "127.0.0.1", value_parser = ["127.0.0.1", "localhost"])]
+    pub guard_host: String,
 }
 
 /// The audience the demo guard accepts, and the module the portal launches.
@@ -47,14 +53,21 @@ pub struct Addresses {
     pub portal: SocketAddr,
     pub module: SocketAddr,
     pub admin: SocketAddr,
+    /// The guard's host name in browser-facing URLs (`--guard-host`).
+    pub guard_host: String,
 }
 
 impl Addresses {
     pub fn portal_url(&self) -> String {
         format!("http://{}", self.portal)
     }
+    /// The guard as the demo's own parts reach it (127.0.0.1).
     pub fn guard_url(&self) -> String {
         format!("http://{}", self.guard)
+    }
+    /// The guard as a browser reaches it: `--guard-host` and the guard's port.
+    pub fn guard_browser_url(&self) -> String {
+        format!("http://{}:{}", self.guard_host, self.guard.port())
     }
     pub fn module_url(&self) -> String {
         format!("http://{}", self.module)
@@ -88,8 +101,16 @@ async fn bind_all(port: u16) -> Result<[TcpListener; 4], String> {
         .map_err(|_| "four listeners".to_string())
 }
 
+/// Where the guard sends the browser after a launch: the module's page for the launched task.
+pub const LANDING: &str = "/task/{resource_id}";
+
+/// Where the module's pages link to end the guard's session (the guard's default).
+pub const LOGOUT_PATH: &str = "/hti-guard/logout";
+
 /// The guard's configuration, in memory: trust the demo portal (its JWKS, or in Koppeltaal
-/// mode its auth server), forward to the demo module. `enc_key` is the module's JWE key file.
+/// mode its auth server), forward to the demo module, and keep the person in a session
+/// after the launch (plain-http cookie: the demo is loopback only). `enc_key` is the
+/// module's JWE key file.
 fn guard_config(addrs: &Addresses, enc_key: Option<&std::path::Path>) -> Result<Config, String> {
     let portal_url = addrs.portal_url();
     let (issuer, koppeltaal) = match enc_key {
@@ -124,16 +145,32 @@ fn guard_config(addrs: &Addresses, enc_key: Option<&std::path::Path>) -> Result<
         shutdown_grace = "2s"
         [launch]
         audience = "{AUDIENCE}"
+        [session]
+        enabled = true
+        secure = false
+        landing = "{LANDING}"
+        logout_path = "{LOGOUT_PATH}"
+        secret = "{secret}"
         [[issuers]]
         iss = "{portal_url}"
         {issuer}
         {koppeltaal}
         "#,
+        secret = session_secret()?,
         guard = addrs.guard,
         admin = addrs.admin,
         module = addrs.module,
     );
     Config::from_toml_str(&toml).map_err(|e| format!("demo configuration: {e}"))
+}
+
+/// A fresh session key for this run (sessions end with the demo anyway), so the guard need
+/// not warn that it made one up.
+fn session_secret() -> Result<String, String> {
+    use base64::Engine as _;
+    let mut key = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut key).map_err(|_| "no randomness for a session key")?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(key))
 }
 
 /// The module's JWE key for Koppeltaal mode, in a private temp directory (removed on exit).
@@ -172,6 +209,7 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         portal: local(&portal),
         module: local(&module),
         admin: local(&admin),
+        guard_host: args.guard_host.clone(),
     };
     let enc_key = if args.koppeltaal {
         match write_enc_key() {
@@ -206,6 +244,15 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         }
     };
 
+    // Listen for Ctrl-C before saying the demo is up: a SIGINT that came before the guard
+    // first waited for it would otherwise end the process without a clean stop.
+    let interrupted = match interrupt() {
+        Ok(interrupted) => interrupted,
+        Err(e) => {
+            eprintln!("hti-guard demo: cannot listen for Ctrl-C: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let (stop, stop_rx) = watch::channel(false);
     let portal_task = tokio::spawn(server::serve_plain(
         portal,
@@ -215,7 +262,7 @@ pub async fn run(args: DemoArgs) -> ExitCode {
     let module_task = tokio::spawn(server::serve_plain(module, module::handle, stop_rx));
 
     println!("portal: {}/", addrs.portal_url());
-    println!("guard: {}/launch", addrs.guard_url());
+    println!("guard: {}/launch", addrs.guard_browser_url());
     println!("module: {}/", addrs.module_url());
     println!("metrics: http://{}/metrics", addrs.admin);
     if args.koppeltaal {
@@ -232,9 +279,7 @@ pub async fn run(args: DemoArgs) -> ExitCode {
             public: guard,
             admin,
         },
-        async {
-            let _ = tokio::signal::ctrl_c().await;
-        },
+        interrupted,
     )
     .await;
     let _ = stop.send(true);
@@ -249,6 +294,22 @@ pub async fn run(args: DemoArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A future that completes on Ctrl-C (SIGINT), with the handler in place on return.
+#[cfg(unix)]
+fn interrupt() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    let mut signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    Ok(async move {
+        signal.recv().await;
+    })
+}
+
+#[cfg(not(unix))]
+fn interrupt() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 /// The guard's JSON log lines, on stderr so that stdout keeps the demo's own lines.

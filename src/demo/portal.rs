@@ -106,7 +106,10 @@ pub struct Portal {
     kid: String,
     iss: String,
     fhir_base: String,
+    /// Where the browser posts launches (`--guard-host`).
     launch_url: String,
+    /// The guard as the portal itself reaches it (127.0.0.1).
+    guard_url: String,
     jwks: String,
     client: reqwest::Client,
 }
@@ -129,7 +132,8 @@ impl Portal {
             kid,
             iss: addrs.portal_url(),
             fhir_base: format!("{}/fhir", addrs.portal_url()),
-            launch_url: format!("{}/launch", addrs.guard_url()),
+            launch_url: format!("{}/launch", addrs.guard_browser_url()),
+            guard_url: addrs.guard_url(),
             jwks,
             client,
         })
@@ -140,7 +144,7 @@ impl Portal {
         if self.auth.is_none() {
             return Err("encrypted launches need --koppeltaal".into());
         }
-        let url = format!("{}{MODULE_JWKS_PATH}", auth_guard_base(&self.launch_url));
+        let url = format!("{}{MODULE_JWKS_PATH}", self.guard_url);
         let jwks: Value = self
             .client
             .get(&url)
@@ -190,7 +194,7 @@ impl Portal {
                 // Use it once, as the first launch would have.
                 let first = self
                     .client
-                    .post(&self.launch_url)
+                    .post(format!("{}/launch", self.guard_url))
                     .header(
                         http::header::CONTENT_TYPE,
                         "application/x-www-form-urlencoded",
@@ -199,7 +203,8 @@ impl Portal {
                     .send()
                     .await
                     .map_err(|e| format!("the first launch did not reach the guard: {e}"))?;
-                if !first.status().is_success() {
+                // Accepted: forwarded (200) or, with sessions, sent on to the landing page.
+                if !(first.status().is_success() || first.status() == StatusCode::SEE_OTHER) {
                     return Err(format!("the first launch was refused ({})", first.status()));
                 }
                 Ok(token)
@@ -227,11 +232,6 @@ fn tamper(token: &str) -> Option<String> {
     claims["sub"] = json!("Patient/someone-else");
     let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
     Some(format!("{header}.{payload}.{signature}"))
-}
-
-/// The guard's base URL from its launch URL.
-fn auth_guard_base(launch_url: &str) -> &str {
-    launch_url.strip_suffix("/launch").unwrap_or(launch_url)
 }
 
 /// Answer one request to the portal (and, in `--koppeltaal` mode, to its auth server).

@@ -1,0 +1,165 @@
+//! The demo in a real browser: headless Chromium, driven by `tests/browser/session.mjs`
+//! (playwright-core), walks a person's visit. The portal (127.0.0.1) auto-submits a launch
+//! to the guard on another site (`localhost`, from `demo --guard-host localhost`); the guard
+//! answers 303 with its session cookie; the module's task page shows the person and the
+//! task, survives a reload, a click to a second page keeps the person, and after logout a
+//! protected page is the guard's "start from your portal" page. The replay refusal ends on
+//! the guard's error page. Screenshots go to `target/browser-test/`.
+//!
+//! Needs node, the packages of `npm ci --prefix tests/browser`, and Chromium
+//! (`/usr/bin/chromium`, or `HTI_GUARD_CHROMIUM`). Without them the test says so and
+//! passes, except under CI (`CI` set), where it fails.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::within;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hti-guard");
+const LIMIT: Duration = Duration::from_secs(30);
+/// The whole browser walk: Chromium's start and a dozen pages.
+const SCRIPT_LIMIT: Duration = Duration::from_secs(180);
+const SCREENSHOTS: [&str; 5] = [
+    "landing.png",
+    "answers.png",
+    "logged-out.png",
+    "no-session.png",
+    "replay.png",
+];
+
+fn script_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+/// `target/browser-test/` (under `CARGO_TARGET_DIR` when set).
+fn output_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("the target directory")
+        .join("browser-test")
+}
+
+fn chromium() -> PathBuf {
+    std::env::var_os("HTI_GUARD_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+}
+
+/// What is missing to run the browser test, if anything.
+fn missing() -> Option<String> {
+    let node = std::process::Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !node.is_ok_and(|s| s.success()) {
+        return Some("node is not installed (apt-get install nodejs npm)".into());
+    }
+    if !script_dir().join("node_modules/playwright-core").is_dir() {
+        return Some("playwright-core is not installed: run npm ci --prefix tests/browser".into());
+    }
+    if !chromium().is_file() {
+        return Some(format!(
+            "{} not found (apt-get install chromium, or set HTI_GUARD_CHROMIUM)",
+            chromium().display()
+        ));
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visit_in_a_real_browser_keeps_the_person_from_launch_to_logout() {
+    if let Some(what) = missing() {
+        if std::env::var_os("CI").is_some() {
+            panic!("the real-browser test cannot run, and CI is set: {what}");
+        }
+        eprintln!("note: skipping the real-browser test: {what}");
+        return;
+    }
+    let out = output_dir();
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+
+    let mut demo = Command::new(BIN)
+        .args(["demo", "--port", "0", "--guard-host", "localhost"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start hti-guard demo");
+    let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+    let mut urls = HashMap::new();
+    while urls.len() < 4 {
+        let line = within(LIMIT, "demo output", lines.next_line())
+            .await
+            .unwrap()
+            .expect("the demo printed where its parts are");
+        if let Some((part, url)) = line.split_once(": ") {
+            urls.insert(part.to_string(), url.to_string());
+        }
+    }
+    let portal = &urls["portal"];
+    let guard = urls["guard"].trim_end_matches("/launch");
+    assert!(portal.starts_with("http://127.0.0.1:"), "{portal}");
+    assert!(guard.starts_with("http://localhost:"), "{guard}");
+    wait_ready(&urls["metrics"].replace("/metrics", "/readyz")).await;
+
+    println!("screenshots: {}", out.display());
+    let run = Command::new("node")
+        .arg("session.mjs")
+        .current_dir(script_dir())
+        .env("PORTAL_URL", portal)
+        .env("GUARD_URL", guard)
+        .env("OUT_DIR", &out)
+        .env("CHROMIUM", chromium())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let run = within(SCRIPT_LIMIT, "the browser script", run)
+        .await
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(
+        run.status.success(),
+        "the browser walk failed ({}); screenshots in {}\n{stdout}\n{stderr}",
+        run.status,
+        out.display()
+    );
+    for name in SCREENSHOTS {
+        let png = std::fs::read(out.join(name)).unwrap_or_default();
+        assert!(
+            png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 1000,
+            "{name}: a screenshot in {}",
+            out.display()
+        );
+    }
+    assert!(!out.join("failure.png").exists());
+}
+
+async fn wait_ready(readyz: &str) {
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        if let Ok(r) = client.get(readyz).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "demo guard never ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
