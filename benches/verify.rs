@@ -1,6 +1,7 @@
 //! The in-process hot path: signature verification per algorithm, the claim rules, the
 //! memory replay insert, the header rewrite, and a whole `Verifier::verify` (keys already
-//! cached, unique jti per call). Run with `cargo bench --bench verify`.
+//! cached, unique jti per call), and one launch handled in-process. Run with
+//! `cargo bench --bench verify`; the whole proxy is measured by `benches/load/run.sh`.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use serde_json::json;
 
 use hti_guard::config::Config;
 use hti_guard::headers;
+use hti_guard::launch;
 use hti_guard::metrics::Metrics;
 use hti_guard::replay::MemoryStore;
 use hti_guard::verify::claims::{self, ClaimRules};
@@ -161,12 +163,98 @@ fn full_verify(c: &mut Criterion) {
     group.finish();
 }
 
+/// One launch in-process: the form read, the verify (RS512, keys cached, unique jti), and
+/// the header rewrite with the trusted claims, on what a browser posts. It stops short of
+/// `proxy::Proxy`: that takes hyper `Incoming` bodies, which only a connection can make, so
+/// the socket layer is left to the load benchmark.
+fn launch_in_process(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = Config::from_toml_str(&format!(
+        r#"
+        upstream = "http://127.0.0.1:1"
+        [launch]
+        audience = "{AUD}"
+        [[issuers]]
+        iss = "{ISS}"
+        jwks_url = "http://127.0.0.1:1/jwks"
+        "#
+    ))
+    .unwrap();
+    let key = mint::SigningKey::generate(mint::Alg::RS512);
+    let cache = Arc::new(KeyCache::new(&config.issuers, &config.keys));
+    assert!(cache.install(
+        ISS,
+        parse_jwks(mint::jwks(&[&key]).to_string().as_bytes()).unwrap()
+    ));
+    let verifier = Verifier::new(
+        &config,
+        cache,
+        MemoryStore::new(usize::MAX),
+        Arc::new(Metrics::new()),
+    );
+    let mut set = mint::hti_claims(ISS, AUD);
+    set["patient"] = json!("Patient/42");
+    set["definition"] = json!("ActivityDefinition/mindfulness");
+    set["intent"] = json!("plan");
+    // Bodies as a portal's auto-submitting form sends them, one fresh jti each.
+    let bodies: Vec<Vec<u8>> = (0..20_000)
+        .map(|_| {
+            let mut claims = set.clone();
+            claims["jti"] = json!(mint::random_jti());
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair("token", &key.token(&claims))
+                .append_pair("state", "a1b2c3")
+                .finish()
+                .into_bytes()
+        })
+        .collect();
+    let mut incoming = HeaderMap::new();
+    for (name, value) in [
+        ("host", "module.example"),
+        ("user-agent", "Mozilla/5.0 (X11; Linux x86_64)"),
+        ("content-type", "application/x-www-form-urlencoded"),
+        ("accept", "text/html,application/xhtml+xml"),
+        ("origin", "https://portal.example"),
+        ("x-hti-sub", "Patient/spoofed"),
+    ] {
+        incoming.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    let fields = &config.launch.token_fields;
+    let client = "10.1.2.3".parse().unwrap();
+    let next = AtomicU64::new(0);
+    c.bench_function("launch/in_process", |b| {
+        b.iter(|| {
+            let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+            // Past one pass the jtis repeat: `replayed` then skips only the trusted headers.
+            let extracted = launch::extract(black_box(&bodies[i % bodies.len()]), fields).unwrap();
+            let mut h = incoming.clone();
+            headers::strip_reserved(&mut h);
+            headers::strip_hop_by_hop(&mut h, None);
+            let host = h.get(http::header::HOST).cloned();
+            headers::set_forwarded(&mut h, client, false, host);
+            if let Ok(verified) =
+                runtime.block_on(verifier.verify(&extracted.token, SystemTime::now()))
+            {
+                headers::set_trusted(&mut h, &verified);
+            }
+            (h, extracted.rest)
+        })
+    });
+}
+
 criterion_group!(
     benches,
     signatures,
     claim_rules,
     replay_insert,
     header_rewrite,
-    full_verify
+    full_verify,
+    launch_in_process
 );
 criterion_main!(benches);

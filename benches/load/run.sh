@@ -1,0 +1,413 @@
+#!/usr/bin/env bash
+# Load benchmark of issue 7: hti-guard side by side with nginx and HAProxy, on loopback.
+#
+#   benches/load/run.sh                      # 3 rounds x 10 s, at 50 and at 200 connections
+#   ROUNDS=1 DURATION=5 benches/load/run.sh  # a quick smoke run
+#
+# Scenarios (all in front of one fast nginx upstream answering a small body), run in this
+# order in every round, so rounds alternate A B A B:
+#   direct        wrk -> upstream
+#   nginx         wrk -> nginx reverse proxy (keepalive upstream, one worker per core)
+#   guard-pass    wrk -> hti-guard, GET / (passthrough, no token)
+#   haproxy-jwt   wrk -> HAProxy jwt_verify(RS512) of req.body_param(token), POST /launch
+#   guard-launch  wrk -> hti-guard, POST /launch token=<unique RS512 token>, memory store
+#   guard-redis   the same with the Redis replay store (only when redis-server is installed)
+# Prints a markdown table of medians over rounds, and the machine it ran on.
+#
+# Environment: ROUNDS (3), DURATION (seconds, 10), CONNECTIONS (50), WIDE (200; 0 skips the
+# wide pass), THREADS (wrk threads, nproc), TOKENS (unique tokens minted before each pass,
+# DURATION x 12000; PyJWT mints about 2 700 a second on 2 cores, and the guard accepts
+# them for 5 minutes), BASE_PORT (18000), KEEP (1 keeps the work directory).
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-50}
+WIDE=${WIDE:-200}
+CORES=$(nproc)
+THREADS=${THREADS:-$CORES}
+TOKENS=${TOKENS:-$((DURATION * 12000))}
+BASE_PORT=${BASE_PORT:-18000}
+KEEP=${KEEP:-0}
+
+P_UP=$((BASE_PORT + 1))
+P_NGINX=$((BASE_PORT + 2))
+P_GUARD=$((BASE_PORT + 3))
+P_GUARD_ADMIN=$((BASE_PORT + 4))
+P_GREDIS=$((BASE_PORT + 5))
+P_GREDIS_ADMIN=$((BASE_PORT + 6))
+P_HAPROXY=$((BASE_PORT + 7))
+P_REDIS=$((BASE_PORT + 8))
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+ISS=https://portal.bench
+AUD=Device/bench
+
+log() { printf '== %s\n' "$*" >&2; }
+
+# ---- tools ------------------------------------------------------------------------------
+need=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v wrk >/dev/null || need+=(wrk)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+command -v openssl >/dev/null || need+=(openssl)
+command -v python3 >/dev/null || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO=sudo
+  log "installing ${need[*]} from Debian packages"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+export PATH="$PATH:/usr/sbin:/sbin"
+if ! python3 -c 'import jwt, cryptography' 2>/dev/null; then
+  log "installing PyJWT and cryptography (pip, user site)"
+  python3 -m pip install --quiet --user pyjwt cryptography \
+    || python3 -m pip install --quiet --user --break-system-packages pyjwt cryptography
+fi
+HAVE_REDIS=0
+command -v redis-server >/dev/null && HAVE_REDIS=1
+
+log "building hti-guard (release)"
+(cd "$ROOT" && cargo build --release --quiet)
+GUARD="$ROOT/target/release/hti-guard"
+
+# ---- processes and clean-up -------------------------------------------------------------
+WORK=$(mktemp -d /tmp/hti-guard-load.XXXXXX)
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ "$KEEP" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_port() { # port [path]: until an HTTP answer, at most 10 s
+  local _
+  for _ in $(seq 100); do
+    if python3 - "$1" "${2:-/}" <<'EOF' 2>/dev/null; then return 0; fi
+import http.client, sys
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=1)
+c.request("GET", sys.argv[2]); c.getresponse()
+EOF
+    sleep 0.1
+  done
+  log "nothing answers on port $1"; return 1
+}
+
+# ---- keys, the upstream, the proxies ----------------------------------------------------
+mkdir -p "$WORK/keys" "$WORK/www" "$WORK/tmp"
+chmod 755 "$WORK" # nginx workers run as another user when started as root
+"$GUARD" keygen --alg RS512 --kid bench --out "$WORK/keys" >/dev/null
+openssl pkey -in "$WORK/keys/bench.key.pem" -pubout -out "$WORK/keys/bench.pub.pem"
+cp "$WORK/keys/bench.jwks.json" "$WORK/www/jwks.json"
+
+nginx_common() {
+  cat <<EOF
+worker_processes $CORES;
+pid $WORK/$1.pid;
+error_log $WORK/$1.err warn;
+daemon off;
+master_process on;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 65;
+  client_body_temp_path $WORK/tmp/$1-body;
+  proxy_temp_path $WORK/tmp/$1-proxy;
+  fastcgi_temp_path $WORK/tmp/$1-fcgi;
+  uwsgi_temp_path $WORK/tmp/$1-uwsgi;
+  scgi_temp_path $WORK/tmp/$1-scgi;
+EOF
+}
+{
+  nginx_common upstream
+  cat <<EOF
+  server {
+    listen 127.0.0.1:$P_UP;
+    default_type text/plain;
+    location = /jwks.json { default_type application/json; alias $WORK/www/jwks.json; }
+    location / { return 200 "hello from the upstream app\n"; }
+  }
+}
+EOF
+} >"$WORK/upstream.conf"
+{
+  nginx_common proxy
+  cat <<EOF
+  upstream app { server 127.0.0.1:$P_UP; keepalive 256; }
+  server {
+    listen 127.0.0.1:$P_NGINX;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+} >"$WORK/proxy.conf"
+
+cat >"$WORK/haproxy.cfg" <<EOF
+global
+  nbthread $CORES
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend launch
+  bind 127.0.0.1:$P_HAPROXY
+  option http-buffer-request
+  http-request set-var(txn.token) req.body_param(token)
+  http-request deny unless { var(txn.token),jwt_verify("RS512","$WORK/keys/bench.pub.pem") -m int 1 }
+  default_backend app
+backend app
+  http-reuse always
+  server up 127.0.0.1:$P_UP
+EOF
+
+guard_conf() { # port admin_port store
+  cat <<EOF
+listen = "127.0.0.1:$1"
+admin_listen = "127.0.0.1:$2"
+upstream = "http://127.0.0.1:$P_UP"
+[launch]
+audience = "$AUD"
+[[issuers]]
+iss = "$ISS"
+jwks_url = "http://127.0.0.1:$P_UP/jwks.json"
+algorithms = ["RS512"]
+[replay]
+store = "$3"
+EOF
+  [ "$3" = redis ] && echo "redis_url = \"redis://127.0.0.1:$P_REDIS\""
+  return 0
+}
+guard_conf "$P_GUARD" "$P_GUARD_ADMIN" memory >"$WORK/guard.toml"
+
+log "starting upstream, nginx, HAProxy, hti-guard in $WORK"
+nginx -p "$WORK" -e "$WORK/upstream.err" -c "$WORK/upstream.conf" &
+PIDS+=($!); PID_UP=$!
+nginx -p "$WORK" -e "$WORK/proxy.err" -c "$WORK/proxy.conf" &
+PIDS+=($!); PID_NGINX=$!
+haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
+PIDS+=($!); PID_HAPROXY=$!
+wait_port "$P_UP" /jwks.json
+"$GUARD" serve --config "$WORK/guard.toml" >"$WORK/guard.log" 2>&1 &
+PIDS+=($!); PID_GUARD=$!
+if [ "$HAVE_REDIS" = 1 ]; then
+  redis-server --port "$P_REDIS" --bind 127.0.0.1 --save "" --appendonly no \
+    >"$WORK/redis.log" 2>&1 &
+  PIDS+=($!)
+  guard_conf "$P_GREDIS" "$P_GREDIS_ADMIN" redis >"$WORK/guard-redis.toml"
+  sleep 0.3
+  "$GUARD" serve --config "$WORK/guard-redis.toml" >"$WORK/guard-redis.log" 2>&1 &
+  PIDS+=($!); PID_GREDIS=$!
+fi
+wait_port "$P_NGINX"
+wait_port "$P_HAPROXY"
+wait_port "$P_GUARD_ADMIN" /readyz
+wait_port "$P_GUARD"
+[ "$HAVE_REDIS" = 1 ] && wait_port "$P_GREDIS"
+
+# ---- tokens and the wrk script ----------------------------------------------------------
+cat >"$WORK/mint.py" <<'EOF'
+"""Mint N unique HTI 2.0 RS512 tokens with PyJWT, in parallel, one per line."""
+import multiprocessing as mp, os, sys, time, uuid
+import jwt
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+key_file, iss, aud, n, out = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+KEY = load_pem_private_key(open(key_file, "rb").read(), None)
+
+def batch(count):
+    now = int(time.time())
+    return [jwt.encode({"iss": iss, "aud": aud, "sub": "Practitioner/123",
+                        "resource": "Task/abc", "patient": "Patient/42", "intent": "plan",
+                        "jti": uuid.uuid4().hex, "iat": now, "exp": now + 300},
+                       KEY, algorithm="RS512", headers={"kid": "bench"}) for _ in range(count)]
+
+if __name__ == "__main__":
+    procs = os.cpu_count() or 1
+    chunks = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
+    with mp.Pool(procs) as pool, open(out, "w") as f:
+        for part in pool.map(batch, chunks):
+            f.write("\n".join(part) + "\n")
+EOF
+
+# Each wrk thread takes every THREADS-th token, one per request; out of tokens, it stops and
+# `done` says so (wrk still divides by the whole duration: the rate is then a lower bound),
+# or with "cycle" starts over (for HAProxy, which keeps no record of used jtis).
+cat >"$WORK/launch.lua" <<'EOF'
+local counter, threads = 0, {}
+function setup(thread)
+  thread:set("id", counter); counter = counter + 1; table.insert(threads, thread)
+end
+local reqs, i = {}, 0
+exhausted = 0 -- a global, so that `done` can read it with thread:get
+function init(args)
+  local n, k = tonumber(args[2]), 0
+  args_cycle = args[3] == "cycle"
+  for line in io.lines(args[1]) do
+    if line ~= "" then
+      if k % n == id then
+        local body = "token=" .. line .. "&state=bench"
+        reqs[#reqs + 1] = wrk.format("POST", "/launch",
+          {["Content-Type"] = "application/x-www-form-urlencoded"}, body)
+      end
+      k = k + 1
+    end
+  end
+end
+function request()
+  i = i + 1
+  if i > #reqs then
+    if args_cycle then i = 1 else exhausted = 1; wrk.thread:stop(); return reqs[#reqs] end
+  end
+  return reqs[i]
+end
+function done(summary, latency, requests)
+  local out = 0
+  for _, t in ipairs(threads) do out = out + (t:get("exhausted") or 0) end
+  if out > 0 then io.write("TOKENS_EXHAUSTED ", out, "\n") end
+end
+EOF
+
+# ---- measuring ----------------------------------------------------------------------------
+CLK=$(getconf CLK_TCK)
+tree() { echo "$1"; pgrep -P "$1" || true; } # a process and its children (nginx workers)
+cpu_ticks() {
+  local t=0 p
+  for p in $(tree "$1"); do
+    [ -r "/proc/$p/stat" ] || continue
+    # Fields 14 and 15 (utime, stime); the name in field 2 has no spaces here.
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$t"
+}
+hwm_kib() {
+  local m=0 p
+  for p in $(tree "$1"); do
+    [ -r "/proc/$p/status" ] || continue
+    m=$((m + $(awk '/^VmHWM/ {print $2}' "/proc/$p/status")))
+  done
+  echo "$m"
+}
+
+RESULTS="$WORK/results.tsv"
+: >"$RESULTS"
+# scenario conns round pid url [lua args...]
+measure() {
+  local name=$1 conns=$2 round=$3 pid=$4 url=$5; shift 5
+  local before after out
+  before=$(cpu_ticks "$pid")
+  if [ $# -gt 0 ]; then
+    out=$(wrk -t"$THREADS" -c"$conns" -d"${DURATION}s" --latency -s "$WORK/launch.lua" \
+      "$url" -- "$@" 2>&1)
+  else
+    out=$(wrk -t"$THREADS" -c"$conns" -d"${DURATION}s" --latency "$url" 2>&1)
+  fi
+  after=$(cpu_ticks "$pid")
+  echo "$out" >"$WORK/wrk-$name-$conns-$round.txt"
+  python3 - "$name" "$conns" "$round" "$((after - before))" "$CLK" "$(hwm_kib "$pid")" \
+    >>"$RESULTS" <<EOF
+import re, sys
+out = open("$WORK/wrk-$name-$conns-$round.txt").read()
+def ms(s):
+    v, u = re.fullmatch(r"([\d.]+)(us|ms|s|m)", s).groups()
+    return float(v) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[u]
+name, conns, rnd, ticks, clk, hwm = sys.argv[1:]
+reqs = int(re.search(r"(\d+) requests in", out).group(1))
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+p50 = ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+p99 = ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
+mx = ms(re.search(r"Latency\s+\S+\s+\S+\s+(\S+)", out).group(1))
+bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+err = re.search(r"Socket errors: (.*)", out)
+cpu = int(ticks) / int(clk) / max(reqs, 1) * 10000
+print("\t".join(map(str, [name, conns, rnd, reqs, rps, p50, p99, mx, cpu, int(hwm) / 1024,
+                          int(bad.group(1)) if bad else 0, "TOKENS_EXHAUSTED" in out,
+                          (err.group(1).strip() if err else "")])))
+EOF
+  tail -n 1 "$RESULTS" | awk -F'\t' '{printf "   %-13s c=%-4s %10.0f req/s  p99 %.2f ms  non-2xx %s\n", $1, $2, $5, $7, $11}' >&2
+}
+
+# A token the guard and HAProxy must both refuse, to show they check the signature.
+check_refusals() {
+  local good tampered
+  good=$(head -n 1 "$1")
+  tampered="${good%?????}AAAAA"
+  for port in "$P_HAPROXY" "$P_GUARD"; do
+    code=$(python3 - "$port" "$tampered" <<'EOF'
+import http.client, sys
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=5)
+c.request("POST", "/launch", "token=" + sys.argv[2], {"Content-Type": "application/x-www-form-urlencoded"})
+print(c.getresponse().status)
+EOF
+)
+    if [ "${code:0:1}" = 2 ]; then log "port $port accepted a tampered token ($code)"; exit 1; fi
+  done
+}
+
+passes=("$CONNECTIONS")
+[ "$WIDE" != 0 ] && passes+=("$WIDE")
+started=$(date +%s)
+for round in $(seq "$ROUNDS"); do
+  for conns in "${passes[@]}"; do
+    log "round $round/$ROUNDS, $conns connections: minting $TOKENS tokens"
+    tokens="$WORK/tokens-$round-$conns.txt"
+    python3 "$WORK/mint.py" "$WORK/keys/bench.key.pem" "$ISS" "$AUD" "$TOKENS" "$tokens"
+    check_refusals "$tokens"
+    measure direct "$conns" "$round" "$PID_UP" "http://127.0.0.1:$P_UP/"
+    measure nginx "$conns" "$round" "$PID_NGINX" "http://127.0.0.1:$P_NGINX/"
+    measure guard-pass "$conns" "$round" "$PID_GUARD" "http://127.0.0.1:$P_GUARD/"
+    # HAProxy checks the signature only (it may go round the tokens again), so the same
+    # tokens are still fresh for the guards (each guard has its own replay store).
+    measure haproxy-jwt "$conns" "$round" "$PID_HAPROXY" "http://127.0.0.1:$P_HAPROXY/" \
+      "$tokens" "$THREADS" cycle
+    measure guard-launch "$conns" "$round" "$PID_GUARD" "http://127.0.0.1:$P_GUARD/" \
+      "$tokens" "$THREADS"
+    if [ "$HAVE_REDIS" = 1 ]; then
+      measure guard-redis "$conns" "$round" "$PID_GREDIS" "http://127.0.0.1:$P_GREDIS/" \
+        "$tokens" "$THREADS"
+    fi
+  done
+done
+
+# ---- the table ----------------------------------------------------------------------------
+echo
+echo "## hti-guard load benchmark, $(date -u +%Y-%m-%dT%H:%MZ)"
+echo
+echo "- machine: $CORES cores ($(nproc --all) online), $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)"
+echo "- $("$GUARD" --version 2>/dev/null || echo hti-guard) ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ', dirty')), $(nginx -v 2>&1 | sed 's/.*: //'), HAProxy $(haproxy -v | awk 'NR==1 {print $3}'), $(wrk -v 2>&1 | awk 'NR==1 {print $1, $2}')"
+echo "- ROUNDS=$ROUNDS DURATION=${DURATION}s THREADS=$THREADS TOKENS=$TOKENS; medians over rounds; wall time $(( $(date +%s) - started )) s; wrk shares the machine"
+echo
+python3 - "$RESULTS" <<'EOF'
+import statistics as st, sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+order = ["direct", "nginx", "guard-pass", "haproxy-jwt", "guard-launch", "guard-redis"]
+what = {"direct": "upstream (nginx, static body)", "nginx": "nginx reverse proxy",
+        "guard-pass": "hti-guard passthrough", "haproxy-jwt": "HAProxy jwt_verify launch",
+        "guard-launch": "hti-guard launch, memory store", "guard-redis": "hti-guard launch, Redis store"}
+print("| scenario | conns | req/s | p50 ms | p99 ms | max ms | CPU s / 10k req | peak RSS MiB | non-2xx | rounds |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+for conns in sorted({int(r[1]) for r in rows}):
+    for name in order:
+        sel = [r for r in rows if r[0] == name and int(r[1]) == conns]
+        if not sel:
+            continue
+        med = lambda i: st.median(float(r[i]) for r in sel)
+        # wrk divides by the full duration, so a run that ran out of tokens is a lower bound.
+        short = any(r[11] == "True" for r in sel)
+        flag = " (tokens ran out: raise TOKENS)" if short else ""
+        errs = "; ".join(sorted({r[12] for r in sel if r[12]}))
+        print(f"| {what[name]}{flag}{' (socket errors: ' + errs + ')' if errs else ''} | {conns} "
+              f"| {'> ' if short else ''}{med(4):.0f} | {med(5):.2f} | {med(6):.2f} | {med(7):.2f} | {med(8):.3f} "
+              f"| {max(float(r[9]) for r in sel):.1f} | {sum(int(r[10]) for r in sel)} | {len(sel)} |")
+EOF
