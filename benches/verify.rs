@@ -115,11 +115,17 @@ fn header_rewrite(c: &mut Criterion) {
     });
 }
 
-fn full_verify(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// A single-threaded runtime to drive `Verifier::verify` in a bench loop.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// A verifier for one issuer whose key set (just `key`) is already cached, with a memory
+/// replay store that never fills; and the configuration it was made from.
+fn verifier_for(key: &mint::SigningKey) -> (Verifier, Config) {
     let config = Config::from_toml_str(&format!(
         r#"
         upstream = "http://127.0.0.1:1"
@@ -131,20 +137,26 @@ fn full_verify(c: &mut Criterion) {
         "#
     ))
     .unwrap();
+    let cache = Arc::new(KeyCache::new(&config.issuers, &config.keys));
+    assert!(cache.install(
+        ISS,
+        parse_jwks(mint::jwks(&[key]).to_string().as_bytes()).unwrap()
+    ));
+    let verifier = Verifier::new(
+        &config,
+        cache,
+        MemoryStore::new(usize::MAX),
+        Arc::new(Metrics::new()),
+    );
+    (verifier, config)
+}
+
+fn full_verify(c: &mut Criterion) {
+    let runtime = runtime();
     let mut group = c.benchmark_group("verify");
     for alg in [mint::Alg::RS256, mint::Alg::RS512, mint::Alg::ES256] {
         let key = mint::SigningKey::generate(alg);
-        let cache = Arc::new(KeyCache::new(&config.issuers, &config.keys));
-        assert!(cache.install(
-            ISS,
-            parse_jwks(mint::jwks(&[&key]).to_string().as_bytes()).unwrap()
-        ));
-        let verifier = Verifier::new(
-            &config,
-            cache,
-            MemoryStore::new(usize::MAX),
-            Arc::new(Metrics::new()),
-        );
+        let (verifier, _) = verifier_for(&key);
         // Unique jtis need unique tokens: sign a batch up front, outside the timing.
         let tokens: Vec<String> = (0..20_000)
             .map(|_| key.token(&mint::hti_claims(ISS, AUD)))
@@ -168,33 +180,9 @@ fn full_verify(c: &mut Criterion) {
 /// `proxy::Proxy`: that takes hyper `Incoming` bodies, which only a connection can make, so
 /// the socket layer is left to the load benchmark.
 fn launch_in_process(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let config = Config::from_toml_str(&format!(
-        r#"
-        upstream = "http://127.0.0.1:1"
-        [launch]
-        audience = "{AUD}"
-        [[issuers]]
-        iss = "{ISS}"
-        jwks_url = "http://127.0.0.1:1/jwks"
-        "#
-    ))
-    .unwrap();
+    let runtime = runtime();
     let key = mint::SigningKey::generate(mint::Alg::RS512);
-    let cache = Arc::new(KeyCache::new(&config.issuers, &config.keys));
-    assert!(cache.install(
-        ISS,
-        parse_jwks(mint::jwks(&[&key]).to_string().as_bytes()).unwrap()
-    ));
-    let verifier = Verifier::new(
-        &config,
-        cache,
-        MemoryStore::new(usize::MAX),
-        Arc::new(Metrics::new()),
-    );
+    let (verifier, config) = verifier_for(&key);
     let mut set = mint::hti_claims(ISS, AUD);
     set["patient"] = json!("Patient/42");
     set["definition"] = json!("ActivityDefinition/mindfulness");
