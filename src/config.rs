@@ -52,6 +52,7 @@ struct RawConfig {
     admin_listen: String,
     #[serde(default = "d_shutdown_grace")]
     shutdown_grace: String,
+    workers: Option<i64>,
     #[serde(default)]
     launch: RawLaunch,
     #[serde(default)]
@@ -292,6 +293,9 @@ fn d_listen() -> String {
 fn d_admin_listen() -> String {
     "0.0.0.0:9090".into()
 }
+/// The most worker threads `workers` may ask for.
+const MAX_WORKERS: usize = 1024;
+
 fn d_shutdown_grace() -> String {
     "20s".into()
 }
@@ -303,6 +307,7 @@ pub const KEYS: &[&str] = &[
     "upstream",
     "admin_listen",
     "shutdown_grace",
+    "workers",
     "launch.paths",
     "launch.audience",
     "launch.token_fields",
@@ -391,6 +396,8 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     pub upstream: UpstreamConfig,
     pub shutdown_grace: Duration,
+    /// Worker threads of the public listener (`workers`, default: the CPUs available).
+    pub workers: usize,
     pub launch: LaunchConfig,
     pub issuers: Vec<IssuerConfig>,
     pub keys: KeysConfig,
@@ -831,6 +838,18 @@ impl RawConfig {
         }
         let upstream = parse_upstream(self.upstream.as_deref())?;
         let shutdown_grace = parse_duration("shutdown_grace", &self.shutdown_grace)?;
+        let workers = match self.workers {
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Some(n) if (1..=MAX_WORKERS as i64).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(invalid(
+                    "workers",
+                    format!(
+                        "{n} is out of range (1 to {MAX_WORKERS}, or leave it out for one per CPU)"
+                    ),
+                ));
+            }
+        };
         let launch = self.launch.validate()?;
         let issuers = validate_issuers(self.issuers)?;
         let keys = self.keys.validate()?;
@@ -870,6 +889,7 @@ impl RawConfig {
             admin_listen,
             upstream,
             shutdown_grace,
+            workers,
             launch,
             issuers,
             keys,
@@ -1499,7 +1519,13 @@ pub(crate) mod tests {
         assert_eq!(c.replay.max_entries, 1_000_000);
         assert_eq!(c.keys.refresh_max, Duration::from_secs(3600));
         assert_eq!(c.shutdown_grace, Duration::from_secs(20));
+        assert_eq!(
+            c.workers,
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        );
         assert!(c.tls.is_none());
+        let four = Config::from_toml_str(&format!("workers = 4\n{MINIMAL}")).unwrap();
+        assert_eq!(four.workers, 4);
     }
 
     fn err(text: &str) -> String {
@@ -1513,6 +1539,8 @@ pub(crate) mod tests {
                 format!("{MINIMAL}\n[keys]\nrefresh_min = \"soon\""),
                 "keys.refresh_min",
             ),
+            (format!("workers = 0\n{MINIMAL}"), "workers"),
+            (format!("workers = 5000\n{MINIMAL}"), "workers"),
             (MINIMAL.replace("Device/1", ""), "launch.audience"),
             (
                 MINIMAL.replace("https://portal.example/jwks", "ftp://x"),

@@ -88,14 +88,18 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// given (a protocol switch being passed through), `Connection: upgrade` and `Upgrade`
 /// are put back, as the switch needs them on the next hop.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
-    let named: Vec<HeaderName> = connection_tokens(headers)
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    // One pass over the names present is cheaper than nine lookups, and most messages
+    // carry none of these (or only `Connection`).
+    if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        let named: Vec<HeaderName> = connection_tokens(headers)
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        for name in &HOP_BY_HOP {
+            headers.remove(name);
+        }
     }
     if let Some(protocol) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

@@ -129,14 +129,15 @@ pub async fn run(
         None => None,
     };
     let sessions = config.session.clone().map(session::Sessions::new);
-    let proxy = Arc::new(Proxy::new(
+    let proxy = Proxy::new(
         module,
         sessions,
         config.launch.clone(),
         verifier,
         upstream,
         metrics.clone(),
-    ));
+    );
+    let workers = server::Workers::start(config.workers).map_err(StartupError::Io)?;
     let readiness = Arc::new(Readiness::new(keys, replay, introspector));
 
     let public_addr = listeners.public.local_addr()?;
@@ -151,12 +152,10 @@ pub async fn run(
         header_timeout: config.timeouts.request_headers,
         grace: config.shutdown_grace,
     };
-    let public = tokio::spawn(server::serve_public(
-        listeners.public,
-        proxy,
-        options,
-        stop_public_rx,
-    ));
+    let public = tokio::spawn(async move {
+        server::serve_public(listeners.public, &proxy, &workers, options, stop_public_rx).await;
+        workers.stop().await;
+    });
     let admin = {
         let metrics = metrics.clone();
         let readiness = readiness.clone();
@@ -172,6 +171,7 @@ pub async fn run(
         upstream = %config.upstream.url,
         tls = config.tls.is_some(),
         issuers = config.issuers.len(),
+        workers = config.workers,
         "hti-guard started"
     );
 

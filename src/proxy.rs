@@ -35,13 +35,15 @@ pub struct Peer {
     pub tls: bool,
 }
 
-/// The request handler of the public listener.
+/// The request handler of the public listener. Clones share everything, the upstream
+/// connection pool included; [`Proxy::with_own_pool`] gives a worker thread its own pool.
+#[derive(Clone)]
 pub struct Proxy {
     module: Arc<ModuleKeys>,
-    sessions: Option<Sessions>,
+    sessions: Option<Arc<Sessions>>,
     launch: LaunchConfig,
     allow: String,
-    verifier: Verifier,
+    verifier: Arc<Verifier>,
     upstream: Upstream,
     metrics: Arc<Metrics>,
 }
@@ -57,12 +59,20 @@ impl Proxy {
     ) -> Self {
         Proxy {
             module,
-            sessions,
+            sessions: sessions.map(Arc::new),
             allow: launch::allow_header(&launch),
             launch,
-            verifier,
+            verifier: Arc::new(verifier),
             upstream,
             metrics,
+        }
+    }
+
+    /// This proxy with an upstream connection pool of its own.
+    pub fn with_own_pool(&self) -> Proxy {
+        Proxy {
+            upstream: self.upstream.with_own_pool(),
+            ..self.clone()
         }
     }
 
@@ -162,7 +172,9 @@ impl Proxy {
                 request
             }
             Kind::MethodNotAllowed | Kind::FormPost | Kind::Query => {
-                let mut result = self.receive_launch(request, kind).await;
+                // Boxed: the launch's state is large, and the passthrough future that hyper
+                // holds for every request stays small without it.
+                let mut result = Box::pin(self.receive_launch(request, kind)).await;
                 let mut session_cookie = None;
                 if let (Ok((launch, _)), Some(sessions)) = (&result, &self.sessions) {
                     match sessions.create(launch, SystemTime::now()) {

@@ -3,7 +3,9 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -11,8 +13,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::proxy::{Body, Peer, Proxy};
@@ -37,18 +39,124 @@ fn builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Serve the proxy until `stop` turns true, then drain for at most `grace`.
+/// The worker threads of the public listener. Each runs a single-threaded runtime that
+/// carries its connections from accept to close, with its own upstream connection pool, so
+/// that a request and the upstream connection serving it wake each other on one thread
+/// (nginx's worker model; measured in BENCHMARKS.md). New connections go to the worker
+/// with the fewest open ones.
+pub struct Workers {
+    workers: Vec<Worker>,
+}
+
+struct Worker {
+    handle: tokio::runtime::Handle,
+    open: Arc<AtomicUsize>,
+    stop: oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// Counts a connection as open on its worker until dropped (also when a stopping runtime
+/// drops the connection's task).
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Workers {
+    /// Start `count` worker threads (at least one).
+    pub fn start(count: usize) -> std::io::Result<Workers> {
+        let mut workers = Vec::with_capacity(count.max(1));
+        for index in 0..count.max(1) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let handle = runtime.handle().clone();
+            let (stop, stopped) = oneshot::channel::<()>();
+            let thread = std::thread::Builder::new()
+                .name(format!("hti-guard-worker-{index}"))
+                .spawn(move || {
+                    runtime.block_on(async {
+                        let _ = stopped.await;
+                    });
+                })?;
+            workers.push(Worker {
+                handle,
+                open: Arc::new(AtomicUsize::new(0)),
+                stop,
+                thread,
+            });
+        }
+        Ok(Workers { workers })
+    }
+
+    pub fn len(&self) -> usize {
+        self.workers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.workers.is_empty()
+    }
+
+    /// Run `task(worker index)` on the worker with the fewest open connections.
+    fn spawn<F, Fut>(&self, task: F)
+    where
+        F: FnOnce(usize) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let (index, worker) = self
+            .workers
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, w)| w.open.load(Ordering::Relaxed))
+            .expect("at least one worker");
+        worker.open.fetch_add(1, Ordering::Relaxed);
+        let open = OpenConnection(worker.open.clone());
+        worker.handle.spawn(async move {
+            let _open = open;
+            task(index).await;
+        });
+    }
+
+    /// Stop every worker (dropping the connections they still hold) and wait for the
+    /// threads to end.
+    pub async fn stop(self) {
+        let threads: Vec<_> = self
+            .workers
+            .into_iter()
+            .map(|w| {
+                let _ = w.stop.send(());
+                w.thread
+            })
+            .collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
+    }
+}
+
+/// Serve the proxy until `stop` turns true, then drain for at most `grace`. Connections
+/// run on `workers`, each worker with its own copy of `proxy` and its upstream pool.
 pub async fn serve_public(
     listener: TcpListener,
-    proxy: Arc<Proxy>,
+    proxy: &Proxy,
+    workers: &Workers,
     options: PublicOptions,
     stop: watch::Receiver<bool>,
 ) {
+    let proxies: Arc<[Arc<Proxy>]> = (0..workers.len())
+        .map(|_| Arc::new(proxy.with_own_pool()))
+        .collect();
     let builder = Arc::new(builder(options.header_timeout));
     let header_timeout = options.header_timeout;
     let tls = options.tls.clone();
-    serve(listener, stop, options.grace, move |stream, addr, stop| {
-        let proxy = proxy.clone();
+    let on_connection = move |index: usize, stream: TcpStream, addr, stop| {
+        let proxy = proxies[index].clone();
         let builder = builder.clone();
         let tls = tls.clone();
         async move {
@@ -85,8 +193,8 @@ pub async fn serve_public(
                 }
             }
         }
-    })
-    .await;
+    };
+    serve(listener, stop, options.grace, Some(workers), on_connection).await;
 }
 
 /// A plain HTTP/1.1 server for small internal endpoints (the admin listener, the demo
@@ -101,7 +209,8 @@ where
         listener,
         stop,
         Duration::from_secs(1),
-        move |stream, _addr, stop| {
+        None,
+        move |_worker, stream, _addr, stop| {
             let handler = handler.clone();
             let builder = builder.clone();
             async move {
@@ -145,17 +254,20 @@ async fn drive<C, E>(
     }
 }
 
-/// The accept loop shared by both listeners. Each connection task holds a clone of
+/// The accept loop shared by both listeners: each connection runs on one of `workers`, or
+/// on the current runtime when there are none. Each connection task holds a clone of
 /// `alive`; draining ends when every clone is gone or `grace` is over.
 async fn serve<F, Fut>(
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
+    workers: Option<&Workers>,
     on_connection: F,
 ) where
-    F: Fn(tokio::net::TcpStream, std::net::SocketAddr, watch::Receiver<bool>) -> Fut,
+    F: Fn(usize, TcpStream, SocketAddr, watch::Receiver<bool>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let on_connection = Arc::new(on_connection);
     let (alive, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
     let conn_stop = stop.clone();
     loop {
@@ -163,10 +275,29 @@ async fn serve<F, Fut>(
             accepted = listener.accept() => match accepted {
                 Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
-                    let task = on_connection(stream, addr, conn_stop.clone());
                     let alive = alive.clone();
-                    tokio::spawn(async move {
-                        task.await;
+                    let stop = conn_stop.clone();
+                    let on_connection = on_connection.clone();
+                    let Some(workers) = workers else {
+                        tokio::spawn(async move {
+                            on_connection(0, stream, addr, stop).await;
+                            drop(alive);
+                        });
+                        continue;
+                    };
+                    // The socket moves to the worker's own I/O driver.
+                    let stream = match stream.into_std() {
+                        Ok(stream) => stream,
+                        Err(e) => {
+                            tracing::debug!(peer = %addr, error = %e, "connection not handed over");
+                            continue;
+                        }
+                    };
+                    workers.spawn(move |index| async move {
+                        match TcpStream::from_std(stream) {
+                            Ok(stream) => on_connection(index, stream, addr, stop).await,
+                            Err(e) => tracing::debug!(peer = %addr, error = %e, "connection not registered"),
+                        }
                         drop(alive);
                     });
                 }

@@ -17,11 +17,21 @@ use crate::proxy::Body;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
-/// The module application behind the guard.
+/// The module application behind the guard. A clone shares the connection pool;
+/// [`Upstream::with_own_pool`] makes one that does not.
+#[derive(Clone)]
 pub struct Upstream {
     client: Client<Connector, Body>,
+    connector: Connector,
     config: UpstreamConfig,
     response_timeout: Duration,
+}
+
+fn pooled_client(connector: Connector) -> Client<Connector, Body> {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_timer(TokioTimer::new())
+        .build(connector)
 }
 
 impl Upstream {
@@ -51,15 +61,21 @@ impl Upstream {
             }
         };
         let connector = builder.https_or_http().enable_http1().wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_timer(TokioTimer::new())
-            .build(connector);
         Ok(Upstream {
-            client,
+            client: pooled_client(connector.clone()),
+            connector,
             config: config.clone(),
             response_timeout: timeouts.upstream_response,
         })
+    }
+
+    /// The same upstream with a connection pool of its own: each worker thread has one, so
+    /// that a request and the upstream connection it uses live on the same thread.
+    pub fn with_own_pool(&self) -> Upstream {
+        Upstream {
+            client: pooled_client(self.connector.clone()),
+            ..self.clone()
+        }
     }
 
     /// The upstream URI for a request's path and query.
