@@ -72,6 +72,10 @@ pub struct MintArgs {
     /// `exp - iat`. HTI allows at most 5m; longer is minted with a warning, for tests.
     #[arg(long, value_name = "DURATION", default_value = "5m")]
     pub lifetime: String,
+    /// How many tokens to print, one per line, each with its own `jti` (for load tests;
+    /// signed on every CPU).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub count: u64,
 }
 
 /// Options of `hti-guard jwks`.
@@ -238,14 +242,49 @@ fn run_mint(args: &MintArgs) -> Result<(), Failure> {
     if let Some(warning) = warning {
         eprintln!("hti-guard: warning: {warning}");
     }
-    let claims = spec
-        .claims(SystemTime::now())
-        .map_err(|e| failed(e.to_string()))?;
-    let token = key
-        .sign_jws(alg, &args.kid, &claims)
-        .map_err(|e| failed(e.to_string()))?;
-    println!("{token}");
-    Ok(())
+    if args.count == 0 {
+        return Err(usage("--count must be at least 1"));
+    }
+    let now = SystemTime::now();
+    let mint_one = || -> Result<String, Failure> {
+        let claims = spec.claims(now).map_err(|e| failed(e.to_string()))?;
+        key.sign_jws(alg, &args.kid, &claims)
+            .map_err(|e| failed(e.to_string()))
+    };
+    if args.count == 1 {
+        println!("{}", mint_one()?);
+        return Ok(());
+    }
+    // Each thread signs its share and writes it in batches; lines never interleave.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let stdout = io::stdout();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|i| args.count / threads + u64::from(i < args.count % threads))
+            .map(|share| {
+                let stdout = &stdout;
+                scope.spawn(move || -> Result<(), Failure> {
+                    let mut batch = String::new();
+                    for done in 1..=share {
+                        batch.push_str(&mint_one()?);
+                        batch.push('\n');
+                        if done % 1000 == 0 || done == share {
+                            stdout
+                                .lock()
+                                .write_all(batch.as_bytes())
+                                .map_err(|e| failed(format!("cannot write the tokens: {e}")))?;
+                            batch.clear();
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(failed("a signing thread failed")))
+        })
+    })
 }
 
 /// The launch the arguments describe, judged as the guard judges its claims, and a warning
