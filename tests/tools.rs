@@ -367,6 +367,29 @@ async fn mint_prints_one_hti_token_and_warns_about_long_lifetimes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mint_count_prints_that_many_tokens_with_their_own_jti() {
+    let temp = TempDir::new();
+    let (key, _) = keygen(temp.path(), "ES256", "c1").await;
+
+    let finished = run(&mint_args(&key, "c1", "ES256", &["--count", "2501"])).await;
+    finished.assert_ok();
+    let tokens: Vec<&str> = finished.stdout.lines().collect();
+    assert_eq!(tokens.len(), 2501, "{}", finished.stderr);
+    let jtis: std::collections::HashSet<String> = tokens
+        .iter()
+        .map(|t| {
+            assert_eq!(t.matches('.').count(), 2, "one whole token per line: {t}");
+            payload_of(t)["jti"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(jtis.len(), 2501);
+
+    run(&mint_args(&key, "c1", "ES256", &["--count", "0"]))
+        .await
+        .assert_error(2, &["--count"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mint_refuses_a_key_that_does_not_fit_the_algorithm() {
     let temp = TempDir::new();
     let (ec, _) = keygen(temp.path(), "ES256", "e1").await;
