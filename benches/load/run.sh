@@ -15,18 +15,20 @@
 # Prints a markdown table of medians over rounds, and the machine it ran on.
 #
 # Environment: ROUNDS (3), DURATION (seconds, 10), CONNECTIONS (50), WIDE (200; 0 skips the
-# wide pass), THREADS (wrk threads, nproc), TOKENS (unique tokens minted before each pass,
-# DURATION x 12000; PyJWT mints about 2 700 a second on 2 cores, and the guard accepts
-# them for 5 minutes), BASE_PORT (18000), KEEP (1 keeps the work directory).
+# wide pass), NARROW (10; 0 skips it: direct, nginx and passthrough only, for the latency
+# target), THREADS (wrk threads, nproc), TOKENS (unique tokens minted before each pass with
+# `hti-guard mint --count`, DURATION x 20000; the guard accepts them for 5 minutes),
+# BASE_PORT (18000), KEEP (1 keeps the work directory).
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-50}
 WIDE=${WIDE:-200}
+NARROW=${NARROW:-10}
 CORES=$(nproc)
 THREADS=${THREADS:-$CORES}
-TOKENS=${TOKENS:-$((DURATION * 12000))}
+TOKENS=${TOKENS:-$((DURATION * 20000))}
 BASE_PORT=${BASE_PORT:-18000}
 KEEP=${KEEP:-0}
 
@@ -60,11 +62,6 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 export PATH="$PATH:/usr/sbin:/sbin"
-if ! python3 -c 'import jwt, cryptography' 2>/dev/null; then
-  log "installing PyJWT and cryptography (pip, user site)"
-  python3 -m pip install --quiet --user pyjwt cryptography \
-    || python3 -m pip install --quiet --user --break-system-packages pyjwt cryptography
-fi
 HAVE_REDIS=0
 command -v redis-server >/dev/null && HAVE_REDIS=1
 
@@ -217,30 +214,6 @@ wait_port "$P_GUARD"
 [ "$HAVE_REDIS" = 1 ] && wait_port "$P_GREDIS"
 
 # ---- tokens and the wrk script ----------------------------------------------------------
-cat >"$WORK/mint.py" <<'EOF'
-"""Mint N unique HTI 2.0 RS512 tokens with PyJWT, in parallel, one per line."""
-import multiprocessing as mp, os, sys, time, uuid
-import jwt
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
-key_file, iss, aud, n, out = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
-KEY = load_pem_private_key(open(key_file, "rb").read(), None)
-
-def batch(count):
-    now = int(time.time())
-    return [jwt.encode({"iss": iss, "aud": aud, "sub": "Practitioner/123",
-                        "resource": "Task/abc", "patient": "Patient/42", "intent": "plan",
-                        "jti": uuid.uuid4().hex, "iat": now, "exp": now + 300},
-                       KEY, algorithm="RS512", headers={"kid": "bench"}) for _ in range(count)]
-
-if __name__ == "__main__":
-    procs = os.cpu_count() or 1
-    chunks = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
-    with mp.Pool(procs) as pool, open(out, "w") as f:
-        for part in pool.map(batch, chunks):
-            f.write("\n".join(part) + "\n")
-EOF
-
 # Each wrk thread takes every THREADS-th token, one per request; out of tokens, it stops and
 # `done` says so (wrk still divides by the whole duration: the rate is then a lower bound),
 # or with "cycle" starts over (for HAProxy, which keeps no record of used jtis).
@@ -359,10 +332,18 @@ passes=("$CONNECTIONS")
 [ "$WIDE" != 0 ] && passes+=("$WIDE")
 started=$(date +%s)
 for round in $(seq "$ROUNDS"); do
+  if [ "$NARROW" != 0 ]; then
+    log "round $round/$ROUNDS, $NARROW connections: passthrough only"
+    measure direct "$NARROW" "$round" "$PID_UP" "http://127.0.0.1:$P_UP/"
+    measure nginx "$NARROW" "$round" "$PID_NGINX" "http://127.0.0.1:$P_NGINX/"
+    measure guard-pass "$NARROW" "$round" "$PID_GUARD" "http://127.0.0.1:$P_GUARD/"
+  fi
   for conns in "${passes[@]}"; do
     log "round $round/$ROUNDS, $conns connections: minting $TOKENS tokens"
     tokens="$WORK/tokens-$round-$conns.txt"
-    python3 "$WORK/mint.py" "$WORK/keys/bench.key.pem" "$ISS" "$AUD" "$TOKENS" "$tokens"
+    "$GUARD" mint --key "$WORK/keys/bench.key.pem" --kid bench --alg RS512 --iss "$ISS" \
+      --aud "$AUD" --sub Practitioner/123 --resource Task/abc --patient Patient/42 \
+      --intent plan --count "$TOKENS" >"$tokens"
     check_refusals "$tokens"
     measure direct "$conns" "$round" "$PID_UP" "http://127.0.0.1:$P_UP/"
     measure nginx "$conns" "$round" "$PID_NGINX" "http://127.0.0.1:$P_NGINX/"
@@ -410,4 +391,33 @@ for conns in sorted({int(r[1]) for r in rows}):
         print(f"| {what[name]}{flag}{' (socket errors: ' + errs + ')' if errs else ''} | {conns} "
               f"| {'> ' if short else ''}{med(4):.0f} | {med(5):.2f} | {med(6):.2f} | {med(7):.2f} | {med(8):.3f} "
               f"| {max(float(r[9]) for r in sel):.1f} | {sum(int(r[10]) for r in sel)} | {len(sel)} |")
+# The targets of issue 7, as ratios of medians from this run.
+def med(name, conns, i):
+    sel = [float(r[i]) for r in rows if r[0] == name and int(r[1]) == conns]
+    return st.median(sel) if sel else None
+print()
+print("| target (issue 7) | conns | measured | goal | met |")
+print("|---|---:|---:|---|---|")
+def line(what, conns, value, goal, ok, fmt="{:.2f}"):
+    if value is None:
+        return
+    print(f"| {what} | {conns} | {fmt.format(value)} | {goal} | {'yes' if ok else '**no**'} |")
+for conns in sorted({int(r[1]) for r in rows}):
+    g, n, d = med("guard-pass", conns, 4), med("nginx", conns, 4), med("direct", conns, 6)
+    if g and n:
+        line("passthrough req/s, hti-guard / nginx", conns, g / n, ">= 1.00", g / n >= 1.0)
+    gc, nc = med("guard-pass", conns, 8), med("nginx", conns, 8)
+    if gc and nc:
+        line("CPU per request, hti-guard / nginx", conns, gc / nc, "<= 1.00", gc / nc <= 1.0)
+    gp, np_ = med("guard-pass", conns, 6), med("nginx", conns, 6)
+    if gp is not None and np_ is not None and d is not None:
+        line("added p99 ms, hti-guard (nginx's)", conns, gp - d,
+             f"<= nginx's ({np_ - d:.2f})" + (" and < 1 ms" if conns <= 10 else ""),
+             gp <= np_ and (conns > 10 or gp - d < 1.0))
+    gl, hl = med("guard-launch", conns, 4), med("haproxy-jwt", conns, 4)
+    if gl and hl:
+        line("launches/s, hti-guard / HAProxy jwt_verify", conns, gl / hl, ">= 1.00", gl / hl >= 1.0)
+    if gl and g:
+        line("launches/s / own passthrough req/s", conns, gl / g, ">= 0.50", gl / g >= 0.5)
+
 EOF
