@@ -7,11 +7,6 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use hti_guard::{Config, Listeners, check, demo, tools};
 
-/// mimalloc: fewer cycles per allocation than the system allocator on the proxy's hot
-/// path (BENCHMARKS.md, "what changed each figure").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "hti-guard",
