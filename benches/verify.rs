@@ -1,7 +1,8 @@
 //! The in-process hot path: signature verification per algorithm, the claim rules, the
 //! memory replay insert, the header rewrite, and a whole `Verifier::verify` (keys already
-//! cached, unique jti per call), and one launch handled in-process. Run with
-//! `cargo bench --bench verify`; the whole proxy is measured by `benches/load/run.sh`.
+//! cached, unique jti per call; `verify/<alg>_no_replay` without the replay store), and one
+//! launch handled in-process. Run with `cargo bench --bench verify`; the whole proxy is
+//! measured by `benches/load/run.sh`.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use hti_guard::config::Config;
 use hti_guard::headers;
 use hti_guard::launch;
 use hti_guard::metrics::Metrics;
-use hti_guard::replay::MemoryStore;
+use hti_guard::replay::{Freshness, MemoryStore, ReplayError, ReplayStore, StoreFuture};
 use hti_guard::verify::claims::{self, ClaimRules};
 use hti_guard::verify::jwk::{self, parse_jwks};
 use hti_guard::verify::{self, KeyCache, Verifier};
@@ -123,9 +124,38 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A replay store that remembers nothing and calls every jti fresh, so that a bench with it
+/// measures parse, key lookup, signature and claims (and the accepted launch's claims JSON).
+struct NoReplay;
+
+impl ReplayStore for NoReplay {
+    fn name(&self) -> &'static str {
+        "none"
+    }
+
+    fn check_and_insert<'a>(
+        &'a self,
+        _iss: &'a str,
+        _jti: &'a str,
+        _now: u64,
+        _keep_until: u64,
+    ) -> StoreFuture<'a, Result<Freshness, ReplayError>> {
+        Box::pin(std::future::ready(Ok(Freshness::Fresh)))
+    }
+
+    fn ping(&self) -> StoreFuture<'_, Result<(), ReplayError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
 /// A verifier for one issuer whose key set (just `key`) is already cached, with a memory
 /// replay store that never fills; and the configuration it was made from.
 fn verifier_for(key: &mint::SigningKey) -> (Verifier, Config) {
+    verifier_with(key, MemoryStore::new(usize::MAX))
+}
+
+/// As `verifier_for`, with the given replay store.
+fn verifier_with(key: &mint::SigningKey, replay: Arc<dyn ReplayStore>) -> (Verifier, Config) {
     let config = Config::from_toml_str(&format!(
         r#"
         upstream = "http://127.0.0.1:1"
@@ -142,12 +172,7 @@ fn verifier_for(key: &mint::SigningKey) -> (Verifier, Config) {
         ISS,
         parse_jwks(mint::jwks(&[key]).to_string().as_bytes()).unwrap()
     ));
-    let verifier = Verifier::new(
-        &config,
-        cache,
-        MemoryStore::new(usize::MAX),
-        Arc::new(Metrics::new()),
-    );
+    let verifier = Verifier::new(&config, cache, replay, Arc::new(Metrics::new()));
     (verifier, config)
 }
 
@@ -169,6 +194,18 @@ fn full_verify(c: &mut Criterion) {
                 // After one pass over the batch the jtis repeat; the replay answer is then
                 // `replayed`, which costs the same as `fresh`.
                 let _ = runtime.block_on(verifier.verify(black_box(token), SystemTime::now()));
+            })
+        });
+    }
+    for alg in [mint::Alg::RS256, mint::Alg::RS512] {
+        let key = mint::SigningKey::generate(alg);
+        let (verifier, _) = verifier_with(&key, Arc::new(NoReplay));
+        let token = key.token(&mint::hti_claims(ISS, AUD));
+        group.bench_function(format!("{}_no_replay", alg.name()), |b| {
+            b.iter(|| {
+                runtime
+                    .block_on(verifier.verify(black_box(&token), SystemTime::now()))
+                    .unwrap()
             })
         });
     }

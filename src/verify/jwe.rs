@@ -260,7 +260,9 @@ impl DecryptionKeys {
 
 /// Whether a token has the five-segment JWE shape (four dots).
 pub fn is_jwe(token: &str) -> bool {
-    token.bytes().filter(|&b| b == b'.').count() == 4
+    // `matches` finds the dots with memchr; a byte-by-byte count cost a quarter of a
+    // microsecond on every launch token.
+    token.matches('.').count() == 4
 }
 
 /// For tests and the demo: encrypt `inner_jws` to the RSA public JWK `public_jwk` (as

@@ -1,13 +1,13 @@
 //! Signature algorithms and public keys: which algorithms exist, how a JWKS entry becomes
 //! a verifying key (refusing weak or ill-fitting keys at load time), and the signature check.
-//! ES512 goes to aws-lc-rs directly because jsonwebtoken has no P-521.
+//! Keys are parsed into aws-lc-rs `ParsedPublicKey`s once, when the key set is loaded, so a
+//! verify does no key parsing (and RSA keeps its Montgomery context between calls).
 
 use std::fmt;
 
-use aws_lc_rs::signature::{ECDSA_P521_SHA512_FIXED, UnparsedPublicKey};
+use aws_lc_rs::signature::{self, ParsedPublicKey, RsaParameters, RsaPublicKeyComponents};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::{Map, Value};
 
 /// The asymmetric JWS algorithms the guard can verify. `none` and HS* have no variant.
@@ -47,6 +47,16 @@ impl Curve {
             Curve::P256 => "P-256",
             Curve::P384 => "P-384",
             Curve::P521 => "P-521",
+        }
+    }
+
+    /// The one JWS algorithm of this curve, and its aws-lc-rs verifier (fixed-length
+    /// `r || s` signatures, as JWS has them).
+    fn ecdsa(self) -> (Alg, &'static signature::EcdsaVerificationAlgorithm) {
+        match self {
+            Curve::P256 => (Alg::ES256, &signature::ECDSA_P256_SHA256_FIXED),
+            Curve::P384 => (Alg::ES384, &signature::ECDSA_P384_SHA384_FIXED),
+            Curve::P521 => (Alg::ES512, &signature::ECDSA_P521_SHA512_FIXED),
         }
     }
 
@@ -101,17 +111,17 @@ impl Alg {
         }
     }
 
-    fn jsonwebtoken(self) -> Option<Algorithm> {
+    /// The aws-lc-rs parameters of an RSA algorithm, `None` for EC algorithms: keys of 2048
+    /// to 8192 bits, the range jsonwebtoken verified with (below 2048 is refused at load).
+    fn rsa_parameters(self) -> Option<&'static RsaParameters> {
         match self {
-            Alg::RS256 => Some(Algorithm::RS256),
-            Alg::RS384 => Some(Algorithm::RS384),
-            Alg::RS512 => Some(Algorithm::RS512),
-            Alg::PS256 => Some(Algorithm::PS256),
-            Alg::PS384 => Some(Algorithm::PS384),
-            Alg::PS512 => Some(Algorithm::PS512),
-            Alg::ES256 => Some(Algorithm::ES256),
-            Alg::ES384 => Some(Algorithm::ES384),
-            Alg::ES512 => None,
+            Alg::RS256 => Some(&signature::RSA_PKCS1_2048_8192_SHA256),
+            Alg::RS384 => Some(&signature::RSA_PKCS1_2048_8192_SHA384),
+            Alg::RS512 => Some(&signature::RSA_PKCS1_2048_8192_SHA512),
+            Alg::PS256 => Some(&signature::RSA_PSS_2048_8192_SHA256),
+            Alg::PS384 => Some(&signature::RSA_PSS_2048_8192_SHA384),
+            Alg::PS512 => Some(&signature::RSA_PSS_2048_8192_SHA512),
+            Alg::ES256 | Alg::ES384 | Alg::ES512 => None,
         }
     }
 }
@@ -140,13 +150,9 @@ pub struct VerifyKey {
     pub alg: Option<Alg>,
     /// The JWK's `use`, when present (then always "sig").
     pub key_use: Option<String>,
-    material: Material,
-}
-
-enum Material {
-    Jwt(DecodingKey),
-    /// Uncompressed P-521 point (0x04 || x || y) for aws-lc-rs.
-    P521(Vec<u8>),
+    /// One parsed key per algorithm this key fits: aws-lc-rs ties a parsed key to one
+    /// algorithm, so an RSA key without `alg` has six (RS* and PS*), an EC key one.
+    parsed: Vec<(Alg, ParsedPublicKey)>,
 }
 
 impl fmt::Debug for VerifyKey {
@@ -177,20 +183,13 @@ impl VerifyKey {
     /// Check `signature` (base64url, as in the token) over `message` (header.payload).
     /// The caller has checked `fits(alg)`.
     pub fn verify(&self, alg: Alg, message: &[u8], signature: &str) -> bool {
-        match (&self.material, alg.jsonwebtoken()) {
-            (Material::Jwt(key), Some(jwt_alg)) => {
-                jsonwebtoken::crypto::verify(signature, message, key, jwt_alg).unwrap_or(false)
-            }
-            (Material::P521(point), None) => {
-                let Ok(sig) = URL_SAFE_NO_PAD.decode(signature) else {
-                    return false;
-                };
-                UnparsedPublicKey::new(&ECDSA_P521_SHA512_FIXED, point)
-                    .verify(message, &sig)
-                    .is_ok()
-            }
-            _ => false,
-        }
+        let Some((_, key)) = self.parsed.iter().find(|(a, _)| *a == alg) else {
+            return false;
+        };
+        let Ok(signature) = URL_SAFE_NO_PAD.decode(signature) else {
+            return false;
+        };
+        key.verify_sig(message, &signature).is_ok()
     }
 
     /// A short description for reports: "RSA 2048" or "EC P-256".
@@ -387,7 +386,7 @@ fn parse_key(obj: &Map<String, Value>) -> Result<VerifyKey, Refusal> {
         .get("kty")
         .and_then(Value::as_str)
         .ok_or_else(|| (Kind::UnsupportedKeyType, "missing \"kty\"".to_string()))?;
-    let (key_type, material) = match kty {
+    let (key_type, parsed) = match kty {
         "RSA" => {
             let n = b64_field(obj, "n").map_err(malformed)?;
             let e = b64_field(obj, "e").map_err(malformed)?;
@@ -403,10 +402,25 @@ fn parse_key(obj: &Map<String, Value>) -> Result<VerifyKey, Refusal> {
             if e.is_empty() || e.len() > 8 {
                 return Err(malformed("RSA exponent \"e\" is out of range".into()));
             }
-            (
-                KeyType::Rsa { bits },
-                Material::Jwt(DecodingKey::from_rsa_raw_components(&n, &e)),
-            )
+            // aws-lc-rs wants the integers without leading zeros, which some JWKS add.
+            let components = RsaPublicKeyComponents {
+                n: without_leading_zeros(&n),
+                e: without_leading_zeros(&e),
+            };
+            let mut parsed = Vec::new();
+            for rsa_alg in Alg::ALL {
+                let Some(params) = rsa_alg.rsa_parameters() else {
+                    continue;
+                };
+                if alg.is_some_and(|a| a != rsa_alg) {
+                    continue;
+                }
+                let key = components
+                    .to_parsed_public_key(params)
+                    .map_err(|e| malformed(format!("invalid RSA key: {e}")))?;
+                parsed.push((rsa_alg, key));
+            }
+            (KeyType::Rsa { bits }, parsed)
         }
         "EC" => {
             let crv_name = obj
@@ -432,18 +446,11 @@ fn parse_key(obj: &Map<String, Value>) -> Result<VerifyKey, Refusal> {
             point.push(0x04);
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
-            let material = match curve {
-                Curve::P521 => Material::P521(point),
-                Curve::P256 | Curve::P384 => {
-                    let x = URL_SAFE_NO_PAD.encode(&x);
-                    let y = URL_SAFE_NO_PAD.encode(&y);
-                    Material::Jwt(
-                        DecodingKey::from_ec_components(&x, &y)
-                            .map_err(|e| malformed(format!("invalid EC key: {e}")))?,
-                    )
-                }
-            };
-            (KeyType::Ec(curve), material)
+            let (ec_alg, ecdsa) = curve.ecdsa();
+            // Parsing checks that the point is on the curve.
+            let key = ParsedPublicKey::new(ecdsa, &point)
+                .map_err(|e| malformed(format!("invalid EC key: {e}")))?;
+            (KeyType::Ec(curve), vec![(ec_alg, key)])
         }
         other => {
             return Err((
@@ -457,7 +464,7 @@ fn parse_key(obj: &Map<String, Value>) -> Result<VerifyKey, Refusal> {
         key_type,
         alg,
         key_use,
-        material,
+        parsed,
     };
     if let Some(alg) = key.alg
         && !key.fits(alg)
@@ -468,6 +475,11 @@ fn parse_key(obj: &Map<String, Value>) -> Result<VerifyKey, Refusal> {
         ));
     }
     Ok(key)
+}
+
+fn without_leading_zeros(bytes: &[u8]) -> &[u8] {
+    let first = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
+    &bytes[first..]
 }
 
 /// The bit length of a big-endian modulus.
@@ -541,17 +553,94 @@ mod tests {
         assert!(!key.fits(Alg::ES512));
     }
 
+    /// The coordinates of a fresh P-256 public key, base64url.
+    fn p256_coordinates() -> (String, String) {
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let point = pair.public_key().as_ref();
+        (
+            URL_SAFE_NO_PAD.encode(&point[1..33]),
+            URL_SAFE_NO_PAD.encode(&point[33..65]),
+        )
+    }
+
     #[test]
     fn ec_curves_must_match() {
-        let c = URL_SAFE_NO_PAD.encode([7u8; 32]);
-        let k = json!({"kty": "EC", "kid": "e", "crv": "P-256", "x": c, "y": c});
+        let (x, y) = p256_coordinates();
+        let k = json!({"kty": "EC", "kid": "e", "crv": "P-256", "x": x, "y": y});
         let key = load(k).keys.pop().unwrap();
         assert!(key.fits(Alg::ES256));
         assert!(!key.fits(Alg::ES384) && !key.fits(Alg::RS256));
-        let bad = json!({"kty": "EC", "kid": "e", "crv": "P-384", "x": c, "y": c});
+        let bad = json!({"kty": "EC", "kid": "e", "crv": "P-384", "x": x, "y": y});
         assert!(load(bad).keys.is_empty());
+        let c = URL_SAFE_NO_PAD.encode([7u8; 32]);
         let odd = json!({"kty": "EC", "kid": "e", "crv": "secp256k1", "x": c, "y": c});
         assert!(load(odd).problems[0].problem.contains("unsupported curve"));
+    }
+
+    #[test]
+    fn keys_that_do_not_parse_are_malformed() {
+        // Not a point on P-256: refused when loading, not at every verify.
+        let c = URL_SAFE_NO_PAD.encode([7u8; 32]);
+        let off_curve = json!({"kty": "EC", "kid": "e", "crv": "P-256", "x": c, "y": c});
+        let parsed = load(off_curve);
+        assert!(parsed.keys.is_empty());
+        assert_eq!(parsed.problems[0].kind, KeyProblemKind::Malformed);
+        let mut zero_e = rsa_jwk(256);
+        zero_e["e"] = json!("AA");
+        assert_eq!(load(zero_e).problems[0].kind, KeyProblemKind::Malformed);
+    }
+
+    #[test]
+    fn rsa_keys_without_alg_verify_every_rsa_algorithm() {
+        let key = load(rsa_jwk(256)).keys.pop().unwrap();
+        let algs: Vec<Alg> = key.parsed.iter().map(|(alg, _)| *alg).collect();
+        assert_eq!(
+            algs,
+            [
+                Alg::RS256,
+                Alg::RS384,
+                Alg::RS512,
+                Alg::PS256,
+                Alg::PS384,
+                Alg::PS512
+            ]
+        );
+        let mut k = rsa_jwk(256);
+        k["alg"] = json!("PS384");
+        let key = load(k).keys.pop().unwrap();
+        assert_eq!(key.parsed.len(), 1);
+        assert_eq!(key.parsed[0].0, Alg::PS384);
+    }
+
+    #[test]
+    fn a_leading_zero_in_the_modulus_is_tolerated() {
+        use aws_lc_rs::rand::SystemRandom;
+        use aws_lc_rs::rsa::KeySize;
+        use aws_lc_rs::signature::{KeyPair, RSA_PKCS1_SHA256, RsaKeyPair};
+        let pair = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
+        let mut n = vec![0u8];
+        n.extend_from_slice(
+            pair.public_key()
+                .modulus()
+                .big_endian_without_leading_zero(),
+        );
+        let k = json!({"kty": "RSA", "kid": "r", "n": URL_SAFE_NO_PAD.encode(n), "e": "AAEAAQ"});
+        let key = load(k).keys.pop().unwrap();
+        assert_eq!(key.key_type, KeyType::Rsa { bits: 2048 });
+        let mut signature = vec![0; pair.public_modulus_len()];
+        pair.sign(
+            &RSA_PKCS1_SHA256,
+            &SystemRandom::new(),
+            b"h.p",
+            &mut signature,
+        )
+        .unwrap();
+        let signature = URL_SAFE_NO_PAD.encode(signature);
+        assert!(key.verify(Alg::RS256, b"h.p", &signature));
+        assert!(!key.verify(Alg::RS256, b"h.q", &signature));
+        assert!(!key.verify(Alg::PS256, b"h.p", &signature));
+        assert!(!key.verify(Alg::RS256, b"h.p", &format!("{signature}=")));
     }
 
     #[test]
