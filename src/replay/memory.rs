@@ -1,10 +1,12 @@
 //! The in-memory replay store: one process's memory, bounded by `replay.max_entries`,
-//! purged in the background.
+//! purged in the background. An entry is a 16-byte digest of (iss, jti) and a 4-byte expiry,
+//! stored inline in the map: no allocation per entry.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aws_lc_rs::digest;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use tokio::sync::Notify;
@@ -12,9 +14,21 @@ use tokio::task::JoinHandle;
 
 use super::{Freshness, ReplayError, ReplayStore, StoreFuture};
 
+/// The key of an entry: the first 16 bytes of SHA-256 over (iss, jti).
+///
+/// 128 bits are enough. By chance: with n live entries the probability that any two
+/// different (iss, jti) pairs share a key is at most n² / 2^129, about 1.5e-27 for
+/// n = 10^6 (and 1.5e-23 for 10^8, far past any `max_entries`). On purpose: a collision
+/// needs about 2^64 SHA-256 evaluations, and matching one given entry about 2^128; and the
+/// tokens would have to be signed by a configured portal anyway, because the replay check
+/// comes after the signature. And a collision fails safe: a fresh launch is refused as
+/// `replayed`, a replay is never accepted.
+type Key = [u8; 16];
+
 /// The in-memory store: one process's memory, bounded by `max_entries`.
 pub struct MemoryStore {
-    entries: DashMap<Box<str>, u64>,
+    /// Key -> the UNIX second until which the jti is kept (see `expiry`).
+    entries: DashMap<Key, u32>,
     len: AtomicUsize,
     max_entries: usize,
     purge_now: Arc<Notify>,
@@ -22,6 +36,12 @@ pub struct MemoryStore {
 
 /// How often expired entries are removed.
 const PURGE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// An expiry in UNIX seconds as stored: u32 lasts until 2106; a later one is kept until then,
+/// which only keeps it longer.
+fn expiry(keep_until: u64) -> u32 {
+    u32::try_from(keep_until).unwrap_or(u32::MAX)
+}
 
 impl MemoryStore {
     pub fn new(max_entries: usize) -> Arc<Self> {
@@ -33,13 +53,16 @@ impl MemoryStore {
         })
     }
 
-    /// The iss is configured and holds no space, so "iss jti" is unambiguous.
-    fn key(iss: &str, jti: &str) -> Box<str> {
-        let mut key = String::with_capacity(iss.len() + 1 + jti.len());
-        key.push_str(iss);
-        key.push(' ');
-        key.push_str(jti);
-        key.into_boxed_str()
+    /// The iss is length-prefixed, so no (iss, jti) split of the same bytes shares a key,
+    /// whatever characters either holds.
+    fn key(iss: &str, jti: &str) -> Key {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(&(iss.len() as u64).to_be_bytes());
+        ctx.update(iss.as_bytes());
+        ctx.update(jti.as_bytes());
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&ctx.finish().as_ref()[..16]);
+        key
     }
 
     /// The synchronous check-and-insert behind the trait.
@@ -52,11 +75,11 @@ impl MemoryStore {
     ) -> Result<Freshness, ReplayError> {
         match self.entries.entry(Self::key(iss, jti)) {
             Entry::Occupied(mut entry) => {
-                if *entry.get() > now {
+                if u64::from(*entry.get()) > now {
                     Ok(Freshness::Replayed)
                 } else {
                     // Expired but not purged yet: the slot is reused.
-                    entry.insert(keep_until);
+                    entry.insert(expiry(keep_until));
                     Ok(Freshness::Fresh)
                 }
             }
@@ -66,7 +89,7 @@ impl MemoryStore {
                     self.purge_now.notify_one();
                     return Err(ReplayError::Full);
                 }
-                entry.insert(keep_until);
+                entry.insert(expiry(keep_until));
                 Ok(Freshness::Fresh)
             }
         }
@@ -76,7 +99,7 @@ impl MemoryStore {
     pub fn purge(&self, now: u64) -> usize {
         let mut removed = 0;
         self.entries.retain(|_, until| {
-            let keep = *until > now;
+            let keep = u64::from(*until) > now;
             if !keep {
                 removed += 1;
             }
@@ -85,7 +108,6 @@ impl MemoryStore {
         self.len.fetch_sub(removed, Ordering::AcqRel);
         removed
     }
-
     pub fn len(&self) -> usize {
         self.len.load(Ordering::Acquire)
     }
@@ -179,5 +201,25 @@ mod tests {
             }
         });
         assert_eq!(fresh.into_inner(), 1);
+    }
+
+    #[test]
+    fn keys_separate_iss_from_jti() {
+        assert_eq!(MemoryStore::key("i", "j"), MemoryStore::key("i", "j"));
+        assert_ne!(MemoryStore::key("ab", "c"), MemoryStore::key("a", "bc"));
+        assert_ne!(MemoryStore::key("a b", "c"), MemoryStore::key("a", "b c"));
+        assert_ne!(MemoryStore::key("", "ij"), MemoryStore::key("i", "j"));
+        let s = MemoryStore::new(10);
+        assert_eq!(s.check("ab", "cdefgh", 100, 200), Ok(Freshness::Fresh));
+        assert_eq!(s.check("a", "bcdefgh", 100, 200), Ok(Freshness::Fresh));
+    }
+
+    #[test]
+    fn expiries_past_2106_are_kept() {
+        let s = MemoryStore::new(10);
+        let far = u64::from(u32::MAX) + 10;
+        assert_eq!(s.check("i", "j", 100, far), Ok(Freshness::Fresh));
+        assert_eq!(s.check("i", "j", far - 100, far), Ok(Freshness::Replayed));
+        assert_eq!(s.purge(1_000_000), 0);
     }
 }
