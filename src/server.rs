@@ -316,3 +316,33 @@ async fn serve<F, Fut>(
         tracing::warn!(?grace, "drain time over; closing remaining connections");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connections_go_to_the_worker_with_the_fewest() {
+        let workers = Workers::start(3).unwrap();
+        let (seen, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (release, released) = watch::channel(false);
+        for _ in 0..6 {
+            let seen = seen.clone();
+            let mut released = released.clone();
+            workers.spawn(move |index| async move {
+                let thread = std::thread::current().name().map(str::to_owned);
+                seen.send((index, thread)).unwrap();
+                let _ = released.wait_for(|r| *r).await;
+            });
+        }
+        let mut per_worker = [0; 3];
+        for _ in 0..6 {
+            let (index, thread) = seen_rx.recv().await.unwrap();
+            assert_eq!(thread, Some(format!("hti-guard-worker-{index}")));
+            per_worker[index] += 1;
+        }
+        assert_eq!(per_worker, [2, 2, 2]);
+        release.send(true).unwrap();
+        workers.stop().await;
+    }
+}

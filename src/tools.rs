@@ -469,6 +469,7 @@ mod tests {
             definition: None,
             intent: None,
             lifetime: "5m".into(),
+            count: 1,
         }
     }
 

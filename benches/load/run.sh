@@ -17,7 +17,7 @@
 # Environment: ROUNDS (3), DURATION (seconds, 10), CONNECTIONS (50), WIDE (200; 0 skips the
 # wide pass), NARROW (10; 0 skips it: direct, nginx and passthrough only, for the latency
 # target), THREADS (wrk threads, nproc), TOKENS (unique tokens minted before each pass with
-# `hti-guard mint --count`, DURATION x 20000; the guard accepts them for 5 minutes),
+# `hti-guard mint --count`, DURATION x 40000; the guard accepts them for 5 minutes),
 # BASE_PORT (18000), KEEP (1 keeps the work directory).
 set -euo pipefail
 
@@ -28,7 +28,7 @@ WIDE=${WIDE:-200}
 NARROW=${NARROW:-10}
 CORES=$(nproc)
 THREADS=${THREADS:-$CORES}
-TOKENS=${TOKENS:-$((DURATION * 20000))}
+TOKENS=${TOKENS:-$((DURATION * 40000))}
 BASE_PORT=${BASE_PORT:-18000}
 KEEP=${KEEP:-0}
 
