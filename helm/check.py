@@ -242,6 +242,8 @@ def expected_config(v: dict, guard: dict) -> dict:
         "timeouts.upstream_connect": timeouts["upstreamConnect"],
         "timeouts.upstream_response": timeouts["upstreamResponse"],
     }
+    if v.get("workers"):
+        want["workers"] = v["workers"]
     sources = {k: "file" for k in want}
     if replay["store"] == "redis":
         sources["replay.redis_url"] = "env"

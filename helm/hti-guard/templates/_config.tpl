@@ -11,6 +11,9 @@ listen = "0.0.0.0:8080"
 admin_listen = "0.0.0.0:9090"
 upstream = {{ include "hti-guard.upstream" . | toJson }}
 shutdown_grace = {{ .Values.shutdownGrace | toString | toJson }}
+{{- if .Values.workers }}
+workers = {{ .Values.workers | int }}
+{{- end }}
 
 [launch]
 paths = {{ .Values.launch.paths | toJson }}
