@@ -16,7 +16,8 @@
 #
 # Environment: ROUNDS (3), DURATION (seconds, 10), CONNECTIONS (50), WIDE (200; 0 skips the
 # wide pass), NARROW (10; 0 skips it: direct, nginx and passthrough only, for the latency
-# target), THREADS (wrk threads, nproc), TOKENS (unique tokens minted before each pass with
+# target), RATE (5000: the paced pass at NARROW connections, requests/s in all, for the
+# latency target; 0 skips it), THREADS (wrk threads, nproc), TOKENS (unique tokens minted before each pass with
 # `hti-guard mint --count`, DURATION x 40000; the guard accepts them for 5 minutes),
 # BASE_PORT (18000), KEEP (1 keeps the work directory).
 set -euo pipefail
@@ -26,6 +27,7 @@ DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-50}
 WIDE=${WIDE:-200}
 NARROW=${NARROW:-10}
+RATE=${RATE:-5000}
 CORES=$(nproc)
 THREADS=${THREADS:-$CORES}
 TOKENS=${TOKENS:-$((DURATION * 40000))}
@@ -252,6 +254,38 @@ function done(summary, latency, requests)
 end
 EOF
 
+# A fixed rate for the latency pass: each wrk thread keeps a schedule of slots
+# `threads / rate` seconds apart (threads start staggered) and `delay()` waits for the next,
+# so latency is measured below saturation (wrk counts it from when a request is sent).
+cat >"$WORK/paced.lua" <<'EOF'
+local ffi = require("ffi")
+ffi.cdef [[
+struct hti_timespec { long tv_sec; long tv_nsec; };
+int clock_gettime(int clk_id, struct hti_timespec *tp);
+]]
+local ts = ffi.new("struct hti_timespec")
+local function now_ms()
+  ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
+  return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
+end
+local counter = 0
+function setup(thread) thread:set("id", counter); counter = counter + 1 end
+local period, offset, next_at = 0, 0, nil
+function init(args)
+  local rate, n = tonumber(args[1]), tonumber(args[2])
+  period = 1000 * n / rate
+  offset = period * id / n
+end
+function delay()
+  local now = now_ms()
+  if not next_at then next_at = now + offset end
+  local wait = next_at - now
+  next_at = next_at + period
+  if wait < 0 then return 0 end
+  return wait
+end
+EOF
+
 # ---- measuring ----------------------------------------------------------------------------
 CLK=$(getconf CLK_TCK)
 tree() { echo "$1"; pgrep -P "$1" || true; } # a process and its children (nginx workers)
@@ -281,7 +315,7 @@ measure() {
   local before after out
   before=$(cpu_ticks "$pid")
   if [ $# -gt 0 ]; then
-    out=$(wrk -t"$THREADS" -c"$conns" -d"${DURATION}s" --latency -s "$WORK/launch.lua" \
+    out=$(wrk -t"$THREADS" -c"$conns" -d"${DURATION}s" --latency -s "${SCRIPT:-$WORK/launch.lua}" \
       "$url" -- "$@" 2>&1)
   else
     out=$(wrk -t"$THREADS" -c"$conns" -d"${DURATION}s" --latency "$url" 2>&1)
@@ -337,6 +371,15 @@ for round in $(seq "$ROUNDS"); do
     measure direct "$NARROW" "$round" "$PID_UP" "http://127.0.0.1:$P_UP/"
     measure nginx "$NARROW" "$round" "$PID_NGINX" "http://127.0.0.1:$P_NGINX/"
     measure guard-pass "$NARROW" "$round" "$PID_GUARD" "http://127.0.0.1:$P_GUARD/"
+    if [ "$RATE" != 0 ]; then
+      log "round $round/$ROUNDS, $NARROW connections at $RATE requests/s: latency"
+      SCRIPT="$WORK/paced.lua" measure direct-paced "$NARROW" "$round" "$PID_UP" \
+        "http://127.0.0.1:$P_UP/" "$RATE" "$THREADS"
+      SCRIPT="$WORK/paced.lua" measure nginx-paced "$NARROW" "$round" "$PID_NGINX" \
+        "http://127.0.0.1:$P_NGINX/" "$RATE" "$THREADS"
+      SCRIPT="$WORK/paced.lua" measure guard-paced "$NARROW" "$round" "$PID_GUARD" \
+        "http://127.0.0.1:$P_GUARD/" "$RATE" "$THREADS"
+    fi
   fi
   for conns in "${passes[@]}"; do
     log "round $round/$ROUNDS, $conns connections: minting $TOKENS tokens"
@@ -372,8 +415,11 @@ echo
 python3 - "$RESULTS" <<'EOF'
 import statistics as st, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
-order = ["direct", "nginx", "guard-pass", "haproxy-jwt", "guard-launch", "guard-redis"]
+order = ["direct", "nginx", "guard-pass", "direct-paced", "nginx-paced", "guard-paced",
+         "haproxy-jwt", "guard-launch", "guard-redis"]
 what = {"direct": "upstream (nginx, static body)", "nginx": "nginx reverse proxy",
+        "direct-paced": "upstream, at a fixed rate", "nginx-paced": "nginx reverse proxy, at a fixed rate",
+        "guard-paced": "hti-guard passthrough, at a fixed rate",
         "guard-pass": "hti-guard passthrough", "haproxy-jwt": "HAProxy jwt_verify launch",
         "guard-launch": "hti-guard launch, memory store", "guard-redis": "hti-guard launch, Redis store"}
 print("| scenario | conns | req/s | p50 ms | p99 ms | max ms | CPU s / 10k req | peak RSS MiB | non-2xx | rounds |")
@@ -414,6 +460,10 @@ for conns in sorted({int(r[1]) for r in rows}):
         line("added p99 ms, hti-guard (nginx's)", conns, gp - d,
              f"<= nginx's ({np_ - d:.2f})" + (" and < 1 ms" if conns <= 10 else ""),
              gp <= np_ and (conns > 10 or gp - d < 1.0))
+    gq, nq, dq = med("guard-paced", conns, 6), med("nginx-paced", conns, 6), med("direct-paced", conns, 6)
+    if gq is not None and nq is not None and dq is not None:
+        line("added p99 ms at a fixed rate, hti-guard (nginx's)", conns, gq - dq,
+             f"<= nginx's ({nq - dq:.2f}) and < 1 ms", gq <= nq and gq - dq < 1.0)
     gl, hl = med("guard-launch", conns, 4), med("haproxy-jwt", conns, 4)
     if gl and hl:
         line("launches/s, hti-guard / HAProxy jwt_verify", conns, gl / hl, ">= 1.00", gl / hl >= 1.0)
