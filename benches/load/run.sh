@@ -47,93 +47,21 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 ISS=https://portal.bench
 AUD=Device/bench
 
-log() { printf '== %s\n' "$*" >&2; }
+# shellcheck source=benches/load/common.sh
+. "$ROOT/benches/load/common.sh"
 
-# ---- tools ------------------------------------------------------------------------------
-need=()
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
-command -v wrk >/dev/null || need+=(wrk)
-command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
-command -v openssl >/dev/null || need+=(openssl)
-command -v python3 >/dev/null || need+=(python3)
-if [ ${#need[@]} -gt 0 ]; then
-  SUDO=""
-  [ "$(id -u)" = 0 ] || SUDO=sudo
-  log "installing ${need[*]} from Debian packages"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-export PATH="$PATH:/usr/sbin:/sbin"
+# ---- tools, build, work directory ---------------------------------------------------
+need_tools nginx wrk haproxy openssl python3
 HAVE_REDIS=0
 command -v redis-server >/dev/null && HAVE_REDIS=1
-
-log "building hti-guard (release)"
-(cd "$ROOT" && cargo build --release --quiet)
-GUARD="$ROOT/target/release/hti-guard"
-
-# ---- processes and clean-up -------------------------------------------------------------
-WORK=$(mktemp -d /tmp/hti-guard-load.XXXXXX)
-PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [ "$KEEP" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-wait_port() { # port [path]: until an HTTP answer, at most 10 s
-  local _
-  for _ in $(seq 100); do
-    if python3 - "$1" "${2:-/}" <<'EOF' 2>/dev/null; then return 0; fi
-import http.client, sys
-c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=1)
-c.request("GET", sys.argv[2]); c.getresponse()
-EOF
-    sleep 0.1
-  done
-  log "nothing answers on port $1"; return 1
-}
+build_guard
+start_work load
 
 # ---- keys, the upstream, the proxies ----------------------------------------------------
-mkdir -p "$WORK/keys" "$WORK/www" "$WORK/tmp"
-chmod 755 "$WORK" # nginx workers run as another user when started as root
-"$GUARD" keygen --alg RS512 --kid bench --out "$WORK/keys" >/dev/null
+issuer_keys RS512
 openssl pkey -in "$WORK/keys/bench.key.pem" -pubout -out "$WORK/keys/bench.pub.pem"
-cp "$WORK/keys/bench.jwks.json" "$WORK/www/jwks.json"
 
-nginx_common() {
-  cat <<EOF
-worker_processes $CORES;
-pid $WORK/$1.pid;
-error_log $WORK/$1.err warn;
-daemon off;
-master_process on;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  keepalive_timeout 65;
-  client_body_temp_path $WORK/tmp/$1-body;
-  proxy_temp_path $WORK/tmp/$1-proxy;
-  fastcgi_temp_path $WORK/tmp/$1-fcgi;
-  uwsgi_temp_path $WORK/tmp/$1-uwsgi;
-  scgi_temp_path $WORK/tmp/$1-scgi;
-EOF
-}
-{
-  nginx_common upstream
-  cat <<EOF
-  server {
-    listen 127.0.0.1:$P_UP;
-    default_type text/plain;
-    location = /jwks.json { default_type application/json; alias $WORK/www/jwks.json; }
-    location / { return 200 "hello from the upstream app\n"; }
-  }
-}
-EOF
-} >"$WORK/upstream.conf"
+upstream_conf "$P_UP" >"$WORK/upstream.conf"
 {
   nginx_common proxy
   cat <<EOF

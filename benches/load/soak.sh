@@ -51,7 +51,8 @@ AUD=Device/bench
 GROWTH_TARGET_PCT=10
 TOKEN_LEAD=10 # seconds between a token's iat and the moment it is meant to be sent
 
-log() { printf '== %s\n' "$*" >&2; }
+# shellcheck source=benches/load/common.sh
+. "$ROOT/benches/load/common.sh"
 
 if [ "$WARMUP" -ge "$DURATION" ]; then
   WARMUP=$(( DURATION / 2 / SAMPLE * SAMPLE ))
@@ -62,123 +63,18 @@ if [ "$DURATION" -lt "$SAMPLE" ]; then
   log "DURATION ($DURATION) must be at least SAMPLE ($SAMPLE)"; exit 2
 fi
 
-# ---- tools ------------------------------------------------------------------------------
-need=()
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
-command -v wrk >/dev/null || need+=(wrk)
-command -v python3 >/dev/null || need+=(python3)
-if [ ${#need[@]} -gt 0 ]; then
-  SUDO=""
-  [ "$(id -u)" = 0 ] || SUDO=sudo
-  log "installing ${need[*]} from Debian packages"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-export PATH="$PATH:/usr/sbin:/sbin"
-if ! python3 -c 'import jwt, cryptography' 2>/dev/null; then
-  log "installing PyJWT and cryptography (pip, user site)"
-  python3 -m pip install --quiet --user pyjwt cryptography \
-    || python3 -m pip install --quiet --user --break-system-packages pyjwt cryptography
-fi
-
-log "building hti-guard (release)"
-(cd "$ROOT" && cargo build --release --quiet)
-GUARD="$ROOT/target/release/hti-guard"
-
-# ---- processes and clean-up -------------------------------------------------------------
-WORK=$(mktemp -d /tmp/hti-guard-soak.XXXXXX)
-PIDS=()
-cleanup() {
-  local rc=$? pid
-  if [ "$rc" != 0 ] && [ -s "$WORK/guard.log" ]; then
-    log "failed ($rc); the end of the guard's log:"; tail -n 20 "$WORK/guard.log" >&2
-  fi
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [ "$KEEP" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-wait_port() { # port [path]: until an HTTP answer, at most 10 s
-  local _
-  for _ in $(seq 100); do
-    if python3 - "$1" "${2:-/}" <<'EOF' 2>/dev/null; then return 0; fi
-import http.client, sys
-c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=1)
-c.request("GET", sys.argv[2]); c.getresponse()
-EOF
-    sleep 0.1
-  done
-  log "nothing answers on port $1"; return 1
-}
-
-wait_ready() { # admin port: until /readyz answers 200 {"status":"ready"}, at most 30 s
-  local _
-  for _ in $(seq 300); do
-    if python3 - "$1" <<'EOF' 2>/dev/null; then return 0; fi
-import http.client, sys
-c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=1)
-c.request("GET", "/readyz"); r = c.getresponse()
-sys.exit(0 if r.status == 200 and b'"ready"' in r.read() else 1)
-EOF
-    sleep 0.1
-  done
-  log "the guard on admin port $1 did not become ready"; return 1
-}
-
-metrics() { # admin port: the guard's /metrics text
-  python3 - "$1" <<'EOF'
-import http.client, sys
-c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=5)
-c.request("GET", "/metrics"); sys.stdout.write(c.getresponse().read().decode())
-EOF
-}
-
-# sum_of NAME [LABEL-FILTER] < metrics: the sum of every sample of NAME whose labels contain
-# the filter, e.g. sum_of hti_guard_launches_total 'result="accepted"'
-sum_of() {
-  awk -v name="$1" -v filter="${2:-}" '
-    index($0, name) == 1 && (substr($0, length(name) + 1, 1) == "{" || substr($0, length(name) + 1, 1) == " ") \
-      && index($0, filter) { s += $NF } END { printf "%d\n", s }'
-}
-
-status_kib() { # pid field (VmRSS, VmHWM)
-  awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status"
-}
+# ---- tools, build, work directory ---------------------------------------------------
+need_tools nginx wrk python3
+need_pyjwt
+build_guard
+start_work soak
 
 now_us() { local t=$EPOCHREALTIME; echo $(( 10#${t/[.,]/} )); }
 
 # ---- keys, the upstream, the guard --------------------------------------------------------
-mkdir -p "$WORK/keys" "$WORK/www" "$WORK/tmp"
-chmod 755 "$WORK" # nginx workers run as another user when started as root
-"$GUARD" keygen --alg RS512 --kid bench --out "$WORK/keys" >/dev/null
-cp "$WORK/keys/bench.jwks.json" "$WORK/www/jwks.json"
+issuer_keys RS512
 
-cat >"$WORK/upstream.conf" <<EOF
-worker_processes $CORES;
-pid $WORK/upstream.pid;
-error_log $WORK/upstream.err warn;
-daemon off;
-master_process on;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  keepalive_timeout 65;
-  client_body_temp_path $WORK/tmp/body;
-  proxy_temp_path $WORK/tmp/proxy;
-  fastcgi_temp_path $WORK/tmp/fcgi;
-  uwsgi_temp_path $WORK/tmp/uwsgi;
-  scgi_temp_path $WORK/tmp/scgi;
-  server {
-    listen 127.0.0.1:$P_UP;
-    default_type text/plain;
-    location = /jwks.json { default_type application/json; alias $WORK/www/jwks.json; }
-    location / { return 200 "hello from the upstream app\n"; }
-  }
-}
-EOF
+upstream_conf "$P_UP" >"$WORK/upstream.conf"
 
 {
   cat <<EOF
