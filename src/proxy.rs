@@ -21,12 +21,12 @@ use crate::launch::{self, Kind};
 use crate::metrics::Metrics;
 use crate::module::ModuleKeys;
 use crate::session::{SessionState, Sessions};
-use crate::upstream::Upstream;
+use crate::upstream::{Outgoing, Upstream, UpstreamBody};
 use crate::verify::{VerifiedLaunch, Verifier};
 
-/// The body of every request the guard sends and every response it returns: a streamed
-/// body passed through, or one the guard made.
-pub type Body = Either<Incoming, Full<Bytes>>;
+/// The body of every response the guard returns: the upstream's, passed through, or one
+/// the guard made.
+pub type Body = Either<UpstreamBody, Full<Bytes>>;
 
 /// Where a request came from.
 #[derive(Debug, Clone, Copy)]
@@ -213,7 +213,7 @@ impl Proxy {
         &self,
         request: Request<Incoming>,
         kind: Kind,
-    ) -> Result<(VerifiedLaunch, Request<Body>), Rejection> {
+    ) -> Result<(VerifiedLaunch, Request<Outgoing>), Rejection> {
         let (mut parts, body) = request.into_parts();
         let fields = &self.launch.token_fields;
         let extracted = match kind {
@@ -307,7 +307,7 @@ impl Proxy {
     /// Send a request to the upstream and pass its response back, protocol switches included.
     async fn forward(
         &self,
-        mut request: Request<Body>,
+        mut request: Request<Outgoing>,
         peer: Peer,
         request_id: &str,
     ) -> Result<Response<Body>, Rejection> {

@@ -1,37 +1,117 @@
-//! The pooled client to the module application (http, or https through rustls with the
-//! system's roots), with the connect and response timeouts and their two failure kinds.
+//! The client to the module application (http, or https through rustls with the system's
+//! roots): hyper's HTTP/1.1 connections kept in a pool of our own, with the connect and
+//! response timeouts and their two failure kinds.
+//!
+//! The pool holds hyper's [`SendRequest`] handles (each connection is driven by its own
+//! task, as in hyper-util's client) and is shaped for a proxy with one upstream: no pool
+//! key to hash, no connector cloned per request, and a connection goes back to the pool
+//! when the response body that uses it has been read to its end, not from a task spawned
+//! per request to wait for that. A connection whose response was not read to the end
+//! (the client went away) is closed, never reused.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Request, Response, Uri};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
+use hyper::body::{Body, Frame, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower_service::Service;
 
 use crate::config::{Timeouts, UpstreamConfig};
 use crate::error::{Reason, Rejection, StartupError};
-use crate::proxy::Body;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// The body of a request sent upstream: the client's, passed through, or one the guard made.
+pub type Outgoing = Either<Incoming, Full<Bytes>>;
+
+/// How long an unused connection stays in the pool.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How often the pool drops connections that are closed or idle too long.
+const SWEEP_EVERY: Duration = Duration::from_secs(15);
 
 /// The module application behind the guard. A clone shares the connection pool;
 /// [`Upstream::with_own_pool`] makes one that does not.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<Connector, Body>,
+    pool: Arc<Pool>,
     connector: Connector,
     config: UpstreamConfig,
+    /// `scheme://authority/`: where the connector connects.
+    base: Uri,
+    /// The Host header when the client's request had none.
+    host: HeaderValue,
     response_timeout: Duration,
 }
 
-fn pooled_client(connector: Connector) -> Client<Connector, Body> {
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_timer(TokioTimer::new())
-        .build(connector)
+/// Idle connections, the most recently used last.
+#[derive(Default)]
+struct Pool {
+    idle: Mutex<VecDeque<Idle>>,
+    sweeping: AtomicBool,
+}
+
+struct Idle {
+    sender: SendRequest<Outgoing>,
+    since: Instant,
+}
+
+impl Pool {
+    /// The most recently used connection that is still open.
+    fn checkout(&self) -> Option<SendRequest<Outgoing>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(entry) = idle.pop_back() {
+            if !entry.sender.is_closed() && entry.since.elapsed() < IDLE_TIMEOUT {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+
+    fn give_back(&self, sender: SendRequest<Outgoing>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.push_back(Idle {
+            sender,
+            since: Instant::now(),
+        });
+    }
+
+    /// Drop the connections that closed or were idle too long.
+    fn sweep(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|entry| !entry.sender.is_closed() && entry.since.elapsed() < IDLE_TIMEOUT);
+    }
+
+    fn len(&self) -> usize {
+        self.idle.lock().map(|idle| idle.len()).unwrap_or(0)
+    }
+}
+
+/// Sweep the pool every [`SWEEP_EVERY`] while it exists.
+async fn sweep(pool: Weak<Pool>) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        match pool.upgrade() {
+            Some(pool) => pool.sweep(),
+            None => return,
+        }
+    }
 }
 
 impl Upstream {
@@ -61,10 +141,26 @@ impl Upstream {
             }
         };
         let connector = builder.https_or_http().enable_http1().wrap_connector(http);
+        let base = Uri::builder()
+            .scheme(config.scheme.clone())
+            .authority(config.authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| StartupError::Config {
+                key: "upstream",
+                message: format!("cannot be used as a URL: {e}"),
+            })?;
+        let host =
+            HeaderValue::from_str(config.authority.as_str()).map_err(|e| StartupError::Config {
+                key: "upstream",
+                message: format!("host cannot be a Host header: {e}"),
+            })?;
         Ok(Upstream {
-            client: pooled_client(connector.clone()),
+            pool: Arc::default(),
             connector,
             config: config.clone(),
+            base,
+            host,
             response_timeout: timeouts.upstream_response,
         })
     }
@@ -73,51 +169,183 @@ impl Upstream {
     /// that a request and the upstream connection it uses live on the same thread.
     pub fn with_own_pool(&self) -> Upstream {
         Upstream {
-            client: pooled_client(self.connector.clone()),
+            pool: Arc::default(),
             ..self.clone()
         }
     }
 
-    /// The upstream URI for a request's path and query.
+    /// The number of idle connections in this upstream's pool.
+    pub fn idle_connections(&self) -> usize {
+        self.pool.len()
+    }
+
+    /// The request target (origin form) upstream for a request's path and query.
     pub fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, Rejection> {
-        let pq = path_and_query.map(PathAndQuery::as_str).unwrap_or("/");
-        let pq = if self.config.path_prefix.is_empty() {
-            PathAndQuery::try_from(pq)
-        } else {
-            PathAndQuery::try_from(format!("{}{pq}", self.config.path_prefix))
-        }
-        .map_err(|_| {
+        let cannot = || {
             Rejection::new(
                 Reason::UpstreamUnavailable,
                 "request path cannot be forwarded",
             )
-        })?;
-        Uri::builder()
-            .scheme(self.config.scheme.clone())
-            .authority(self.config.authority.clone())
-            .path_and_query(pq)
-            .build()
-            .map_err(|_| {
-                Rejection::new(Reason::UpstreamUnavailable, "upstream URI cannot be built")
-            })
+        };
+        let pq = match (path_and_query, self.config.path_prefix.is_empty()) {
+            (Some(pq), true) => pq.clone(),
+            (None, true) => PathAndQuery::from_static("/"),
+            (pq, false) => {
+                let pq = pq.map(PathAndQuery::as_str).unwrap_or("/");
+                PathAndQuery::try_from(format!("{}{pq}", self.config.path_prefix))
+                    .map_err(|_| cannot())?
+            }
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.path_and_query = Some(pq);
+        Uri::from_parts(parts).map_err(|_| cannot())
     }
 
-    /// Send a request and wait for the response headers, at most `upstream_response`.
-    pub async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, Rejection> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => {
-                let kind = if e.is_connect() { "connect" } else { "request" };
-                Err(Rejection::new(
-                    Reason::UpstreamUnavailable,
-                    format!("upstream {kind} failed: {}", error_chain(&e)),
-                ))
-            }
+    /// Send a request (its URI from [`Upstream::uri_for`]) and wait for the response
+    /// headers, connecting included, at most `upstream_response`.
+    pub async fn send(
+        &self,
+        mut request: Request<Outgoing>,
+    ) -> Result<Response<UpstreamBody>, Rejection> {
+        if !request.headers().contains_key(header::HOST) {
+            request
+                .headers_mut()
+                .insert(header::HOST, self.host.clone());
+        }
+        match tokio::time::timeout(self.response_timeout, self.send_on_a_connection(request)).await
+        {
+            Ok(result) => result,
             Err(_) => Err(Rejection::new(
                 Reason::UpstreamTimeout,
                 format!("no response within {:?}", self.response_timeout),
             )),
         }
+    }
+
+    async fn send_on_a_connection(
+        &self,
+        mut request: Request<Outgoing>,
+    ) -> Result<Response<UpstreamBody>, Rejection> {
+        loop {
+            let (mut sender, reused) = match self.pool.checkout() {
+                Some(sender) => (sender, true),
+                None => (self.connect().await?, false),
+            };
+            if reused && !sender.is_ready() && sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok(self.pooled(response, sender)),
+                Err(mut e) => match e.take_message() {
+                    // Not sent: a pooled connection closed under us; try the next one.
+                    Some(unsent) if reused => request = unsent,
+                    _ => {
+                        return Err(Rejection::new(
+                            Reason::UpstreamUnavailable,
+                            format!("upstream request failed: {}", error_chain(e.error())),
+                        ));
+                    }
+                },
+            }
+        }
+    }
+
+    /// A new connection, its task spawned on the current runtime.
+    async fn connect(&self) -> Result<SendRequest<Outgoing>, Rejection> {
+        let failed = |e: &dyn std::error::Error| {
+            Rejection::new(
+                Reason::UpstreamUnavailable,
+                format!("upstream connect failed: {}", error_chain(e)),
+            )
+        };
+        let io = self
+            .connector
+            .clone()
+            .call(self.base.clone())
+            .await
+            .map_err(|e| failed(&*e))?;
+        let (sender, connection) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| failed(&e))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        if !self.pool.sweeping.swap(true, Ordering::Relaxed) {
+            tokio::spawn(sweep(Arc::downgrade(&self.pool)));
+        }
+        Ok(sender)
+    }
+
+    /// The response with its connection, which goes back to the pool once the body has
+    /// been read to its end (at once when there is none).
+    fn pooled(
+        &self,
+        response: Response<Incoming>,
+        sender: SendRequest<Outgoing>,
+    ) -> Response<UpstreamBody> {
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // The connection now belongs to the tunnel.
+            return response.map(UpstreamBody::plain);
+        }
+        if response.body().is_end_stream() {
+            self.pool.give_back(sender);
+            return response.map(UpstreamBody::plain);
+        }
+        let pool = self.pool.clone();
+        response.map(|body| UpstreamBody {
+            body,
+            back: Some((sender, pool)),
+        })
+    }
+}
+
+/// A response body from upstream; its connection returns to the pool when it ends.
+pub struct UpstreamBody {
+    body: Incoming,
+    back: Option<(SendRequest<Outgoing>, Arc<Pool>)>,
+}
+
+impl UpstreamBody {
+    fn plain(body: Incoming) -> UpstreamBody {
+        UpstreamBody { body, back: None }
+    }
+
+    fn done(&mut self) {
+        if let Some((sender, pool)) = self.back.take() {
+            pool.give_back(sender);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.done(),
+            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.done(),
+            // A broken body: the connection is not reused.
+            Poll::Ready(Some(Err(_))) => this.back = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -599,3 +599,146 @@ async fn only_exact_launch_paths_are_launches() {
     }
     assert_eq!(fx.upstream.hits(), 4);
 }
+
+/// An upstream that counts the connections it accepts, answers `ok` to every request, and
+/// with `close_idle` closes each connection that long after it was opened, without a
+/// `Connection: close` (as a keep-alive timeout does).
+struct CountingUpstream {
+    url: String,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CountingUpstream {
+    async fn start(close_idle: Option<Duration>) -> CountingUpstream {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|_request| async {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(Bytes::from_static(b"ok")),
+                        ))
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    match close_idle {
+                        Some(after) => {
+                            let _ = tokio::time::timeout(after, conn).await;
+                        }
+                        None => {
+                            let _ = conn.await;
+                        }
+                    }
+                });
+            }
+        });
+        CountingUpstream {
+            url,
+            accepted,
+            task,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for CountingUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn get_ok(client: &reqwest::Client, url: &str) {
+    let response = within(LIMIT, "passthrough", client.get(url).send())
+        .await
+        .expect("response");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.expect("body"), "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused() {
+    let upstream = CountingUpstream::start(None).await;
+    let key = mint::shared_key(Alg::RS512);
+    let jwks = JwksServer::start(&[key]).await;
+    let guard = GuardBuilder::new(&upstream.url)
+        .issuer(&unique_issuer(), &jwks.url())
+        .set("workers", "1")
+        .start()
+        .await;
+    let client = client();
+    for _ in 0..20 {
+        get_ok(&client, &guard.url("/page")).await;
+    }
+    // A new client connection each time: the worker's pool still serves them all.
+    for _ in 0..5 {
+        get_ok(&self::client(), &guard.url("/page")).await;
+    }
+    assert_eq!(
+        upstream.accepted(),
+        1,
+        "one upstream connection for 25 requests"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_the_upstream_closed_are_not_used() {
+    let upstream = CountingUpstream::start(Some(Duration::from_millis(100))).await;
+    let key = mint::shared_key(Alg::RS512);
+    let jwks = JwksServer::start(&[key]).await;
+    let guard = GuardBuilder::new(&upstream.url)
+        .issuer(&unique_issuer(), &jwks.url())
+        .set("workers", "1")
+        .start()
+        .await;
+    let client = client();
+    for _ in 0..4 {
+        get_ok(&client, &guard.url("/page")).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        upstream.accepted(),
+        4,
+        "a new connection after each idle close"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_left_unread_does_not_leave_bytes_for_the_next() {
+    let fx = Fixture::start_with(|b| b.set("workers", "1")).await;
+    let response = within(
+        LIMIT,
+        "download head",
+        fx.client
+            .get(fx.guard.url("/download?bytes=20000000"))
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = response.bytes_stream();
+    let first = within(LIMIT, "first chunk", stream.next())
+        .await
+        .expect("a chunk")
+        .expect("chunk");
+    assert_eq!(first[0], pattern_byte(0));
+    drop(stream);
+    // The next request on a fresh client gets its own, whole answer.
+    for _ in 0..3 {
+        let echo = expect_echo(
+            within(LIMIT, "next", client().get(fx.guard.url("/after")).send())
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(echo.uri, "/after");
+    }
+}
