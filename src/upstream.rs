@@ -229,7 +229,9 @@ impl Upstream {
         loop {
             let (mut sender, reused) = match self.pool.checkout() {
                 Some(sender) => (sender, true),
-                None => (self.connect().await?, false),
+                // Boxed: connecting is rare, and its state would make every request's
+                // future (moved a few times per request) larger.
+                None => (Box::pin(self.connect()).await?, false),
             };
             if reused && !sender.is_ready() && sender.ready().await.is_err() {
                 continue;
