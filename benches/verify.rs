@@ -1,7 +1,7 @@
-//! The in-process hot path: signature verification per algorithm, the claim rules, the
-//! memory replay insert, the header rewrite, and a whole `Verifier::verify` (keys already
-//! cached, unique jti per call; `verify/<alg>_no_replay` without the replay store), and one
-//! launch handled in-process. Run with `cargo bench --bench verify`; the whole proxy is
+//! The in-process hot path: signature verification per algorithm, the token decode, the
+//! claim rules, the memory replay insert, the header rewrite, the form read, and a whole
+//! `Verifier::verify` (keys already cached, unique jti per call; `verify/<alg>_no_replay`
+//! without the replay store), and one launch handled in-process. Run with `cargo bench --bench verify`; the whole proxy is
 //! measured by `benches/load/run.sh`.
 
 use std::hint::black_box;
@@ -54,6 +54,38 @@ fn signatures(c: &mut Criterion) {
     group.finish();
 }
 
+/// A launch token as a portal sends it: RS512, HTI claims with the optional ones.
+fn launch_claims() -> serde_json::Value {
+    let mut set = mint::hti_claims(ISS, AUD);
+    set["patient"] = json!("Patient/42");
+    set["definition"] = json!("ActivityDefinition/mindfulness");
+    set["intent"] = json!("plan");
+    set
+}
+
+/// Split and decode a launch token (header and claims JSON), without the signature check.
+fn token_decode(c: &mut Criterion) {
+    let key = mint::SigningKey::generate(mint::Alg::RS512);
+    let token = key.token(&launch_claims());
+    c.bench_function("decode/RS512", |b| {
+        b.iter(|| verify::decode(black_box(&token)).unwrap())
+    });
+}
+
+/// Read the token from a launch form: the ~700-byte RS512 token and a `state` field.
+fn form_extract(c: &mut Criterion) {
+    let key = mint::SigningKey::generate(mint::Alg::RS512);
+    let fields = vec!["token".to_owned(), "launch".to_owned()];
+    let body = form_urlencoded::Serializer::new(String::new())
+        .append_pair("token", &key.token(&launch_claims()))
+        .append_pair("state", "a1b2c3")
+        .finish()
+        .into_bytes();
+    c.bench_function("launch/extract", |b| {
+        b.iter(|| launch::extract(black_box(&body), &fields).unwrap())
+    });
+}
+
 fn claim_rules(c: &mut Criterion) {
     let rules = ClaimRules {
         audience: vec![AUD.into()],
@@ -61,11 +93,7 @@ fn claim_rules(c: &mut Criterion) {
         clock_skew: Duration::from_secs(30),
         hti_versions: vec!["2.0".into()],
     };
-    let mut set = mint::hti_claims(ISS, AUD);
-    set["patient"] = json!("Patient/42");
-    set["definition"] = json!("ActivityDefinition/mindfulness");
-    set["intent"] = json!("plan");
-    let map = set.as_object().unwrap().clone();
+    let map = launch_claims().as_object().unwrap().clone();
     let now = mint::now();
     c.bench_function("claims/check", |b| {
         b.iter(|| claims::check(black_box(&map), now, &rules).unwrap())
@@ -220,10 +248,7 @@ fn launch_in_process(c: &mut Criterion) {
     let runtime = runtime();
     let key = mint::SigningKey::generate(mint::Alg::RS512);
     let (verifier, config) = verifier_for(&key);
-    let mut set = mint::hti_claims(ISS, AUD);
-    set["patient"] = json!("Patient/42");
-    set["definition"] = json!("ActivityDefinition/mindfulness");
-    set["intent"] = json!("plan");
+    let set = launch_claims();
     // Bodies as a portal's auto-submitting form sends them, one fresh jti each.
     let bodies: Vec<Vec<u8>> = (0..20_000)
         .map(|_| {
@@ -276,9 +301,11 @@ fn launch_in_process(c: &mut Criterion) {
 criterion_group!(
     benches,
     signatures,
+    token_decode,
     claim_rules,
     replay_insert,
     header_rewrite,
+    form_extract,
     full_verify,
     launch_in_process
 );

@@ -1,11 +1,13 @@
 //! The command line: parse arguments, load and validate the configuration (exit 2 before
 //! any port is bound), start JSON logging, bind, and hand over to `hti_guard::run`.
 
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use hti_guard::{Config, Listeners, check, demo, tools};
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 
 #[derive(Parser)]
 #[command(
@@ -67,10 +69,12 @@ fn main() -> ExitCode {
         }
     };
     match check_options {
-        None => with_runtime(|| {
-            init_logging();
-            serve(config)
-        }),
+        None => {
+            // Held until main returns, after the runtime is gone, so that every line queued
+            // (the last ones on an error path too) is written before the process exits.
+            let _log = init_logging();
+            with_runtime(|| serve(config))
+        }
         Some(options) => with_runtime(|| check::run(config, options)),
     }
 }
@@ -97,16 +101,29 @@ fn load(arg: &ConfigArg) -> Result<Config, String> {
     Config::load(Some(Path::new(&path)), explicit).map_err(|e| e.to_string())
 }
 
-fn init_logging() {
+/// How much of a burst of log lines goes out in one write(2): a Linux pipe's capacity.
+const LOG_BATCH_BYTES: usize = 64 * 1024;
+
+/// JSON lines on stdout, written by a thread of their own, so that a request formats its
+/// line and queues it but never waits on stdout. Dropping the guard writes what is queued.
+fn init_logging() -> WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Not lossy: a full queue (128k lines) makes the logging request wait rather than drop
+    // an audit line. The worker drains the queue and then flushes, so the BufWriter turns
+    // the lines queued in the meantime into one write, and a lone line still goes out at once.
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("hti-guard-log")
+        .finish(BufWriter::with_capacity(LOG_BATCH_BYTES, std::io::stdout()));
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
         .with_current_span(false)
         .with_span_list(false)
-        .with_writer(std::io::stdout)
+        .with_writer(writer)
         .init();
+    guard
 }
 
 async fn serve(config: Config) -> ExitCode {

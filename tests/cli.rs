@@ -82,6 +82,26 @@ async fn run(mut command: Command) -> Finished {
     }
 }
 
+/// The `fields.message` of each stdout line, checking that every line is a JSON object.
+fn log_messages(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let parsed: Value = serde_json::from_str(line)
+                .unwrap_or_else(|_| panic!("stdout line is not JSON: {line}"));
+            assert!(
+                parsed.is_object(),
+                "stdout line is not a JSON object: {line}"
+            );
+            parsed["fields"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
 /// A running `serve` with its output collected in the background.
 struct Served {
     child: Child,
@@ -215,6 +235,32 @@ async fn config_error_names_the_key_and_binds_nothing() {
     assert!(
         public.accept().is_err() && admin.accept().is_err(),
         "nothing connected"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_in_use_is_logged_before_the_exit() {
+    let taken = StdListener::bind("127.0.0.1:0").unwrap();
+    let text = valid_config(
+        "http://127.0.0.1:9",
+        "https://portal.example",
+        "http://127.0.0.1:9/jwks",
+    )
+    .set_str("listen", &taken.local_addr().unwrap().to_string())
+    .set_str("admin_listen", &format!("127.0.0.1:{}", free_port()))
+    .toml();
+    let dir = temp_dir();
+    let config = write_config(&dir, &text);
+    let finished = run(command(&["serve", "--config", config.to_str().unwrap()])).await;
+    assert_eq!(finished.status.code(), Some(1), "{}", finished.output());
+    assert!(finished.stderr.contains("listen"), "{}", finished.output());
+    // The error line is queued for the logging thread just before main returns.
+    assert_eq!(
+        log_messages(&finished.stdout),
+        ["cannot start"],
+        "{}",
+        finished.output()
     );
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -446,20 +492,18 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
 
     let finished = served.finish().await;
     assert_eq!(finished.status.code(), Some(0), "{}", finished.output());
-    let mut lines = 0;
-    for line in finished
-        .stdout
-        .lines()
-        .filter(|line| !line.trim().is_empty())
-    {
-        let parsed: Result<Value, _> = serde_json::from_str(line);
-        assert!(
-            parsed.as_ref().is_ok_and(Value::is_object),
-            "stdout line is not a JSON object: {line}"
-        );
-        lines += 1;
-    }
-    assert!(lines > 0, "the guard logged something");
+    let messages = log_messages(&finished.stdout);
+    assert!(!messages.is_empty(), "the guard logged something");
+    assert!(
+        messages.iter().any(|m| m == "launch accepted"),
+        "{messages:?}"
+    );
+    // Lines are written by a logging thread: the last one, logged just before exit, is
+    // there only if the queue is written out at exit.
+    assert_eq!(
+        messages.last().map(String::as_str),
+        Some("hti-guard stopped")
+    );
     let output = finished.output();
     assert!(!output.contains(&token), "a token was logged");
     assert!(
