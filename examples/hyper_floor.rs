@@ -11,13 +11,14 @@ use std::cell::RefCell;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::Duration;
 
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Empty};
 use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpSocket, TcpStream};
 
 type Pool = Rc<RefCell<Vec<SendRequest<Incoming>>>>;
@@ -64,7 +65,13 @@ fn worker(listen: SocketAddr, upstream: SocketAddr) {
                     let pool = pool.clone();
                     async move { Ok::<_, Infallible>(forward(request, upstream, pool).await) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                if timeouts() {
+                    builder
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(Duration::from_secs(10));
+                }
+                let _ = builder
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
             });
@@ -89,8 +96,16 @@ async fn forward(
             None => return bad_gateway(),
         },
     };
-    match sender.send_request(request).await {
-        Ok(response) => {
+    let sent = if timeouts() {
+        tokio::time::timeout(Duration::from_secs(30), sender.send_request(request))
+            .await
+            .ok()
+            .and_then(Result::ok)
+    } else {
+        sender.send_request(request).await.ok()
+    };
+    match sent {
+        Some(response) => {
             tokio::task::spawn_local(async move {
                 if sender.ready().await.is_ok() {
                     pool.borrow_mut().push(sender);
@@ -98,8 +113,15 @@ async fn forward(
             });
             response.map(Either::Left)
         }
-        Err(_) => bad_gateway(),
+        None => bad_gateway(),
     }
+}
+
+/// With `HYPER_FLOOR_TIMEOUTS=1`, the two timers the guard keeps per request: a header read
+/// timeout on the client connection and a response timeout on the upstream request.
+fn timeouts() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("HYPER_FLOOR_TIMEOUTS").is_some_and(|v| v == "1"))
 }
 
 async fn connect(upstream: SocketAddr) -> Option<SendRequest<Incoming>> {

@@ -89,15 +89,19 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// are put back, as the switch needs them on the next hop.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
     // One pass over the names present is cheaper than nine lookups, and most messages
-    // carry none of these (or only `Connection`).
+    // carry none of these (or only `Connection`, as in `Connection: keep-alive`): only the
+    // names that are there are removed, and the `Connection` tokens are matched against
+    // them rather than parsed into names of their own.
     if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
-        let named: Vec<HeaderName> = connection_tokens(headers)
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        let remove: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| {
+                HOP_BY_HOP.contains(name)
+                    || connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(name.as_str()))
+            })
+            .cloned()
             .collect();
-        for name in named {
-            headers.remove(name);
-        }
-        for name in &HOP_BY_HOP {
+        for name in remove {
             headers.remove(name);
         }
     }

@@ -242,7 +242,10 @@ async fn drive<C, E>(
     E: std::fmt::Display,
 {
     let mut conn = std::pin::pin!(conn);
+    // Biased: the connection first, and no random draw for the branch order on every
+    // wake-up of a connection.
     let result = tokio::select! {
+        biased;
         result = conn.as_mut() => result,
         _ = stopped(&mut stop) => {
             drain(conn.as_mut());

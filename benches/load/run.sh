@@ -11,6 +11,8 @@
 #   guard-pass    wrk -> hti-guard, GET / (passthrough, no token)
 #   hyper-floor   wrk -> examples/hyper_floor.rs: the smallest hyper 1 proxy with the guard's
 #                 worker model and nothing else, to tell hyper's own cost from the guard's
+#   floor-timers  the same with the two timers the guard keeps per request (header read
+#                 timeout, upstream response timeout): HYPER_FLOOR_TIMEOUTS=1
 #   haproxy-jwt   wrk -> HAProxy jwt_verify(RS512) of req.body_param(token), POST /launch
 #   guard-launch  wrk -> hti-guard, POST /launch token=<unique RS512 token>, memory store
 #   guard-redis   the same with the Redis replay store (only when redis-server is installed)
@@ -45,6 +47,7 @@ P_GREDIS_ADMIN=$((BASE_PORT + 6))
 P_HAPROXY=$((BASE_PORT + 7))
 P_REDIS=$((BASE_PORT + 8))
 P_FLOOR=$((BASE_PORT + 9))
+P_FLOOR_T=$((BASE_PORT + 10))
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 ISS=https://portal.bench
@@ -132,6 +135,9 @@ haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
 PIDS+=($!); PID_HAPROXY=$!
 "$FLOOR" "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_UP" "$CORES" >"$WORK/floor.log" 2>&1 &
 PIDS+=($!); PID_FLOOR=$!
+HYPER_FLOOR_TIMEOUTS=1 "$FLOOR" "127.0.0.1:$P_FLOOR_T" "127.0.0.1:$P_UP" "$CORES" \
+  >"$WORK/floor-timers.log" 2>&1 &
+PIDS+=($!); PID_FLOOR_T=$!
 wait_port "$P_UP" /jwks.json
 "$GUARD" serve --config "$WORK/guard.toml" >"$WORK/guard.log" 2>&1 &
 PIDS+=($!); PID_GUARD=$!
@@ -147,6 +153,7 @@ fi
 wait_port "$P_NGINX"
 wait_port "$P_HAPROXY"
 wait_port "$P_FLOOR"
+wait_port "$P_FLOOR_T"
 wait_port "$P_GUARD_ADMIN" /readyz
 wait_port "$P_GUARD"
 [ "$HAVE_REDIS" = 1 ] && wait_port "$P_GREDIS"
@@ -328,6 +335,7 @@ for round in $(seq "$ROUNDS"); do
     measure nginx "$conns" "$round" "$PID_NGINX" "http://127.0.0.1:$P_NGINX/"
     measure guard-pass "$conns" "$round" "$PID_GUARD" "http://127.0.0.1:$P_GUARD/"
     measure hyper-floor "$conns" "$round" "$PID_FLOOR" "http://127.0.0.1:$P_FLOOR/"
+    measure floor-timers "$conns" "$round" "$PID_FLOOR_T" "http://127.0.0.1:$P_FLOOR_T/"
     # HAProxy checks the signature only (it may go round the tokens again), so the same
     # tokens are still fresh for the guards (each guard has its own replay store).
     measure haproxy-jwt "$conns" "$round" "$PID_HAPROXY" "http://127.0.0.1:$P_HAPROXY/" \
@@ -352,12 +360,13 @@ echo
 python3 - "$RESULTS" <<'EOF'
 import statistics as st, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
-order = ["direct", "nginx", "guard-pass", "hyper-floor", "direct-paced", "nginx-paced", "guard-paced",
+order = ["direct", "nginx", "guard-pass", "hyper-floor", "floor-timers", "direct-paced", "nginx-paced", "guard-paced",
          "haproxy-jwt", "guard-launch", "guard-redis"]
 what = {"direct": "upstream (nginx, static body)", "nginx": "nginx reverse proxy",
         "direct-paced": "upstream, at a fixed rate", "nginx-paced": "nginx reverse proxy, at a fixed rate",
         "guard-paced": "hti-guard passthrough, at a fixed rate",
         "guard-pass": "hti-guard passthrough", "hyper-floor": "bare hyper proxy (examples/hyper_floor.rs)",
+        "floor-timers": "bare hyper proxy with the guard's two timers",
         "haproxy-jwt": "HAProxy jwt_verify launch",
         "guard-launch": "hti-guard launch, memory store", "guard-redis": "hti-guard launch, Redis store"}
 print("| scenario | conns | req/s | p50 ms | p99 ms | max ms | CPU s / 10k req | peak RSS MiB | non-2xx | rounds |")
@@ -402,10 +411,12 @@ for conns in sorted({int(r[1]) for r in rows}):
     if gq is not None and nq is not None and dq is not None:
         line("added p99 ms at a fixed rate, hti-guard (nginx's)", conns, gq - dq,
              f"<= nginx's ({nq - dq:.2f}) and < 1 ms", gq <= nq and gq - dq < 1.0)
-    f, fc = med("hyper-floor", conns, 4), med("hyper-floor", conns, 8)
-    if f and n and fc and nc:
-        print(f"| (not a target) bare hyper proxy / nginx: req/s, CPU per request | {conns} "
-              f"| {f / n:.2f}, {fc / nc:.2f} | the stack's floor | - |")
+    for name, label in (("hyper-floor", "bare hyper proxy"),
+                        ("floor-timers", "bare hyper proxy with the two timers")):
+        f, fc = med(name, conns, 4), med(name, conns, 8)
+        if f and n and fc and nc:
+            print(f"| (not a target) {label} / nginx: req/s, CPU per request | {conns} "
+                  f"| {f / n:.2f}, {fc / nc:.2f} | the stack's floor | - |")
     gl, hl = med("guard-launch", conns, 4), med("haproxy-jwt", conns, 4)
     if gl and hl:
         line("launches/s, hti-guard / HAProxy jwt_verify", conns, gl / hl, ">= 1.00", gl / hl >= 1.0)
