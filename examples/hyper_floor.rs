@@ -66,7 +66,7 @@ fn worker(listen: SocketAddr, upstream: SocketAddr) {
                     async move { Ok::<_, Infallible>(forward(request, upstream, pool).await) }
                 });
                 let mut builder = hyper::server::conn::http1::Builder::new();
-                if timeouts() {
+                if timeouts().0 {
                     builder
                         .timer(TokioTimer::new())
                         .header_read_timeout(Duration::from_secs(10));
@@ -96,7 +96,7 @@ async fn forward(
             None => return bad_gateway(),
         },
     };
-    let sent = if timeouts() {
+    let sent = if timeouts().1 {
         tokio::time::timeout(Duration::from_secs(30), sender.send_request(request))
             .await
             .ok()
@@ -118,10 +118,16 @@ async fn forward(
 }
 
 /// With `HYPER_FLOOR_TIMEOUTS=1`, the two timers the guard keeps per request: a header read
-/// timeout on the client connection and a response timeout on the upstream request.
-fn timeouts() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("HYPER_FLOOR_TIMEOUTS").is_some_and(|v| v == "1"))
+/// timeout on the client connection and a response timeout on the upstream request
+/// (`header` or `upstream`: only that one).
+fn timeouts() -> (bool, bool) {
+    static ON: std::sync::OnceLock<(bool, bool)> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| match std::env::var("HYPER_FLOOR_TIMEOUTS").as_deref() {
+        Ok("1") => (true, true),
+        Ok("header") => (true, false),
+        Ok("upstream") => (false, true),
+        _ => (false, false),
+    })
 }
 
 async fn connect(upstream: SocketAddr) -> Option<SendRequest<Incoming>> {
