@@ -1,7 +1,7 @@
 //! The floor of the stack: the smallest reverse proxy hyper 1 makes, with the guard's
 //! worker model (one current-thread runtime per core) and nothing else: no header work,
 //! no timeouts, no metrics, no request ids. Measured next to nginx and the guard by
-//! `benches/load/run.sh` (the `hyper-floor` row) to tell the cost of hyper itself from the
+//! `benches/load/run.sh` (the `hyper-floor` and `floor-timers` rows) to tell the cost of hyper itself from the
 //! cost of the guard.
 //!
 //! `cargo run --release --example hyper_floor -- LISTEN UPSTREAM [WORKERS]`, e.g.
@@ -69,7 +69,7 @@ fn worker(listen: SocketAddr, upstream: SocketAddr) {
                 if timeouts().0 {
                     builder
                         .timer(TokioTimer::new())
-                        .header_read_timeout(Duration::from_secs(10));
+                        .header_read_timeout(REQUEST_HEADERS);
                 }
                 let _ = builder
                     .serve_connection(TokioIo::new(stream), service)
@@ -97,7 +97,7 @@ async fn forward(
         },
     };
     let sent = if timeouts().1 {
-        tokio::time::timeout(Duration::from_secs(30), sender.send_request(request))
+        tokio::time::timeout(UPSTREAM_RESPONSE, sender.send_request(request))
             .await
             .ok()
             .and_then(Result::ok)
@@ -116,6 +116,10 @@ async fn forward(
         None => bad_gateway(),
     }
 }
+
+/// The guard's defaults of `timeouts.request_headers` and `timeouts.upstream_response`.
+const REQUEST_HEADERS: Duration = Duration::from_secs(10);
+const UPSTREAM_RESPONSE: Duration = Duration::from_secs(60);
 
 /// With `HYPER_FLOOR_TIMEOUTS=1`, the two timers the guard keeps per request: a header read
 /// timeout on the client connection and a response timeout on the upstream request
