@@ -1,8 +1,8 @@
 //! The floor of the stack: the smallest reverse proxy hyper 1 makes, with the guard's
 //! worker model (one current-thread runtime per core) and nothing else: no header work,
-//! no timeouts, no metrics, no request ids. Measured next to nginx and the guard by
-//! `benches/load/run.sh` (the `hyper-floor` and `floor-timers` rows) to tell the cost of hyper itself from the
-//! cost of the guard.
+//! no timeouts unless asked, no metrics, no request ids. Measured next to nginx and the
+//! guard by `benches/load/run.sh` (the `hyper-floor` and `floor-timers` rows) to tell the
+//! cost of hyper itself from the cost of the guard.
 //!
 //! `cargo run --release --example hyper_floor -- LISTEN UPSTREAM [WORKERS]`, e.g.
 //! `127.0.0.1:18110 127.0.0.1:18101 2`. Plain-http upstream only.
