@@ -492,6 +492,10 @@ fn settings(config: &Config) -> Vec<(&'static str, Value)> {
             "session.logged_out",
             json!(session.and_then(|s| s.logged_out.as_ref())),
         ),
+        (
+            "session.case_insensitive_paths",
+            json!(session.map(|s| s.case_insensitive_paths)),
+        ),
     ]
 }
 

@@ -91,6 +91,7 @@ struct RawSession {
     previous_secret_file: Option<PathBuf>,
     logout_path: String,
     logged_out: Option<String>,
+    case_insensitive_paths: bool,
 }
 
 impl Default for RawSession {
@@ -111,6 +112,7 @@ impl Default for RawSession {
             previous_secret_file: None,
             logout_path: "/hti-guard/logout".into(),
             logged_out: None,
+            case_insensitive_paths: false,
         }
     }
 }
@@ -360,6 +362,7 @@ pub const KEYS: &[&str] = &[
     "session.previous_secret_file",
     "session.logout_path",
     "session.logged_out",
+    "session.case_insensitive_paths",
 ];
 
 /// The prefix of the environment variables that set configuration keys.
@@ -478,6 +481,12 @@ pub struct SessionConfig {
     pub previous_secret: Option<Vec<u8>>,
     pub logout_path: String,
     pub logged_out: Option<String>,
+    /// Match `protected`, `public` and `logout_path` without regard to ASCII case, for apps
+    /// that route that way (Express, ASP.NET).
+    pub case_insensitive_paths: bool,
+    /// What a session is bound to: the launch audience, so that a cookie made for another
+    /// deployment sharing the secret is refused.
+    pub binding: String,
 }
 
 /// One of the module's own keys, loaded at startup.
@@ -826,6 +835,20 @@ fn parse_http_url(key: &str, value: &str) -> Result<String, ConfigError> {
     }
 }
 
+/// An absolute `https://` URL with a host.
+fn https_url(key: &str, value: &str) -> Result<(), ConfigError> {
+    let uri: Uri = value
+        .parse()
+        .map_err(|e| invalid(key, format!("invalid URL {value:?}: {e}")))?;
+    match uri.scheme_str() {
+        Some("https") if uri.host().is_some_and(|h| !h.is_empty()) => Ok(()),
+        _ => Err(invalid(
+            key,
+            format!("{value:?} must be a path on this site or an https:// URL"),
+        )),
+    }
+}
+
 impl RawConfig {
     fn validate(self) -> Result<Config, ConfigError> {
         let listen = parse_addr("listen", &self.listen)?;
@@ -952,6 +975,7 @@ impl RawLaunch {
                     format!("{p:?} must be a path starting with '/' without query"),
                 ));
             }
+            normal_path("launch.paths", p)?;
         }
         let audience = match self.audience {
             None => {
@@ -1145,6 +1169,7 @@ impl RawModule {
                     format!("{path:?} must be a path starting with '/' without query"),
                 ));
             }
+            normal_path("module.jwks_path", path)?;
             if launch.paths.contains(path) {
                 return Err(invalid(
                     "module.jwks_path",
@@ -1321,9 +1346,42 @@ fn session_secret(
 
 fn path_prefixes(key: &str, list: &[String]) -> Result<(), ConfigError> {
     for p in list {
-        if !p.starts_with('/') {
-            return Err(invalid(key, format!("{p:?} must start with '/'")));
-        }
+        normal_path(key, p)?;
+    }
+    Ok(())
+}
+
+/// A path as requests are matched: starting with '/', in normal form (requests are
+/// normalised before matching, so a path that is not would never match).
+fn normal_path(key: &str, p: &str) -> Result<(), ConfigError> {
+    if !p.starts_with('/') {
+        return Err(invalid(key, format!("{p:?} must start with '/'")));
+    }
+    match crate::path::normalize(p) {
+        Ok(normal) if normal == p => Ok(()),
+        Ok(normal) => Err(invalid(
+            key,
+            format!("{p:?} is not in normal form (requests are matched as {normal:?})"),
+        )),
+        Err(e) => Err(invalid(key, format!("{p:?}: {}", e.detail()))),
+    }
+}
+
+/// A same-origin path for a redirect: starts with one '/', and neither `//` nor `/\` (which
+/// browsers read as another host), no control bytes or spaces.
+fn same_origin_path(key: &str, p: &str) -> Result<(), ConfigError> {
+    let b = p.as_bytes();
+    if b.first() != Some(&b'/') || matches!(b.get(1), Some(b'/' | b'\\')) {
+        return Err(invalid(
+            key,
+            format!("{p:?} must be a path on this site: starting with one '/', not '//' or '/\\'"),
+        ));
+    }
+    if b.iter().any(|&c| c <= b' ' || c == 0x7f || c == b'\\') {
+        return Err(invalid(
+            key,
+            format!("{p:?} holds a space, a control byte or a backslash"),
+        ));
     }
     Ok(())
 }
@@ -1373,27 +1431,23 @@ impl RawSession {
                 "must be true with session.same_site = \"none\" (browsers drop such cookies otherwise)",
             ));
         }
-        if !self.landing.starts_with('/') {
-            return Err(invalid(
-                "session.landing",
-                "must be a path starting with '/'",
-            ));
-        }
+        same_origin_path("session.landing", &self.landing)?;
         path_prefixes("session.protected", &self.protected)?;
         path_prefixes("session.public", &self.public)?;
-        if !self.logout_path.starts_with('/') || launch.paths.contains(&self.logout_path) {
-            return Err(invalid(
-                "session.logout_path",
-                "must be a path starting with '/' that is not a launch path",
-            ));
-        }
-        if let Some(to) = &self.logged_out
-            && !(to.starts_with('/') || to.starts_with("https://") || to.starts_with("http://"))
+        normal_path("session.logout_path", &self.logout_path)?;
+        if launch
+            .paths
+            .iter()
+            .any(|p| crate::path::same(p, &self.logout_path, self.case_insensitive_paths))
         {
-            return Err(invalid(
-                "session.logged_out",
-                "must be a path or an http(s) URL",
-            ));
+            return Err(invalid("session.logout_path", "must not be a launch path"));
+        }
+        if let Some(to) = &self.logged_out {
+            if to.starts_with('/') {
+                same_origin_path("session.logged_out", to)?;
+            } else {
+                https_url("session.logged_out", to)?;
+            }
         }
         let ttl = positive("session.ttl", &self.ttl)?;
         let idle_timeout = positive("session.idle_timeout", &self.idle_timeout)?;
@@ -1410,6 +1464,8 @@ impl RawSession {
             previous_secret,
             logout_path: self.logout_path,
             logged_out: self.logged_out,
+            case_insensitive_paths: self.case_insensitive_paths,
+            binding: launch.audience.join(" "),
         }))
     }
 }
@@ -1530,6 +1586,47 @@ pub(crate) mod tests {
 
     fn err(text: &str) -> String {
         Config::from_toml_str(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn redirects_stay_on_this_site_and_paths_are_normal() {
+        let session = |extra: &str| format!("{MINIMAL}\n[session]\nenabled = true\n{extra}");
+        for (extra, key) in [
+            ("landing = \"//evil.example/x\"", "session.landing"),
+            ("landing = \"/\\\\evil.example\"", "session.landing"),
+            ("landing = \"https://evil.example/\"", "session.landing"),
+            ("landing = \"evil\"", "session.landing"),
+            ("landing = \"/a b\"", "session.landing"),
+            ("logged_out = \"//evil.example\"", "session.logged_out"),
+            ("logged_out = \"/\\\\evil.example\"", "session.logged_out"),
+            (
+                "logged_out = \"http://portal.example/\"",
+                "session.logged_out",
+            ),
+            ("logged_out = \"javascript:alert(1)\"", "session.logged_out"),
+            ("logged_out = \"https://\"", "session.logged_out"),
+            ("protected = [\"/a/../b\"]", "session.protected"),
+            ("public = [\"//static/\"]", "session.public"),
+            ("logout_path = \"/%6cogout\"", "session.logout_path"),
+            (
+                "logout_path = \"/LAUNCH\"\ncase_insensitive_paths = true",
+                "session.logout_path",
+            ),
+        ] {
+            let e = err(&session(extra));
+            assert!(e.starts_with(key), "{extra}: {e}");
+        }
+        let ok = Config::from_toml_str(&session(
+            "landing = \"/task/{resource_id}?p={patient_id}\"\nlogged_out = \"https://portal.example/home\"\ncase_insensitive_paths = true",
+        ))
+        .unwrap();
+        let s = ok.session.unwrap();
+        assert!(s.case_insensitive_paths);
+        assert_eq!(s.binding, "Device/1");
+        let ok = Config::from_toml_str(&session("logged_out = \"/bye\"")).unwrap();
+        assert_eq!(ok.session.unwrap().logged_out.as_deref(), Some("/bye"));
+        let e = err(&MINIMAL.replace("[launch]", "[launch]\npaths = [\"/a//launch\"]"));
+        assert!(e.starts_with("launch.paths"), "{e}");
     }
 
     #[test]

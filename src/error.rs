@@ -52,6 +52,8 @@ pub enum Reason {
     Undecryptable,
     NoSession,
     SessionTooLarge,
+    InvalidPath,
+    CrossSiteRequest,
 }
 
 /// Who is at fault decides the log level.
@@ -62,7 +64,7 @@ pub enum Fault {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 27] = [
         Reason::MissingToken,
         Reason::ConflictingTokens,
         Reason::MalformedToken,
@@ -88,6 +90,8 @@ impl Reason {
         Reason::Undecryptable,
         Reason::NoSession,
         Reason::SessionTooLarge,
+        Reason::InvalidPath,
+        Reason::CrossSiteRequest,
     ];
 
     /// (stable string, status, fault, text for a person)
@@ -205,6 +209,18 @@ impl Reason {
                 S::BAD_REQUEST,
                 Client,
                 "The launch carries more information than a session can hold. Please contact the module's provider.",
+            ),
+            Reason::InvalidPath => (
+                "invalid_path",
+                S::BAD_REQUEST,
+                Client,
+                "This address is not valid.",
+            ),
+            Reason::CrossSiteRequest => (
+                "cross_site_request",
+                S::FORBIDDEN,
+                Client,
+                "This action can only be started from the module itself.",
             ),
         }
     }
@@ -378,7 +394,11 @@ mod tests {
     fn statuses_follow_the_contract() {
         for reason in Reason::ALL {
             let want = match reason {
-                Reason::MissingToken | Reason::ConflictingTokens | Reason::SessionTooLarge => 400,
+                Reason::MissingToken
+                | Reason::ConflictingTokens
+                | Reason::SessionTooLarge
+                | Reason::InvalidPath => 400,
+                Reason::CrossSiteRequest => 403,
                 Reason::KeysUnavailable
                 | Reason::ReplayStoreUnavailable
                 | Reason::IntrospectionUnavailable => 503,

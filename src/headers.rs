@@ -38,15 +38,23 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
-/// Whether a header name is reserved for the guard: lowercased, with `_` read as `-`, it
-/// starts with `x-hti-`.
+/// Whether a header name, lowercased (as every `HeaderName` is) and with `_` and `.` read
+/// as `-`, is `name`: the forms servers and frameworks fold together (CGI, PHP, WSGI and
+/// Rack turn `-` and `.` into `_`), so that no alias of a header reaches the app.
+fn folds_to(name: &HeaderName, target: &str) -> bool {
+    let b = name.as_str().as_bytes();
+    b.len() == target.len()
+        && b.iter()
+            .zip(target.as_bytes())
+            .all(|(&c, &t)| c == t || (t == b'-' && (c == b'_' || c == b'.')))
+}
+
+/// Whether a header name is reserved for the guard: lowercased, with `_` and `.` read as
+/// `-`, it starts with `x-hti-`.
 pub fn is_reserved(name: &HeaderName) -> bool {
     let b = name.as_str().as_bytes();
-    b.len() >= 6
-        && b[0] == b'x'
-        && (b[1] == b'-' || b[1] == b'_')
-        && &b[2..5] == b"hti"
-        && (b[5] == b'-' || b[5] == b'_')
+    let sep = |c: u8| matches!(c, b'-' | b'_' | b'.');
+    b.len() >= 6 && b[0] == b'x' && sep(b[1]) && &b[2..5] == b"hti" && sep(b[5])
 }
 
 /// Remove every reserved header; returns how many values went.
@@ -64,14 +72,29 @@ pub fn strip_reserved(headers: &mut HeaderMap) -> usize {
     removed
 }
 
-/// The protocol a request asks to switch to (`Upgrade`, with `Connection: upgrade`).
+/// The protocol a request asks to switch to (`Upgrade`, with `Connection: upgrade`), when
+/// it is `websocket`: the only switch passed on. Any other (`h2c` above all, which would
+/// open a tunnel of raw HTTP/2 frames past the header rules) is dropped with the other
+/// hop-by-hop headers, and the request goes on as plain HTTP/1.1.
 pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
     let asks = connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"));
-    if asks {
-        headers.get(header::UPGRADE).cloned()
-    } else {
-        None
+    if !asks {
+        return None;
     }
+    let mut values = headers.get_all(header::UPGRADE).iter();
+    let value = values.next()?;
+    let only_websocket = values.next().is_none()
+        && value
+            .to_str()
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
+    only_websocket.then(|| value.clone())
+}
+
+/// Whether a response's `Upgrade` switches to `websocket`.
+pub fn is_websocket(upgrade: Option<&HeaderValue>) -> bool {
+    upgrade
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
 }
 
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
@@ -111,33 +134,70 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
     }
 }
 
-/// Set `X-Forwarded-For` (appended), `-Proto` and `-Host` (replaced).
+/// Headers that tell an app where a request came from or what it asked for, and that a
+/// client must not be able to set: the guard sets the three `X-Forwarded-*` it vouches for
+/// and removes the rest (and their `_`/`.` aliases), as Envoy and nginx do at the edge.
+const CLIENT_FORWARDING: [&str; 14] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-forwarded-server",
+    "x-real-ip",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-host",
+    "x-original-uri",
+];
+
+fn is_client_forwarding(name: &HeaderName) -> bool {
+    let s = name.as_str();
+    // All of them start with "x" or "f": one byte decides for most headers.
+    matches!(s.as_bytes().first(), Some(b'x' | b'f'))
+        && CLIENT_FORWARDING.iter().any(|f| folds_to(name, f))
+}
+
+/// Replace the forwarding headers with what the guard saw: `X-Forwarded-For` is the peer,
+/// `-Proto` the listener's scheme, `-Host` the request's host; every other forwarding or
+/// path-override header a client sent (`Forwarded`, `X-Real-IP`, `X-Original-URL`, ...)
+/// is removed.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     client: IpAddr,
     tls: bool,
     host: Option<HeaderValue>,
 ) {
-    let client = client.to_string();
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(previous) if !previous.trim().is_empty() => format!("{}, {client}", previous.trim()),
-        _ => client,
+    if headers.keys().any(is_client_forwarding) {
+        let names: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| is_client_forwarding(n))
+            .cloned()
+            .collect();
+        for name in names {
+            headers.remove(name);
+        }
+    }
+    let mut buf = [0u8; 39];
+    let client = {
+        use std::io::Write;
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        let _ = write!(cursor, "{client}");
+        let len = usize::try_from(cursor.position()).unwrap_or(0);
+        HeaderValue::from_bytes(&buf[..len])
     };
-    headers.remove(&X_FORWARDED_FOR);
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+    if let Ok(value) = client {
         headers.insert(X_FORWARDED_FOR, value);
     }
     headers.insert(
         X_FORWARDED_PROTO,
         HeaderValue::from_static(if tls { "https" } else { "http" }),
     );
-    match host {
-        Some(host) => {
-            headers.insert(X_FORWARDED_HOST, host);
-        }
-        None => {
-            headers.remove(X_FORWARDED_HOST);
-        }
+    if let Some(host) = host {
+        headers.insert(X_FORWARDED_HOST, host);
     }
 }
 
@@ -207,6 +267,9 @@ mod tests {
             "x-hti_iss",
             "X_Hti-Anything",
             "x-hti-",
+            "x.hti.sub",
+            "x-hti.claims",
+            "x.hti-iss",
         ];
         for name in reserved {
             assert!(
@@ -221,6 +284,8 @@ mod tests {
             "x-request-id",
             "xhti-sub",
             "x-hti",
+            "x~hti-sub",
+            "x-htisub",
         ] {
             assert!(
                 !is_reserved(&HeaderName::from_bytes(name.as_bytes()).unwrap()),
@@ -276,10 +341,55 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_headers() {
+    fn only_websocket_upgrades_are_passed_on() {
+        for (upgrade, passed) in [
+            ("websocket", true),
+            ("WebSocket", true),
+            ("h2c", false),
+            ("websocket, h2c", false),
+            ("h2c, websocket", false),
+            ("TLS/1.2", false),
+        ] {
+            let h = map(&[
+                ("connection", "Upgrade, HTTP2-Settings"),
+                ("upgrade", upgrade),
+            ]);
+            assert_eq!(upgrade_protocol(&h).is_some(), passed, "{upgrade}");
+        }
+        // Two Upgrade headers: not a plain websocket switch.
+        let h = map(&[
+            ("connection", "upgrade"),
+            ("upgrade", "websocket"),
+            ("upgrade", "h2c"),
+        ]);
+        assert!(upgrade_protocol(&h).is_none());
+        // Without `Connection: upgrade` nothing is asked.
+        assert!(upgrade_protocol(&map(&[("upgrade", "websocket")])).is_none());
+        let mut h = map(&[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+        ]);
+        let proto = upgrade_protocol(&h);
+        strip_hop_by_hop(&mut h, proto);
+        assert!(h.is_empty(), "{h:?}");
+    }
+
+    #[test]
+    fn forwarded_headers_are_what_the_guard_saw() {
         let mut h = map(&[
             ("x-forwarded-for", "10.0.0.1"),
+            ("x_forwarded_for", "10.0.0.2"),
             ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+            ("forwarded", "for=10.0.0.3;proto=https"),
+            ("x-real-ip", "10.0.0.4"),
+            ("x.real.ip", "10.0.0.5"),
+            ("x-original-url", "/admin"),
+            ("x-rewrite-url", "/admin"),
+            ("x-forwarded-prefix", "/evil"),
+            ("x-forwarded-port", "443"),
+            ("accept", "*/*"),
         ]);
         set_forwarded(
             &mut h,
@@ -287,9 +397,34 @@ mod tests {
             false,
             Some(HeaderValue::from_static("app.example")),
         );
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "accept",
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-proto"
+            ]
+        );
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "app.example");
+
+        let mut h = map(&[("x-forwarded-host", "evil.example")]);
+        set_forwarded(&mut h, "::1".parse().unwrap(), true, None);
+        assert_eq!(h["x-forwarded-for"], "::1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert!(h.get("x-forwarded-host").is_none());
+        let mut h = HeaderMap::new();
+        let long: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap();
+        set_forwarded(&mut h, long, false, None);
+        assert_eq!(
+            h["x-forwarded-for"],
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! The modules, in the order a request flows through them:
 //! - `server`: accept loops (public and admin listeners, TLS, graceful drain)
 //! - `proxy`: the stage order for one request; the only module that knows it
+//! - `path`: request paths normalised before anything is matched
 //! - `launch`: is this a launch, and which token does it carry
 //! - `verify`: token -> verified launch (`jwk` keys and signatures, `keys` the per-issuer
 //!   JWKS cache, `claims` the HTI claim rules)
@@ -28,6 +29,7 @@ pub mod headers;
 pub mod launch;
 pub mod metrics;
 pub mod module;
+pub mod path;
 pub mod proxy;
 pub mod replay;
 pub mod server;

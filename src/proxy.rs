@@ -3,6 +3,7 @@
 //! forward. `handle` never fails; `handle_inner` uses `?` at each step and every error
 //! becomes a response in `error::respond`.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -20,7 +21,8 @@ use crate::headers;
 use crate::launch::{self, Kind};
 use crate::metrics::Metrics;
 use crate::module::ModuleKeys;
-use crate::session::{SessionState, Sessions};
+use crate::path;
+use crate::session::{self, SessionState, Sessions};
 use crate::upstream::{Outgoing, Upstream, UpstreamBody};
 use crate::verify::{VerifiedLaunch, Verifier};
 
@@ -80,12 +82,17 @@ impl Proxy {
     pub async fn handle(&self, mut request: Request<Incoming>, peer: Peer) -> Response<Body> {
         let started = Instant::now();
         let request_id = headers::request_id(request.headers());
-        let stripped = headers::strip_reserved(request.headers_mut());
-        if stripped > 0 {
-            self.metrics.spoofed_stripped(stripped);
-            tracing::debug!(reference = %request_id, stripped, "reserved headers removed");
-        }
         let format = ErrorFormat::from_accept(request.headers().get(header::ACCEPT));
+        let upgrade = match self.receive(&mut request, &request_id) {
+            Ok(upgrade) => upgrade,
+            Err(rejection) => {
+                // The only 405 here is CONNECT's, on any path: every other method is proxied.
+                let response = self.reject_allowing(&rejection, &request_id, format, ANY_METHOD);
+                self.metrics
+                    .request(response.status().as_u16(), started.elapsed().as_secs_f64());
+                return response;
+            }
+        };
         let session = match &self.sessions {
             Some(sessions) => {
                 sessions.read(request.headers_mut(), SystemTime::now(), &self.metrics)
@@ -93,7 +100,7 @@ impl Proxy {
             None => SessionState::Disabled,
         };
         let mut response = match self
-            .handle_inner(request, peer, &request_id, &session)
+            .handle_inner(request, peer, &request_id, &session, upgrade)
             .await
         {
             Ok(response) => response,
@@ -103,6 +110,61 @@ impl Proxy {
         self.metrics
             .request(response.status().as_u16(), started.elapsed().as_secs_f64());
         response
+    }
+
+    /// The first stage, before anything is matched or added: the reserved headers go, the
+    /// hop-by-hop headers go (so that a client's `Connection:` list can never name a header
+    /// the guard sets later), and the path is normalised, so that every match below and the
+    /// upstream see the same path. Returns the websocket switch asked for, if any.
+    fn receive(
+        &self,
+        request: &mut Request<Incoming>,
+        request_id: &str,
+    ) -> Result<Option<HeaderValue>, Rejection> {
+        let stripped = headers::strip_reserved(request.headers_mut());
+        if stripped > 0 {
+            self.metrics.spoofed_stripped(stripped);
+            tracing::debug!(reference = %request_id, stripped, "reserved headers removed");
+        }
+        let upgrade = match request.version() {
+            Version::HTTP_11 => headers::upgrade_protocol(request.headers()),
+            _ => None,
+        };
+        headers::strip_hop_by_hop(request.headers_mut(), upgrade.clone());
+        if request.method() == http::Method::CONNECT {
+            return Err(Rejection::new(
+                Reason::MethodNotAllowed,
+                "CONNECT is not proxied",
+            ));
+        }
+        let uri = request.uri();
+        let normal = path::normalize(uri.path())
+            .map_err(|e| Rejection::new(Reason::InvalidPath, e.detail()))?;
+        // Absolute-form targets (and HTTP/2's :authority) name the host: RFC 9112 3.2.2 says
+        // it wins over `Host`. The request goes on in origin form.
+        let host = match uri.authority() {
+            Some(authority) => {
+                let host = authority.as_str().rsplit('@').next().unwrap_or_default();
+                Some(HeaderValue::from_str(host).map_err(|_| {
+                    Rejection::new(Reason::InvalidPath, "request authority is not a host")
+                })?)
+            }
+            None => None,
+        };
+        let origin_form =
+            (matches!(normal, Cow::Owned(_)) || host.is_some()).then(|| match uri.query() {
+                Some(query) => format!("{normal}?{query}"),
+                None => normal.into_owned(),
+            });
+        if let Some(origin_form) = origin_form {
+            *request.uri_mut() = origin_form
+                .parse()
+                .map_err(|_| Rejection::new(Reason::InvalidPath, "normalised path is not a URI"))?;
+        }
+        if let Some(host) = host {
+            request.headers_mut().insert(header::HOST, host);
+        }
+        Ok(upgrade)
     }
 
     /// Renew or clear the session cookie on the way out, unless the response already sets
@@ -136,6 +198,7 @@ impl Proxy {
         peer: Peer,
         request_id: &str,
         session: &SessionState,
+        upgrade: Option<HeaderValue>,
     ) -> Result<Response<Body>, Rejection> {
         let method = request.method();
         let path = request.uri().path();
@@ -145,9 +208,15 @@ impl Proxy {
             return Ok(self.module.jwks_response());
         }
         if let Some(sessions) = &self.sessions
-            && path == sessions.logout_path()
+            && sessions.is_logout_path(path)
             && (method == http::Method::GET || method == http::Method::POST)
         {
+            if session::is_cross_site(request.headers()) {
+                return Err(Rejection::new(
+                    Reason::CrossSiteRequest,
+                    "logout from another site",
+                ));
+            }
             if matches!(session, SessionState::Valid { .. }) {
                 self.metrics.session("logout");
             }
@@ -204,7 +273,7 @@ impl Proxy {
                 request
             }
         };
-        self.forward(request, peer, request_id).await
+        self.forward(request, peer, request_id, upgrade).await
     }
 
     /// Read the token, verify it, and build the request that goes upstream: the token
@@ -304,32 +373,21 @@ impl Proxy {
         }
     }
 
-    /// Send a request to the upstream and pass its response back, protocol switches included.
+    /// Send a request to the upstream and pass its response back, a websocket switch
+    /// included. The request's hop-by-hop headers went in [`Proxy::receive`].
     async fn forward(
         &self,
         mut request: Request<Outgoing>,
         peer: Peer,
         request_id: &str,
+        upgrade: Option<HeaderValue>,
     ) -> Result<Response<Body>, Rejection> {
-        let upgrade = match request.version() {
-            Version::HTTP_11 => headers::upgrade_protocol(request.headers()),
-            _ => None,
-        };
         let client_upgrade: Option<OnUpgrade> =
             upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
-        let host = request.headers().get(header::HOST).cloned().or_else(|| {
-            request
-                .uri()
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+        let host = request.headers().get(header::HOST).cloned();
         *request.uri_mut() = self.upstream.uri_for(request.uri().path_and_query())?;
         *request.version_mut() = Version::HTTP_11;
         let headers = request.headers_mut();
-        headers::strip_hop_by_hop(headers, upgrade);
-        if let Some(host) = &host {
-            headers.insert(header::HOST, host.clone());
-        }
         headers::set_forwarded(headers, peer.addr.ip(), peer.tls, host);
         if let Ok(id) = HeaderValue::from_str(request_id) {
             headers.insert(headers::X_REQUEST_ID, id);
@@ -342,11 +400,18 @@ impl Proxy {
 
         let mut switched = None;
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            switched = response.headers().get(header::UPGRADE).cloned();
-            if let Some(client) = client_upgrade {
-                let upstream = hyper::upgrade::on(&mut response);
-                tokio::spawn(tunnel(client, upstream));
-            }
+            // Only the websocket switch the client asked for is passed on: a 101 to anything
+            // else would open a tunnel past the header rules.
+            let upgrade = response.headers().get(header::UPGRADE);
+            let Some(client) = client_upgrade.filter(|_| headers::is_websocket(upgrade)) else {
+                return Err(Rejection::new(
+                    Reason::UpstreamUnavailable,
+                    "upstream switched protocols without a websocket upgrade asked for",
+                ));
+            };
+            switched = upgrade.cloned();
+            let upstream = hyper::upgrade::on(&mut response);
+            tokio::spawn(tunnel(client, upstream));
         }
         headers::strip_hop_by_hop(response.headers_mut(), switched);
         Ok(response.map(Either::Left))
@@ -358,6 +423,17 @@ impl Proxy {
         reference: &str,
         format: ErrorFormat,
     ) -> Response<Body> {
+        self.reject_allowing(rejection, reference, format, &self.allow)
+    }
+
+    /// [`Proxy::reject`] with the `Allow` list of a 405 given.
+    fn reject_allowing(
+        &self,
+        rejection: &Rejection,
+        reference: &str,
+        format: ErrorFormat,
+        allow: &str,
+    ) -> Response<Body> {
         let reason = rejection.reason;
         let issuer = rejection.issuer.as_deref().unwrap_or("unknown");
         match reason.fault() {
@@ -368,10 +444,13 @@ impl Proxy {
                 reference, reason = reason.as_str(), issuer, detail = %rejection.detail, "request failed"
             ),
         }
-        let allow = (reason == Reason::MethodNotAllowed).then_some(self.allow.as_str());
+        let allow = (reason == Reason::MethodNotAllowed).then_some(allow);
         error::respond(reason, reference, format, allow)
     }
 }
+
+/// The methods proxied on a path that is not a launch path: all but CONNECT.
+const ANY_METHOD: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE";
 
 /// `303 See Other` to `location`, setting the session cookie.
 fn see_other(location: &str, cookie: HeaderValue) -> Response<Body> {

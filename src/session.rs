@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{SameSite, SessionConfig};
 use crate::error::{Reason, Rejection};
 use crate::metrics::Metrics;
+use crate::path;
 use crate::verify::{HtiClaims, VerifiedLaunch};
 
 /// Browsers keep cookies up to about 4 KiB (name, value and attributes).
@@ -34,6 +35,9 @@ struct SessionData {
     /// Created and last renewed, UNIX seconds.
     created: u64,
     renewed: u64,
+    /// The deployment the session was made for (`session.binding`): another module that
+    /// shares the secret refuses it. A cookie without it (older) is no session.
+    binding: String,
 }
 
 /// The session a request carries.
@@ -83,18 +87,24 @@ impl Sessions {
         Sessions { cfg, key, previous }
     }
 
-    pub fn logout_path(&self) -> &str {
-        &self.cfg.logout_path
+    /// Whether `path` (normalised) is the logout path.
+    pub fn is_logout_path(&self, path: &str) -> bool {
+        path::same(path, &self.cfg.logout_path, self.cfg.case_insensitive_paths)
     }
 
-    /// Whether a request to `path` needs a session (protected and not public).
+    /// Whether a request to `path` (normalised) needs a session (protected and not public).
     pub fn protects(&self, path: &str) -> bool {
-        !self.cfg.public.iter().any(|p| path.starts_with(p.as_str()))
+        let fold = self.cfg.case_insensitive_paths;
+        !self
+            .cfg
+            .public
+            .iter()
+            .any(|p| path::has_prefix(path, p, fold))
             && self
                 .cfg
                 .protected
                 .iter()
-                .any(|p| path.starts_with(p.as_str()))
+                .any(|p| path::has_prefix(path, p, fold))
     }
 
     fn cookie(&self, value: String, max_age: Duration) -> Cookie<'static> {
@@ -170,6 +180,7 @@ impl Sessions {
             claims_json: URL_SAFE_NO_PAD.encode(&launch.claims_json),
             created: now,
             renewed: now,
+            binding: self.cfg.binding.clone(),
         };
         Ok((
             self.set_cookie(&data, now)?,
@@ -196,7 +207,11 @@ impl Sessions {
         if values.is_empty() {
             return SessionState::Missing;
         }
-        let Some(data) = values.iter().find_map(|v| self.open(v)) else {
+        let Some(data) = values
+            .iter()
+            .filter_map(|v| self.open(v))
+            .find(|data| data.binding == self.cfg.binding)
+        else {
             metrics.session("invalid");
             return SessionState::Invalid;
         };
@@ -240,6 +255,30 @@ impl Sessions {
 
     pub fn cookie_name(&self) -> &str {
         &self.cfg.cookie_name
+    }
+}
+
+/// Whether a request comes from another site, so that it may not end a session (a forged
+/// logout): `Sec-Fetch-Site: cross-site`, or, from a browser that sends no fetch metadata,
+/// an `Origin` whose host is not the request's own (or the opaque `null`). A same-site
+/// link or form, and a request with neither header (a typed address, a bookmark), may.
+pub fn is_cross_site(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return site.as_bytes().eq_ignore_ascii_case(b"cross-site");
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return false;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return true;
+    };
+    let origin_host = origin
+        .split_once("://")
+        .map(|(_, rest)| rest.trim_end_matches('/'));
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    match (origin_host, host) {
+        (Some(o), Some(h)) => !o.eq_ignore_ascii_case(h.trim()),
+        _ => true,
     }
 }
 
@@ -328,6 +367,8 @@ mod tests {
             previous_secret: None,
             logout_path: "/hti-guard/logout".into(),
             logged_out: None,
+            case_insensitive_paths: false,
+            binding: "Device/1".into(),
         }
     }
 
@@ -481,5 +522,86 @@ mod tests {
         let s = Sessions::new(cfg(Some(vec![7; 32])));
         assert!(s.protects("/task/1"));
         assert!(!s.protects("/static/app.css"));
+    }
+
+    #[test]
+    fn a_session_of_another_deployment_is_no_session() {
+        let secret = Some(vec![7u8; 32]);
+        let a = Sessions::new(cfg(secret.clone()));
+        let b = Sessions::new(SessionConfig {
+            binding: "Device/2".into(),
+            ..cfg(secret)
+        });
+        let metrics = Metrics::new();
+        let (cookie, _) = a.create(&launch(), at(2_000_000_000)).unwrap();
+        let header = format!("hti_guard_session={}", value_of(&cookie));
+        let mut h = request_with(&header);
+        assert!(matches!(
+            a.read(&mut h, at(2_000_000_010), &metrics),
+            SessionState::Valid { .. }
+        ));
+        let mut h = request_with(&header);
+        assert!(matches!(
+            b.read(&mut h, at(2_000_000_010), &metrics),
+            SessionState::Invalid
+        ));
+    }
+
+    #[test]
+    fn logout_paths_and_prefixes_follow_the_case_setting() {
+        let strict = Sessions::new(cfg(None));
+        assert!(strict.is_logout_path("/hti-guard/logout"));
+        assert!(!strict.is_logout_path("/HTI-guard/logout"));
+        assert!(strict.protects("/ADMIN"));
+        assert!(!strict.protects("/static/x"));
+        assert!(strict.protects("/STATIC/x"));
+        let folding = Sessions::new(SessionConfig {
+            case_insensitive_paths: true,
+            ..cfg(None)
+        });
+        assert!(folding.is_logout_path("/HTI-guard/Logout"));
+        assert!(!folding.protects("/STATIC/x"));
+    }
+
+    #[test]
+    fn cross_site_requests_are_told_apart() {
+        let h = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(
+                    http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            h
+        };
+        assert!(!is_cross_site(&h(&[])));
+        assert!(!is_cross_site(&h(&[("sec-fetch-site", "same-origin")])));
+        assert!(!is_cross_site(&h(&[("sec-fetch-site", "same-site")])));
+        assert!(!is_cross_site(&h(&[("sec-fetch-site", "none")])));
+        assert!(is_cross_site(&h(&[("sec-fetch-site", "cross-site")])));
+        // Fetch metadata wins over Origin.
+        assert!(is_cross_site(&h(&[
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "https://app.example"),
+            ("host", "app.example"),
+        ])));
+        assert!(!is_cross_site(&h(&[
+            ("origin", "https://app.example"),
+            ("host", "app.example"),
+        ])));
+        assert!(!is_cross_site(&h(&[
+            ("origin", "http://127.0.0.1:8080"),
+            ("host", "127.0.0.1:8080"),
+        ])));
+        assert!(is_cross_site(&h(&[
+            ("origin", "https://evil.example"),
+            ("host", "app.example"),
+        ])));
+        assert!(is_cross_site(&h(&[
+            ("origin", "null"),
+            ("host", "app.example")
+        ])));
+        assert!(is_cross_site(&h(&[("origin", "https://app.example")])));
     }
 }

@@ -159,13 +159,13 @@ impl Echo {
             .collect()
     }
 
-    /// Header names that read as reserved `x-hti-` names (lowercased, `_` as `-`).
+    /// Header names that read as reserved `x-hti-` names (lowercased, `_` and `.` as `-`).
     pub fn hti_headers(&self) -> Vec<(String, String)> {
         self.headers
             .iter()
             .filter(|(key, _)| {
                 key.to_ascii_lowercase()
-                    .replace('_', "-")
+                    .replace(['_', '.'], "-")
                     .starts_with("x-hti-")
             })
             .cloned()
