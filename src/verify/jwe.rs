@@ -182,13 +182,8 @@ impl Enc {
         }
     }
 
-    /// Encrypt `plaintext` with `cek` and a fresh IV: (IV, ciphertext, tag).
-    fn seal(
-        self,
-        cek: &[u8],
-        aad: &[u8],
-        plaintext: &[u8],
-    ) -> Result<(Vec<u8>, Vec<u8>, Vec<u8>), String> {
+    /// Encrypt `plaintext` with `cek` and a fresh IV.
+    fn seal(self, cek: &[u8], aad: &[u8], plaintext: &[u8]) -> Result<Sealed, String> {
         let crypto = |_| "the crypto library failed".to_string();
         let mut iv = vec![0u8; self.iv_len()];
         SystemRandom::new().fill(&mut iv).map_err(crypto)?;
@@ -208,7 +203,11 @@ impl Enc {
                     .map_err(crypto)?;
                 let full = cbc_hmac(mac, mac_key, aad, &iv, &buffer);
                 let tag = full.as_ref().get(..half).ok_or("short HMAC")?.to_vec();
-                Ok((iv, buffer, tag))
+                Ok(Sealed {
+                    iv,
+                    ciphertext: buffer,
+                    tag,
+                })
             }
             Enc::Gcm { aead, .. } => {
                 let key = UnboundKey::new(aead, cek).map_err(crypto)?;
@@ -216,10 +215,21 @@ impl Enc {
                 let tag = LessSafeKey::new(key)
                     .seal_in_place_separate_tag(nonce, Aad::from(aad), &mut buffer)
                     .map_err(crypto)?;
-                Ok((iv, buffer, tag.as_ref().to_vec()))
+                Ok(Sealed {
+                    iv,
+                    ciphertext: buffer,
+                    tag: tag.as_ref().to_vec(),
+                })
             }
         }
     }
+}
+
+/// What [`Enc::seal`] makes: the three segments after the encrypted key.
+struct Sealed {
+    iv: Vec<u8>,
+    ciphertext: Vec<u8>,
+    tag: Vec<u8>,
 }
 
 /// RFC 7518 5.2.2.1: HMAC over AAD || IV || ciphertext || AL, AL being the AAD's length in
@@ -534,9 +544,10 @@ pub fn encrypt_with_header(
     let public = PublicEncryptingKey::from_der(&rsa_spki(&field("n")?, &field("e")?))
         .map_err(|e| format!("the JWK is not a usable RSA public key: {e}"))?;
     let public = OaepPublicEncryptingKey::new(public).map_err(|e| e.to_string())?;
-    let alg = header["alg"].as_str().unwrap_or_default();
+    let text = |name: &str| header.get(name).and_then(Value::as_str).unwrap_or_default();
+    let alg = text("alg");
     let oaep = oaep(alg).ok_or_else(|| format!("alg {alg} is not RSA-OAEP or RSA-OAEP-256"))?;
-    let enc_name = header["enc"].as_str().unwrap_or_default();
+    let enc_name = text("enc");
     let enc = Enc::from_name(enc_name).ok_or_else(|| format!("enc {enc_name} is not supported"))?;
 
     let cek = random(enc.key_len()).map_err(|e| e.to_string())?;
@@ -546,13 +557,13 @@ pub fn encrypt_with_header(
         .map_err(|e| e.to_string())?;
     let header_json = serde_json::to_vec(header).map_err(|e| e.to_string())?;
     let header_b64 = URL_SAFE_NO_PAD.encode(header_json);
-    let (iv, ciphertext, tag) = enc.seal(&cek, header_b64.as_bytes(), payload)?;
+    let sealed = enc.seal(&cek, header_b64.as_bytes(), payload)?;
     Ok([
         header_b64,
         URL_SAFE_NO_PAD.encode(encrypted_key),
-        URL_SAFE_NO_PAD.encode(iv),
-        URL_SAFE_NO_PAD.encode(ciphertext),
-        URL_SAFE_NO_PAD.encode(tag),
+        URL_SAFE_NO_PAD.encode(sealed.iv),
+        URL_SAFE_NO_PAD.encode(sealed.ciphertext),
+        URL_SAFE_NO_PAD.encode(sealed.tag),
     ]
     .join("."))
 }
@@ -1278,10 +1289,15 @@ yJ2AlfebKhrNQJI=
             h.remove("alg");
         });
         assert!(matches!(refused(&keys, &jwe), JweError::Malformed(_)));
-        // encrypt_with_header makes none of them either.
+        // encrypt_with_header makes none of them either, nor a token without alg or enc.
         let mut h = header("A128GCM", Some("a"));
         h.insert("alg".into(), Value::from("RSA1_5"));
         assert!(encrypt_with_header(&jwk(&keys, "a"), &h, JWS.as_bytes()).is_err());
+        for missing in ["alg", "enc"] {
+            let mut h = header("A128GCM", None);
+            h.remove(missing);
+            assert!(encrypt_with_header(&jwk(&keys, "a"), &h, JWS.as_bytes()).is_err());
+        }
     }
 
     #[test]
