@@ -24,7 +24,7 @@
 #    HTI_GUARD_CONFIG, ENTRYPOINT on the copied binary, CMD ["serve"].
 #
 # Needs: the Rust 1.95 toolchain (rustup), gcc, python3, readelf/objdump (binutils), network
-# access to crates.io. Takes 6 to 10 minutes on 2 cores (a cold release build). The RUN steps
+# access to crates.io. Takes 4 to 11 minutes on 2 cores (a cold release build; README). The RUN steps
 # use this machine's tools, not the rust image's; the slim image has gcc and libc6-dev, and
 # neither has cmake, perl or make (aws-lc-sys, the only C in the build, needs none of them).
 set -euo pipefail
