@@ -24,9 +24,9 @@
 #    HTI_GUARD_CONFIG, ENTRYPOINT on the copied binary, CMD ["serve"].
 #
 # Needs: the Rust 1.95 toolchain (rustup), gcc, python3, readelf/objdump (binutils), network
-# access to crates.io. Takes 4 to 11 minutes on 2 cores (a cold release build; README). The RUN steps
-# use this machine's tools, not the rust image's; the slim image has gcc and libc6-dev, and
-# neither has cmake, perl or make (aws-lc-sys, the only C in the build, needs none of them).
+# access to crates.io. Takes 4 to 11 minutes on 2 cores (a cold release build; see README).
+# The RUN steps use this machine's tools, not the rust image's; the slim image has gcc and
+# libc6-dev, and neither has cmake, perl or make (aws-lc-sys, the only C, needs none).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
