@@ -15,9 +15,9 @@
 # against what the runtime image provides. Keep RUN steps free of absolute paths so that
 # script can replay them.
 
-# The full image, not -slim: the vendored OpenSSL that josekit builds (openssl-src) needs its
-# make and perl.
-FROM rust:1.95-bookworm AS build
+# The slim image: its gcc is all that aws-lc-sys (the only C in the build) needs; nothing
+# builds OpenSSL, so neither perl nor make is wanted.
+FROM rust:1.95-slim-bookworm AS build
 WORKDIR /build
 
 # Dependencies first, compiled against placeholder sources: this layer is reused as long as

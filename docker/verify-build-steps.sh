@@ -23,10 +23,10 @@
 # 4. Checks the runtime stage's settings: non-root user 65532, ports 8080 and 9090,
 #    HTI_GUARD_CONFIG, ENTRYPOINT on the copied binary, CMD ["serve"].
 #
-# Needs: the Rust 1.95 toolchain (rustup), gcc, make, perl, python3, readelf/objdump (binutils),
-# network access to crates.io. Takes 6 to 10 minutes on 2 cores (a cold release build). The
-# RUN steps use this machine's tools, not the rust image's; the image has at least gcc, make
-# and perl, and neither has cmake (aws-lc-sys and openssl-src build without it).
+# Needs: the Rust 1.95 toolchain (rustup), gcc, python3, readelf/objdump (binutils), network
+# access to crates.io. Takes 4 to 11 minutes on 2 cores (a cold release build; see README).
+# The RUN steps use this machine's tools, not the rust image's; the slim image has gcc and
+# libc6-dev, and neither has cmake, perl or make (aws-lc-sys, the only C, needs none).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -283,8 +283,8 @@ gcr.io/distroless/cc-debian12*) ;;
 *) fail "the library checks here are for gcr.io/distroless/cc-debian12, not $DF_RUNTIME_IMAGE" ;;
 esac
 case "$DF_BUILD_IMAGE" in
-rust:1.95-bookworm | rust:1.95.[0-9]*-bookworm) ;;
-*) fail "the build stage image $DF_BUILD_IMAGE is not rust:1.95 on bookworm (the full image: make and perl for a vendored OpenSSL)" ;;
+rust:1.95-bookworm | rust:1.95.[0-9]*-bookworm | rust:1.95-slim-bookworm | rust:1.95.[0-9]*-slim-bookworm) ;;
+*) fail "the build stage image $DF_BUILD_IMAGE is not rust:1.95 on bookworm" ;;
 esac
 readelf -h "$DF_BINARY" | grep -q 'Class:.*ELF64' || fail "not a 64-bit ELF file"
 readelf -h "$DF_BINARY" | grep -q 'Machine:.*X86-64' || fail "not x86-64"

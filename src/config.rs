@@ -1133,6 +1133,41 @@ fn load_key_files(
     Ok(out)
 }
 
+/// The public half of a loaded key (kty and n, e or crv, x, y): two files hold the same key
+/// when these are equal, whatever their names or PEM layout.
+fn public_material(file: &ModuleKeyFile) -> Option<serde_json::Value> {
+    let mut jwk = SigningKey::from_pem(&file.pem).ok()?.public_jwk("", None);
+    let map = jwk.as_object_mut()?;
+    map.remove("kid");
+    map.remove("use");
+    Some(jwk)
+}
+
+/// A key either signs (client assertions) or decrypts (HTI:jwe), never both: one key for two
+/// purposes lets an answer of one protocol be read as the other (RFC 7517 4.2, `use`).
+fn refuse_shared_keys(
+    signing: &[ModuleKeyFile],
+    decryption: &[ModuleKeyFile],
+) -> Result<(), ConfigError> {
+    let signing: Vec<Option<serde_json::Value>> = signing.iter().map(public_material).collect();
+    for (i, file) in decryption.iter().enumerate() {
+        let Some(material) = public_material(file) else {
+            continue;
+        };
+        if let Some(j) = signing.iter().position(|s| s.as_ref() == Some(&material)) {
+            return Err(invalid(
+                format!("module.decryption_key_files[{i}]"),
+                format!(
+                    "{} is the same key as module.signing_key_files[{j}]; a key may sign or \
+                     decrypt, not both: give each purpose its own key",
+                    file.file.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl RawModule {
     fn validate(self, launch: &LaunchConfig) -> Result<ModuleConfig, ConfigError> {
         if let Some(id) = &self.client_id {
@@ -1162,6 +1197,7 @@ impl RawModule {
                 }
             },
         )?;
+        refuse_shared_keys(&signing_keys, &decryption_keys)?;
         if let Some(path) = &self.jwks_path {
             if !path.starts_with('/') || path.contains('?') || path.contains('#') {
                 return Err(invalid(
@@ -1766,6 +1802,50 @@ pub(crate) mod tests {
         }
         let keys: std::collections::BTreeSet<String> = KEYS.iter().map(|k| k.to_string()).collect();
         assert_eq!(fields, keys);
+    }
+
+    #[test]
+    fn a_key_may_not_both_sign_and_decrypt() {
+        let dir = std::env::temp_dir().join(format!("hti-guard-shared-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, key: &SigningKey| {
+            let path = dir.join(name);
+            std::fs::write(&path, key.to_pem().unwrap()).unwrap();
+            toml_quote(path.to_str().unwrap())
+        };
+        let shared = SigningKey::generate(Alg::RS256, 2048).unwrap();
+        let other = SigningKey::generate(Alg::RS256, 2048).unwrap();
+        let enc = SigningKey::generate(Alg::RS256, 2048).unwrap();
+        // The same key under two file names: the material decides, not the name.
+        let (sign, other, copy, enc) = (
+            write("sign.pem", &other),
+            write("shared.pem", &shared),
+            write("copy-of-shared.pem", &shared),
+            write("enc.pem", &enc),
+        );
+        let config = |decrypt: &str| {
+            Config::from_toml_str(&format!(
+                "{MINIMAL}\n[module]\nsigning_key_files = [{sign}, {other}]\n\
+                 decryption_key_files = [{{ file = {enc}, kid = \"e1\" }}, \
+                 {{ file = {decrypt}, kid = \"e2\" }}]\n"
+            ))
+        };
+        let err = config(&copy).unwrap_err();
+        let _ = config(&enc).expect("distinct keys are fine");
+        let _ = std::fs::remove_dir_all(&dir);
+        match err {
+            ConfigError::Invalid { key, message } => {
+                assert_eq!(key, "module.decryption_key_files[1]");
+                assert!(message.contains("module.signing_key_files[1]"), "{message}");
+                assert!(message.contains("copy-of-shared.pem"), "{message}");
+                assert!(!message.contains("PRIVATE"), "{message}");
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    fn toml_quote(value: &str) -> String {
+        serde_json::to_string(value).unwrap()
     }
 
     #[test]

@@ -4,6 +4,7 @@
     jwe_encrypt.py PUBLIC_JWK_JSON ALG ENC KID INNER_JWS
 
 PUBLIC_JWK_JSON is the module's public RSA key as published (a JSON object, not a file).
+An empty KID leaves kid out of the header, as the GIDS and Koppeltaal PoC portals do.
 Prints the compact JWE (protected header: alg, enc, kid, cty "JWT") and exits 0, or prints
 why and exits 1.
 Needs: pip install jwcrypto
@@ -24,7 +25,9 @@ def main():
         key = jwk.JWK.from_json(jwk_json)
         if key.has_private:
             raise ValueError("the JWK has a private part; pass the public key")
-        header = {"alg": alg, "enc": enc, "kid": kid, "cty": "JWT"}
+        header = {"alg": alg, "enc": enc, "cty": "JWT"}
+        if kid:
+            header["kid"] = kid
         token = jwe.JWE(inner.encode("ascii"), protected=json.dumps(header))
         token.add_recipient(key)
         print(token.serialize(compact=True))
