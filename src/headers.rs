@@ -218,14 +218,17 @@ fn is_sane_request_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
-/// Set the trusted claim headers of an accepted launch. The claim values were checked to be
-/// visible ASCII, so none is dropped here.
+/// Set the trusted claim headers of an accepted launch. Only claims that passed
+/// `claims::check` get here (launches, and sessions sealed from them), and it admits
+/// header-safe values only, so none can be dropped here.
 pub fn set_trusted(headers: &mut HeaderMap, launch: &VerifiedLaunch) {
     let c = &launch.claims;
     let mut put = |name: HeaderName, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            headers.insert(name, v);
-        }
+        // Never skip a header: a value that does not fit is a bug of ours, and this request
+        // must not reach the app with part of its identity missing.
+        let v = HeaderValue::from_str(value)
+            .unwrap_or_else(|_| panic!("{name}: claims::check admits header-safe values only"));
+        headers.insert(name, v);
     };
     put(X_HTI_ISS, &c.iss);
     put(X_HTI_SUB, &c.sub);

@@ -14,7 +14,9 @@ use clap::Args;
 use crate::config::parse_duration;
 use crate::sign::{LaunchSpec, SignError, SigningKey};
 use crate::verify::Alg;
-use crate::verify::claims::{INTENTS, is_canonical_url, is_reference};
+use crate::verify::claims::{
+    INTENTS, PATIENT_TYPES, is_canonical_url, is_patient_reference, is_reference,
+};
 
 /// Options of `hti-guard keygen`.
 #[derive(Debug, Args)]
@@ -60,7 +62,8 @@ pub struct MintArgs {
     /// The task, `<ResourceType>/<id>` (e.g. `Task/5f68`).
     #[arg(long, value_name = "REF")]
     pub resource: String,
-    /// The patient, `Patient/<id>`, when `sub` is not the patient.
+    /// The patient, `Patient/<id>`, when `sub` is not the patient (the guard also accepts
+    /// `Person`, `Practitioner` and `RelatedPerson`, as the GIDS test portal sends them).
     #[arg(long, value_name = "REF")]
     pub patient: Option<String>,
     /// The ActivityDefinition: a canonical URL or `ActivityDefinition/<id>`.
@@ -303,10 +306,11 @@ fn launch_spec(args: &MintArgs) -> Result<(LaunchSpec, Option<String>), Failure>
         }
     }
     if let Some(patient) = &args.patient
-        && !is_reference(patient, Some("Patient"))
+        && !is_patient_reference(patient)
     {
         return Err(usage(format!(
-            "--patient {patient:?} is not a Patient/<id> reference"
+            "--patient {patient:?} is not a {}/<id> reference",
+            PATIENT_TYPES.join("|")
         )));
     }
     if let Some(definition) = &args.definition
@@ -509,7 +513,7 @@ mod tests {
         let edits: Vec<(&str, Edit)> = vec![
             ("sub", |a| a.sub = "123".into()),
             ("resource", |a| a.resource = "Task/".into()),
-            ("patient", |a| a.patient = Some("Person/1".into())),
+            ("patient", |a| a.patient = Some("Task/1".into())),
             ("definition", |a| a.definition = Some("not a url".into())),
             ("intent", |a| a.intent = Some("whim".into())),
             ("lifetime", |a| a.lifetime = "forever".into()),

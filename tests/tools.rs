@@ -415,7 +415,7 @@ async fn mint_refuses_what_the_guard_would_refuse() {
         (&["--sub", "practitioner/1"], "--sub"),
         (&["--resource", "Task/"], "--resource"),
         (&["--resource", "Task/a b"], "--resource"),
-        (&["--patient", "Person/1"], "--patient"),
+        (&["--patient", "Task/1"], "--patient"),
         (&["--definition", "not a url"], "--definition"),
         (&["--intent", "whim"], "--intent"),
         (&["--lifetime", "forever"], "--lifetime"),

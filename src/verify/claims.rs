@@ -73,6 +73,14 @@ pub fn check(
         }
     }
     let iss = string_claim(claims, "iss")?;
+    // The issuer goes into `X-HTI-Iss`; under `introspection.all_issuers` (or from an
+    // introspection answer) it is not a configured name that was checked at load.
+    if !header_safe(iss) {
+        return Err(fail(
+            Reason::InvalidClaim,
+            "iss holds characters a header cannot carry as they are",
+        ));
+    }
     let exp = numeric_date(claims, "exp")?;
     let iat = numeric_date(claims, "iat")?;
     let nbf = match claims.get("nbf") {
@@ -126,7 +134,7 @@ pub fn check(
             ),
         ));
     }
-    if !header_safe(jti) {
+    if !visible_ascii(jti) {
         return Err(fail(
             Reason::InvalidClaim,
             "jti holds characters a header cannot carry",
@@ -135,7 +143,19 @@ pub fn check(
     let sub = reference_claim(claims, "sub", None)?;
     let resource = reference_claim(claims, "resource", None)?;
     let patient = optional(claims, "patient")?
-        .map(|_| reference_claim(claims, "patient", Some("Patient")))
+        .map(|p| {
+            if is_patient_reference(p) {
+                Ok(p.to_owned())
+            } else {
+                Err(fail(
+                    Reason::InvalidClaim,
+                    format!(
+                        "patient is not a {}/<id> reference",
+                        PATIENT_TYPES.join("|")
+                    ),
+                ))
+            }
+        })
         .transpose()?;
     let definition = optional(claims, "definition")?
         .map(|d| {
@@ -169,7 +189,7 @@ pub fn check(
             format!("hti-version {version:?} is not accepted"),
         ));
     }
-    Ok(HtiClaims {
+    let checked = HtiClaims {
         iss: iss.to_owned(),
         sub,
         resource,
@@ -179,7 +199,37 @@ pub fn check(
         jti: jti.to_owned(),
         exp,
         iat,
-    })
+    };
+    // The rules above admit header-safe values only; this is the one place that makes sure,
+    // for every path (JWKS, introspection answers), so that `headers::set_trusted` is never
+    // handed a value it would have to drop.
+    if let Some(name) = checked
+        .header_values()
+        .find_map(|(name, value)| (!header_safe(value)).then_some(name))
+    {
+        return Err(fail(
+            Reason::InvalidClaim,
+            format!("{name} holds characters a header cannot carry as they are"),
+        ));
+    }
+    Ok(checked)
+}
+
+impl HtiClaims {
+    /// Every claim that goes into a trusted header, by claim name, present ones only.
+    pub fn header_values(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("iss", Some(&self.iss)),
+            ("sub", Some(&self.sub)),
+            ("resource", Some(&self.resource)),
+            ("patient", self.patient.as_ref()),
+            ("definition", self.definition.as_ref()),
+            ("intent", self.intent.as_ref()),
+            ("jti", Some(&self.jti)),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| (name, v.as_str())))
+    }
 }
 
 fn secs(d: Duration) -> i64 {
@@ -301,16 +351,38 @@ pub fn is_reference(value: &str, resource_type: Option<&str>) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
 }
 
+/// The resource types `patient` may name. HTI 2.0 says `Patient`, but the GIDS HTI test
+/// portal (GIDS-HTI-TestSuite, the reference producer) puts the launching user there for
+/// every user type it offers (`patient` = `sub` = `<UserType>/<id>`), so the person types a
+/// `sub` can name are accepted too, and passed on as sent: the app sees the type.
+pub const PATIENT_TYPES: [&str; 4] = ["Patient", "Person", "Practitioner", "RelatedPerson"];
+
+/// `<Type>/<id>` with `Type` one of [`PATIENT_TYPES`].
+pub fn is_patient_reference(value: &str) -> bool {
+    PATIENT_TYPES.iter().any(|t| is_reference(value, Some(t)))
+}
+
 /// A canonical URL (optionally `|version`), as visible ASCII.
 pub fn is_canonical_url(value: &str) -> bool {
     (value.starts_with("https://") || value.starts_with("http://") || value.starts_with("urn:"))
         && value.len() <= 2048
-        && header_safe(value)
+        && visible_ascii(value)
 }
 
-/// Visible ASCII only, so the value can be a header without escaping.
-fn header_safe(value: &str) -> bool {
+/// Visible ASCII only (no space).
+fn visible_ascii(value: &str) -> bool {
     value.bytes().all(|b| (0x21..0x7f).contains(&b))
+}
+
+/// Whether `value` can be a header value exactly as it is: visible ASCII and inner spaces
+/// (no control character, no CR/LF/NUL, no byte above 0x7e), not empty, and no space at
+/// either end (an HTTP parser trims those, so the app would read another value than the
+/// one `X-HTI-Claims` holds).
+pub fn header_safe(value: &str) -> bool {
+    !value.is_empty()
+        && !value.starts_with(' ')
+        && !value.ends_with(' ')
+        && value.bytes().all(|b| (0x20..0x7f).contains(&b))
 }
 
 #[cfg(test)]
@@ -485,8 +557,53 @@ mod tests {
                 InvalidClaim,
             ),
             (
-                "patient not Patient",
-                Box::new(set("patient", json!("Person/1"))),
+                "patient a Task",
+                Box::new(set("patient", json!("Task/1"))),
+                InvalidClaim,
+            ),
+            (
+                "patient lower type",
+                Box::new(set("patient", json!("person/1"))),
+                InvalidClaim,
+            ),
+            (
+                "iss with newline",
+                Box::new(set("iss", json!("https://portal\nX-HTI-Sub: Patient/1"))),
+                InvalidClaim,
+            ),
+            (
+                "iss with CR",
+                Box::new(set("iss", json!("portal\r"))),
+                InvalidClaim,
+            ),
+            (
+                "iss with NUL",
+                Box::new(set("iss", json!("po\0rtal"))),
+                InvalidClaim,
+            ),
+            (
+                "iss with tab",
+                Box::new(set("iss", json!("po\trtal"))),
+                InvalidClaim,
+            ),
+            (
+                "iss with DEL",
+                Box::new(set("iss", json!("po\u{7f}rtal"))),
+                InvalidClaim,
+            ),
+            (
+                "iss not ASCII",
+                Box::new(set("iss", json!("pörtal"))),
+                InvalidClaim,
+            ),
+            (
+                "iss padded",
+                Box::new(set("iss", json!(" portal"))),
+                InvalidClaim,
+            ),
+            (
+                "iss trailing space",
+                Box::new(set("iss", json!("portal "))),
                 InvalidClaim,
             ),
             (
@@ -545,6 +662,69 @@ mod tests {
         );
         // fractional NumericDates are numbers
         assert!(run(set("iat", json!((NOW - 10) as f64 + 0.5))).is_ok());
+    }
+
+    #[test]
+    fn patient_may_name_any_person_type_the_gids_portal_sends() {
+        for kind in PATIENT_TYPES {
+            let value = format!("{kind}/3f2a9c1e");
+            let c = run(set("patient", json!(value))).unwrap();
+            assert_eq!(c.patient.as_deref(), Some(value.as_str()), "{kind}");
+        }
+        assert!(!is_patient_reference("Device/1"));
+        assert!(!is_patient_reference("Patient/"));
+    }
+
+    #[test]
+    fn an_iss_with_inner_spaces_is_header_safe() {
+        let c = run(set("iss", json!("Portal A"))).unwrap();
+        assert_eq!(c.iss, "Portal A");
+    }
+
+    /// Whatever byte a claim holds, a claims set that passes is one every header can carry
+    /// exactly: the promise `headers::set_trusted` relies on.
+    #[test]
+    fn every_value_that_passes_fits_a_header_exactly() {
+        let names = ["iss", "jti", "sub", "resource", "patient", "definition"];
+        let base = [
+            "portal-0123456789abcdef",
+            "0123456789abcdef0123",
+            "Practitioner/1",
+            "Task/1",
+            "Patient/1",
+            "https://x.example/ActivityDefinition/1",
+        ];
+        let mut passed = 0;
+        for (name, value) in names.iter().zip(base) {
+            for c in (0u32..0x250).filter_map(char::from_u32) {
+                for at in [0, 5, value.len()] {
+                    let mut edited = value.to_owned();
+                    edited.insert(at, c);
+                    let Ok(claims) = run(set(name, json!(edited))) else {
+                        continue;
+                    };
+                    passed += 1;
+                    for (header, v) in claims.header_values() {
+                        let hv = http::HeaderValue::from_str(v)
+                            .unwrap_or_else(|_| panic!("{header} = {v:?} does not fit"));
+                        assert_eq!(hv.to_str().ok(), Some(v), "{header} = {v:?}");
+                    }
+                }
+            }
+        }
+        assert!(passed > 500, "only {passed} variants passed");
+    }
+
+    #[test]
+    fn header_safety() {
+        for ok in ["a", "a b", "https://x.example/a?b=c|1", "~!"] {
+            assert!(header_safe(ok), "{ok:?}");
+        }
+        for bad in [
+            "", " ", " a", "a ", "a\nb", "a\rb", "a\0b", "a\tb", "a\u{7f}", "é",
+        ] {
+            assert!(!header_safe(bad), "{bad:?}");
+        }
     }
 
     #[test]
