@@ -19,6 +19,8 @@ use crate::verify::jwe::DecryptionKeys;
 
 /// How long a client assertion is valid (Koppeltaal allows at most 5 minutes).
 const ASSERTION_LIFETIME: Duration = Duration::from_secs(60);
+/// How far a client assertion's `iat` lies before now.
+const ASSERTION_BACKDATE: Duration = Duration::from_secs(5);
 
 struct Signer {
     key: SigningKey,
@@ -121,7 +123,8 @@ impl ModuleKeys {
     }
 
     /// A client assertion (RFC 7523): `iss` = `sub` = `client_id`, `aud` = `audience`,
-    /// `iat`, `exp` one minute later, a fresh `jti`, signed by the first signing key.
+    /// `iat` five seconds ago, `exp` one minute from now, a fresh `jti`, signed by the first
+    /// signing key.
     pub fn client_assertion(
         &self,
         client_id: &str,
@@ -136,11 +139,13 @@ impl ModuleKeys {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
+        // iat a few seconds back, so that a guard clock slightly ahead of a zero-leeway
+        // auth server does not make the assertion "issued in the future" there.
         let claims = json!({
             "iss": client_id,
             "sub": client_id,
             "aud": audience,
-            "iat": now,
+            "iat": now.saturating_sub(ASSERTION_BACKDATE.as_secs()),
             "exp": now + ASSERTION_LIFETIME.as_secs(),
             "jti": random_jti().map_err(|e| e.to_string())?,
         });
