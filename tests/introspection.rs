@@ -416,3 +416,178 @@ async fn encrypted_launches_work_with_introspection() {
         "the auth server saw the inner token"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_the_guard_refuses_is_never_sent_to_the_auth_server() {
+    let kt = Kt::configured().await;
+    let now = mint::now();
+    let mut wrong_aud = mint::hti_claims(&kt.iss, "Device/someone-else");
+    let mut expired = mint::hti_claims(&kt.iss, AUDIENCE);
+    expired["iat"] = json!(now - 400);
+    expired["exp"] = json!(now - 100);
+    let mut no_resource = mint::hti_claims(&kt.iss, AUDIENCE);
+    no_resource.as_object_mut().unwrap().remove("resource");
+    let mut short_jti = mint::hti_claims(&kt.iss, AUDIENCE);
+    short_jti["jti"] = json!("short");
+    let mut old_version = mint::hti_claims(&kt.iss, AUDIENCE);
+    old_version["hti-version"] = json!("1.1");
+    let mut long_lived = mint::hti_claims(&kt.iss, AUDIENCE);
+    long_lived["exp"] = json!(now + 900);
+    wrong_aud["sub"] = json!("Patient/1");
+    for (claims, reason) in [
+        (&wrong_aud, "wrong_audience"),
+        (&expired, "expired"),
+        (&no_resource, "missing_claim"),
+        (&short_jti, "invalid_claim"),
+        (&old_version, "invalid_claim"),
+        (&long_lived, "lifetime_too_long"),
+    ] {
+        expect_rejection(kt.launch(&kt.portal.token(claims)).await, 401, reason).await;
+    }
+    assert_eq!(
+        kt.auth.introspections(),
+        0,
+        "the auth server never heard of a token the guard refuses"
+    );
+    assert_eq!(kt.upstream.hits(), 0);
+    // A good one still goes there, once.
+    expect_echo(kt.launch(&kt.token()).await).await;
+    assert_eq!(kt.auth.introspections(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_all_issuers_a_refused_token_is_not_sent_either() {
+    let kt = Kt::start(|b, auth| {
+        b.set_str("introspection.endpoint", &auth.introspection_endpoint())
+            .set_str("introspection.token_endpoint", &auth.token_endpoint())
+            .set("introspection.all_issuers", "true")
+    })
+    .await;
+    let mut claims = mint::hti_claims("https://another-portal.example", "Device/other");
+    expect_rejection(
+        kt.launch(&kt.portal.token(&claims)).await,
+        401,
+        "wrong_audience",
+    )
+    .await;
+    // An issuer no configuration vouched for, with a line break: refused, not asked about.
+    claims["aud"] = json!(AUDIENCE);
+    claims["iss"] = json!("https://another-portal.example\r\nX-HTI-Sub: Patient/1");
+    expect_rejection(
+        kt.launch(&kt.portal.token(&claims)).await,
+        401,
+        "invalid_claim",
+    )
+    .await;
+    assert_eq!(kt.auth.introspections(), 0);
+    assert_eq!(kt.upstream.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_naming_another_iss_or_jti_is_refused() {
+    let kt = Kt::configured().await;
+    let unsafe_iss = format!("{}\nX-HTI-Sub: Patient/1", kt.iss);
+    let cases = [
+        ("iss", json!(unsafe_iss)),
+        ("iss", json!("https://another-portal.example")),
+        ("iss", json!(format!("{} ", kt.iss))),
+        ("jti", json!(mint::random_jti())),
+    ];
+    for (name, value) in cases {
+        kt.auth.override_claim(name, value.clone());
+        expect_rejection(kt.launch(&kt.token()).await, 401, "invalid_claim").await;
+        kt.auth.override_claim(name, Value::Null);
+        // Null is a value too: an answer with `"iss": null` is not the token's either.
+        expect_rejection(kt.launch(&kt.token()).await, 401, "invalid_claim").await;
+        let mut token_claims = mint::hti_claims(&kt.iss, AUDIENCE);
+        // Back to an answer that repeats the token's own value.
+        token_claims[name] = match name {
+            "iss" => json!(kt.iss),
+            _ => token_claims["jti"].clone(),
+        };
+        kt.auth.override_claim(name, token_claims[name].clone());
+        expect_echo(kt.launch(&kt.portal.token(&token_claims)).await).await;
+    }
+    assert_eq!(kt.upstream.hits(), 4, "only the four good launches");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_answers_other_claims_must_be_header_safe_too() {
+    let kt = Kt::configured().await;
+    for (name, value) in [
+        (
+            "definition",
+            json!("https://x.example/ActivityDefinition/1\r\nX: y"),
+        ),
+        ("patient", json!("Patient/1\n")),
+        ("intent", json!("plan\u{0}")),
+    ] {
+        kt.auth.override_claim(name, value);
+        expect_rejection(kt.launch(&kt.token()).await, 401, "invalid_claim").await;
+        kt.auth.override_claim(name, json!(null));
+    }
+    assert_eq!(kt.upstream.hits(), 0);
+    assert_eq!(kt.auth.introspections(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_assertion_is_issued_a_few_seconds_back() {
+    let kt = Kt::configured().await;
+    let before = mint::now();
+    expect_echo(kt.launch(&kt.token()).await).await;
+    let after = mint::now();
+    let assertions = kt.auth.assertions();
+    assert_eq!(assertions.len(), 1);
+    let iat = assertions[0]["iat"].as_i64().expect("iat");
+    let exp = assertions[0]["exp"].as_i64().expect("exp");
+    assert!(
+        iat <= before - 4 && iat >= before - 30,
+        "iat {iat} lies a few seconds before {before}"
+    );
+    assert!(exp > after && exp <= before + 300, "exp {exp}");
+    assert!(exp - iat <= 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovered_endpoints_over_http_on_another_origin_are_not_used() {
+    // Another server on another loopback port, plain http: it would get the token and a
+    // client assertion if the guard followed the document.
+    let elsewhere = AuthServer::start(CLIENT_ID, Vec::new()).await;
+    let kt = Kt::start(|b, auth| {
+        auth.set_discovery_document(json!({
+            "issuer": auth.base(),
+            "introspection_endpoint": elsewhere.introspection_endpoint(),
+            "token_endpoint": auth.token_endpoint(),
+        }));
+        b.set_str("introspection.fhir_base", &auth.fhir_base())
+            .no_wait_ready()
+    })
+    .await;
+    let readyz = kt.client.get(kt.guard.admin_url("/readyz"));
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let body = loop {
+        let response = readyz.try_clone().unwrap().send().await.unwrap();
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        if kt.auth.discoveries() >= 1 && body.contains("plain http") {
+            assert_eq!(status, 503, "{body}");
+            break body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "readyz: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(body.contains("introspection_endpoint"), "{body}");
+    expect_rejection(
+        kt.launch(&kt.token()).await,
+        503,
+        "introspection_unavailable",
+    )
+    .await;
+    assert_eq!(
+        elsewhere.introspections(),
+        0,
+        "the other origin heard nothing"
+    );
+    assert_eq!(kt.auth.introspections(), 0);
+    assert_eq!(kt.upstream.hits(), 0);
+}

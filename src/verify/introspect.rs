@@ -6,6 +6,7 @@
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use reqwest::Url;
 use serde_json::{Map, Value};
 use tokio::task::JoinHandle;
 
@@ -24,6 +25,50 @@ const MAX_RESPONSE_BYTES: usize = 256 * 1024;
 pub struct Endpoints {
     pub introspection: String,
     pub token: Option<String>,
+}
+
+/// A failed discovery: why, and whether the server answered with a document (one the guard
+/// refuses) rather than not at all.
+struct Discovery {
+    error: String,
+    answered: bool,
+}
+
+/// The endpoints a smart-configuration document names. Each must be https, or share
+/// `fhir_base`'s origin (scheme, host and port): the guard sends the token and a client
+/// assertion there, so a document (or whoever can change it) must not be able to point them
+/// at a plain-http host elsewhere.
+pub fn endpoints_from(
+    doc: &Value,
+    fhir_base: &str,
+    needs_token: bool,
+) -> Result<Endpoints, String> {
+    let base = Url::parse(fhir_base).map_err(|e| format!("fhir_base: {e}"))?;
+    let url_member = |name: &str| -> Result<Option<String>, String> {
+        let text = match doc.get(name) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::String(u)) => u,
+            Some(_) => return Err(format!("{name} is not a URL")),
+        };
+        let url = Url::parse(text).map_err(|_| format!("{name} is not a URL"))?;
+        match url.scheme() {
+            "https" => Ok(Some(text.clone())),
+            "http" if url.origin() == base.origin() => Ok(Some(text.clone())),
+            "http" => Err(format!(
+                "{name} {text} is plain http on another origin than the FHIR base: not used"
+            )),
+            _ => Err(format!("{name} is not an http(s) URL")),
+        }
+    };
+    let introspection = url_member("introspection_endpoint")?.ok_or("no introspection_endpoint")?;
+    let token = url_member("token_endpoint")?;
+    if token.is_none() && needs_token {
+        return Err("no token_endpoint (the client assertion's audience)".into());
+    }
+    Ok(Endpoints {
+        introspection,
+        token,
+    })
 }
 
 /// RFC 7662 response members that describe the token rather than being its claims.
@@ -115,8 +160,8 @@ impl Introspector {
         }
     }
 
-    /// Start discovery (when the endpoints come from `fhir_base`); abort the handle to stop.
-    pub fn start(self: &Arc<Self>) -> Option<JoinHandle<()>> {
+    /// The smart-configuration URL, when the endpoints are discovered.
+    fn discovery_url(&self) -> Option<(&str, String)> {
         let IntrospectionEndpoints::Discovered { fhir_base } = &self.cfg.endpoints else {
             return None;
         };
@@ -124,11 +169,18 @@ impl Introspector {
             "{}/.well-known/smart-configuration",
             fhir_base.trim_end_matches('/')
         );
+        Some((fhir_base, url))
+    }
+
+    /// Start discovery (when the endpoints come from `fhir_base`); abort the handle to stop.
+    pub fn start(self: &Arc<Self>) -> Option<JoinHandle<()>> {
+        let (fhir_base, url) = self.discovery_url()?;
+        let fhir_base = fhir_base.to_owned();
         let this = self.clone();
         Some(tokio::spawn(async move {
             let mut failures = 0u32;
             loop {
-                let delay = match this.discover(&url).await {
+                let delay = match this.discover(&fhir_base, &url).await {
                     Ok((endpoints, max_age)) => {
                         failures = 0;
                         if this.current().as_deref() != Some(&endpoints) {
@@ -143,9 +195,15 @@ impl Introspector {
                         *this.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
                         refresh_interval(max_age, &this.keys_cfg)
                     }
-                    Err(error) => {
+                    Err(Discovery { error, answered }) => {
                         failures += 1;
                         tracing::warn!(%url, %error, "smart-configuration discovery failed");
+                        // A server that answers with a document the guard refuses (say, one
+                        // now naming a plain-http host elsewhere) stops the endpoints it
+                        // named before from being used; one that does not answer does not.
+                        if answered {
+                            *this.endpoints.write().unwrap_or_else(|p| p.into_inner()) = None;
+                        }
                         *this.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
                         backoff(failures, &this.keys_cfg)
                     }
@@ -156,7 +214,15 @@ impl Introspector {
     }
 
     /// Fetch the smart-configuration once.
-    async fn discover(&self, url: &str) -> Result<(Endpoints, Option<Duration>), String> {
+    async fn discover(
+        &self,
+        fhir_base: &str,
+        url: &str,
+    ) -> Result<(Endpoints, Option<Duration>), Discovery> {
+        let failed = |error: String| Discovery {
+            error,
+            answered: false,
+        };
         let response = self
             .client
             .get(url)
@@ -164,44 +230,30 @@ impl Introspector {
             .send()
             .await
             .map_err(|e| {
-                if e.is_timeout() {
+                failed(if e.is_timeout() {
                     "timed out".to_string()
                 } else {
                     e.to_string()
-                }
+                })
             })?;
         if !response.status().is_success() {
-            return Err(format!("HTTP {}", response.status()));
+            return Err(failed(format!("HTTP {}", response.status())));
         }
         let cache = response
             .headers()
             .get(http::header::CACHE_CONTROL)
             .and_then(|v| v.to_str().ok())
             .and_then(max_age);
-        let body = read_limited(response).await?;
-        let doc: Value = serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))?;
-        let url_member = |name: &str| -> Result<Option<String>, String> {
-            match doc.get(name) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(u)) if u.starts_with("https://") || u.starts_with("http://") => {
-                    Ok(Some(u.clone()))
-                }
-                Some(_) => Err(format!("{name} is not an http(s) URL")),
-            }
-        };
-        let introspection =
-            url_member("introspection_endpoint")?.ok_or("no introspection_endpoint")?;
-        let token = url_member("token_endpoint")?;
-        if token.is_none() && self.cfg.assertion_audience == AssertionAudience::TokenEndpoint {
-            return Err("no token_endpoint (the client assertion's audience)".into());
-        }
-        Ok((
-            Endpoints {
-                introspection,
-                token,
-            },
-            cache,
-        ))
+        let body = read_limited(response).await.map_err(failed)?;
+        let doc: Value =
+            serde_json::from_slice(&body).map_err(|e| failed(format!("not JSON: {e}")))?;
+        let needs_token = self.cfg.assertion_audience == AssertionAudience::TokenEndpoint;
+        let endpoints =
+            endpoints_from(&doc, fhir_base, needs_token).map_err(|error| Discovery {
+                error,
+                answered: true,
+            })?;
+        Ok((endpoints, cache))
     }
 
     /// Ask the auth server about `token`. Only `"active": true` counts; the answer's claims
@@ -227,6 +279,19 @@ impl Introspector {
                 "the auth server says the token is not active",
             )),
             Some(answer) => {
+                // The answer describes this token: one that names another issuer or jti
+                // would put a portal in `X-HTI-Iss` that did not sign it, or dodge the
+                // replay check, which is keyed on the token's own `iss` and `jti`.
+                for name in ["iss", "jti"] {
+                    if let Some(said) = answer.get(name)
+                        && token_claims.get(name) != Some(said)
+                    {
+                        return Err(Rejection::new(
+                            Reason::InvalidClaim,
+                            format!("the introspection answer's {name} is not the token's"),
+                        ));
+                    }
+                }
                 let mut claims = token_claims.clone();
                 for (name, value) in answer {
                     if !META.contains(&name.as_str()) {
@@ -243,6 +308,31 @@ impl Introspector {
         let endpoints = self
             .current()
             .ok_or_else(|| unavailable("the introspection endpoint is not known yet"))?;
+        match self
+            .exchange(&endpoints, token)
+            .await
+            .map_err(unavailable)?
+        {
+            Exchange::Refused(status) => {
+                tracing::error!(
+                    %status,
+                    endpoint = %endpoints.introspection,
+                    client_id = %self.cfg.client_id,
+                    "the auth server refused our client assertion: check module.client_id, the module's JWKS at module.jwks_path, and introspection.assertion_audience"
+                );
+                Err(unavailable(format!(
+                    "our client assertion was refused ({status})"
+                )))
+            }
+            Exchange::Answer(answer) => Ok(match answer.get("active") {
+                Some(Value::Bool(true)) => Some(answer),
+                _ => None,
+            }),
+        }
+    }
+
+    /// POST `token` with a fresh client assertion to the introspection endpoint.
+    async fn exchange(&self, endpoints: &Endpoints, token: &str) -> Result<Exchange, String> {
         let audience = match self.cfg.assertion_audience {
             AssertionAudience::TokenEndpoint => endpoints
                 .token
@@ -253,7 +343,7 @@ impl Introspector {
         let assertion = self
             .module
             .client_assertion(&self.cfg.client_id, audience, self.cfg.assertion_alg)
-            .map_err(|e| unavailable(format!("cannot sign the client assertion: {e}")))?;
+            .map_err(|e| format!("cannot sign the client assertion: {e}"))?;
         let body = form_urlencoded::Serializer::new(String::new())
             .append_pair("token", token)
             .append_pair("client_assertion_type", ASSERTION_TYPE)
@@ -271,36 +361,191 @@ impl Introspector {
             .send()
             .await
             .map_err(|e| {
-                unavailable(if e.is_timeout() {
+                if e.is_timeout() {
                     "introspection timed out".to_string()
                 } else {
                     format!("introspection request failed: {e}")
-                })
+                }
             })?;
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::BAD_REQUEST
         {
-            tracing::error!(
-                %status,
-                endpoint = %endpoints.introspection,
-                client_id = %self.cfg.client_id,
-                "the auth server refused our client assertion: check module.client_id, the module's JWKS at module.jwks_path, and introspection.assertion_audience"
-            );
-            return Err(unavailable(format!(
-                "our client assertion was refused ({status})"
-            )));
+            return Ok(Exchange::Refused(status));
         }
         if !status.is_success() {
-            return Err(unavailable(format!("introspection answered {status}")));
+            return Err(format!("introspection answered {status}"));
         }
-        let body = read_limited(response).await.map_err(unavailable)?;
-        let answer: Map<String, Value> = match serde_json::from_slice(&body) {
-            Ok(Value::Object(map)) => map,
-            _ => return Err(unavailable("introspection answer is not a JSON object")),
+        let body = read_limited(response).await?;
+        match serde_json::from_slice(&body) {
+            Ok(Value::Object(map)) => Ok(Exchange::Answer(map)),
+            _ => Err("introspection answer is not a JSON object".into()),
+        }
+    }
+
+    /// For `hti-guard check`: discover the endpoints (when they come from `fhir_base`), then
+    /// introspect a token that no auth server can find active, with a real client assertion,
+    /// through the same code a launch uses. `{"active": false}` back means the endpoint
+    /// answers and accepts the module's assertion; nothing of a person is sent.
+    pub async fn probe(&self) -> Probe {
+        let mut probe = Probe::default();
+        let endpoints = match self.discovery_url() {
+            Some((fhir_base, url)) => {
+                probe.discovery_url = Some(url.clone());
+                match self.discover(fhir_base, &url).await {
+                    Ok((endpoints, _)) => endpoints,
+                    Err(Discovery { error, .. }) => {
+                        probe.problem = Some(("discovery_failed", error));
+                        return probe;
+                    }
+                }
+            }
+            None => match self.current() {
+                Some(endpoints) => (*endpoints).clone(),
+                None => {
+                    probe.problem = Some(("discovery_failed", "no endpoint configured".into()));
+                    return probe;
+                }
+            },
         };
-        Ok(match answer.get("active") {
-            Some(Value::Bool(true)) => Some(answer),
-            _ => None,
-        })
+        probe.introspection_endpoint = Some(endpoints.introspection.clone());
+        probe.token_endpoint = endpoints.token.clone();
+        probe.problem = match self.exchange(&endpoints, PROBE_TOKEN).await {
+            Ok(Exchange::Answer(answer)) => match answer.get("active") {
+                Some(Value::Bool(false)) => {
+                    probe.answer = Some("active: false (the client assertion was accepted)".into());
+                    None
+                }
+                other => Some((
+                    "unexpected_answer",
+                    format!("a probe token that cannot be valid got \"active\": {other:?}"),
+                )),
+            },
+            Ok(Exchange::Refused(status)) => Some((
+                "assertion_refused",
+                format!(
+                    "the auth server refused the client assertion ({status}): check \
+                     module.client_id, the module's JWKS at module.jwks_path (served by the \
+                     running guard), and introspection.assertion_audience"
+                ),
+            )),
+            Err(error) => Some(("introspection_unreachable", error)),
+        };
+        probe
+    }
+}
+
+/// The token `check` introspects: not a JWT, so no auth server can find it active.
+const PROBE_TOKEN: &str = "hti-guard-check-probe";
+
+/// How the introspection endpoint answered a request.
+enum Exchange {
+    /// 401 or 400: the auth server refused our client assertion.
+    Refused(reqwest::StatusCode),
+    /// 200 with a JSON object.
+    Answer(Map<String, Value>),
+}
+
+/// What `hti-guard check` found at the auth server.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Probe {
+    /// The smart-configuration fetched, when the endpoints are discovered.
+    pub discovery_url: Option<String>,
+    pub introspection_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
+    /// What the introspection endpoint said to the probe, when all went well.
+    pub answer: Option<String>,
+    /// What went wrong: a stable kind (`discovery_failed`, `introspection_unreachable`,
+    /// `assertion_refused`, `unexpected_answer`) and a message.
+    pub problem: Option<(&'static str, String)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn endpoints(base: &str, introspection: &str, token: &str) -> Result<Endpoints, String> {
+        let doc = json!({"introspection_endpoint": introspection, "token_endpoint": token});
+        endpoints_from(&doc, base, true)
+    }
+
+    #[test]
+    fn discovered_endpoints_are_https_or_on_the_base_origin() {
+        let base = "http://auth.internal:8080/fhir";
+        for (introspection, token) in [
+            (
+                "http://auth.internal:8080/oauth2/introspect",
+                "http://auth.internal:8080/t",
+            ),
+            (
+                "https://elsewhere.example/introspect",
+                "https://elsewhere.example/token",
+            ),
+            (
+                "https://auth.internal:8080/i",
+                "http://auth.internal:8080/t",
+            ),
+        ] {
+            assert!(
+                endpoints(base, introspection, token).is_ok(),
+                "{introspection}"
+            );
+        }
+        for (introspection, token) in [
+            ("http://auth.internal:8081/i", "http://auth.internal:8080/t"),
+            (
+                "http://other.internal:8080/i",
+                "http://auth.internal:8080/t",
+            ),
+            ("http://auth.internal:8080/i", "http://127.0.0.1:8080/t"),
+            ("ftp://auth.internal:8080/i", "http://auth.internal:8080/t"),
+            ("//auth.internal:8080/i", "http://auth.internal:8080/t"),
+        ] {
+            assert!(
+                endpoints(base, introspection, token).is_err(),
+                "{introspection} {token}"
+            );
+        }
+        // The default port is the same origin, spelled or not.
+        assert!(
+            endpoints(
+                "https://a.example/fhir",
+                "https://a.example:443/i",
+                "https://a.example/t"
+            )
+            .is_ok()
+        );
+        assert!(
+            endpoints(
+                "http://a.example/fhir",
+                "http://a.example:80/i",
+                "http://a.example/t"
+            )
+            .is_ok()
+        );
+        // An https base does not let a plain-http endpoint through, even on its host.
+        assert!(
+            endpoints(
+                "https://a.example/fhir",
+                "http://a.example/i",
+                "https://a.example/t"
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_missing_endpoint_is_named() {
+        let base = "https://a.example/fhir";
+        let doc = json!({"token_endpoint": "https://a.example/t"});
+        assert_eq!(
+            endpoints_from(&doc, base, true).unwrap_err(),
+            "no introspection_endpoint"
+        );
+        let doc = json!({"introspection_endpoint": "https://a.example/i"});
+        assert!(endpoints_from(&doc, base, true).is_err());
+        assert!(endpoints_from(&doc, base, false).is_ok());
+        let doc = json!({"introspection_endpoint": 5});
+        assert!(endpoints_from(&doc, base, false).is_err());
     }
 }

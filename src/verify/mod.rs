@@ -410,6 +410,12 @@ impl Verifier {
         introspector.introspect(token, &decoded.claims).await
     }
 
+    /// The claim rules on a token's unverified payload, before an auth server is asked.
+    fn precheck(&self, decoded: &Decoded<'_>, now: i64) -> Result<HtiClaims, Rejection> {
+        claims::check(&decoded.claims, now, &self.rules)
+            .map_err(|f| Rejection::new(f.reason, format!("{} (before introspection)", f.detail)))
+    }
+
     /// The signature check against the issuer's cached JWKS.
     async fn check_signature(&self, iss: &str, decoded: &Decoded<'_>) -> Result<(), Rejection> {
         let Some(kid) = decoded.kid.as_deref() else {
@@ -450,12 +456,20 @@ impl Verifier {
             Some(Value::String(iss)) => iss.as_str(),
             Some(_) => return Err(Rejection::new(Reason::InvalidClaim, "iss is not a string")),
         };
+        let now_secs = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0) as i64;
         let configured = self.issuers.get(iss);
         let label = configured.map(|_| iss.to_owned());
         let tag = |r: Rejection| match &label {
             Some(l) => r.with_issuer(l),
             None => r,
         };
+        // The token's own claims, when an auth server vouches for it: judged before it is
+        // asked (a token refused anyway must not burn its jti there, nor leave an audit
+        // event), and the replay key after, whatever the answer says.
+        let mut asked: Option<HtiClaims> = None;
         let claims_set: Cow<'_, Map<String, Value>> = match configured {
             Some(issuer) => {
                 if !issuer.algorithms.contains(&decoded.alg) {
@@ -465,6 +479,7 @@ impl Verifier {
                     )));
                 }
                 if issuer.introspect {
+                    asked = Some(self.precheck(&decoded, now_secs).map_err(tag)?);
                     Cow::Owned(self.introspect(token, &decoded).await.map_err(tag)?)
                 } else {
                     self.check_signature(iss, &decoded).await.map_err(tag)?;
@@ -473,6 +488,7 @@ impl Verifier {
             }
             None => match &self.introspector {
                 Some(introspector) if introspector.all_issuers() => {
+                    asked = Some(self.precheck(&decoded, now_secs)?);
                     Cow::Owned(introspector.introspect(token, &decoded.claims).await?)
                 }
                 _ => {
@@ -483,19 +499,21 @@ impl Verifier {
                 }
             },
         };
-        let now_secs = now
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let claims = claims::check(&claims_set, now_secs as i64, &self.rules)
+        let claims = claims::check(&claims_set, now_secs, &self.rules)
             .map_err(|f| tag(Rejection::new(f.reason, f.detail)))?;
+        // Single use is keyed on what the portal signed, never on what an answer says.
+        let (replay_iss, replay_jti) = match &asked {
+            Some(token_claims) => (token_claims.iss.as_str(), token_claims.jti.as_str()),
+            None => (claims.iss.as_str(), claims.jti.as_str()),
+        };
+        let now_secs = now_secs as u64;
         let keep_until = u64::try_from(claims.exp)
             .unwrap_or(0)
             .saturating_add(self.clock_skew_secs);
         let started = std::time::Instant::now();
         let checked = self
             .replay
-            .check_and_insert(&claims.iss, &claims.jti, now_secs, keep_until)
+            .check_and_insert(replay_iss, replay_jti, now_secs, keep_until)
             .await;
         let result = match &checked {
             Ok(Freshness::Fresh) => "fresh",

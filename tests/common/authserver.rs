@@ -50,6 +50,10 @@ struct State {
     seen_jtis: Mutex<HashSet<String>>,
     introspections: AtomicUsize,
     assertion_failures: Mutex<Vec<String>>,
+    /// The claims of every client assertion received (before any check).
+    assertions: Mutex<Vec<Map<String, Value>>>,
+    /// Served instead of the usual smart-configuration, when set.
+    discovery_document: Mutex<Option<Value>>,
     discoveries: AtomicUsize,
 }
 
@@ -77,6 +81,8 @@ impl AuthServer {
             seen_jtis: Mutex::new(HashSet::new()),
             introspections: AtomicUsize::new(0),
             assertion_failures: Mutex::new(Vec::new()),
+            assertions: Mutex::new(Vec::new()),
+            discovery_document: Mutex::new(None),
             discoveries: AtomicUsize::new(0),
         });
         let accept_state = state.clone();
@@ -132,6 +138,14 @@ impl AuthServer {
     pub fn discoveries(&self) -> usize {
         self.state.discoveries.load(Ordering::SeqCst)
     }
+    /// The claims of the client assertions received, in order.
+    pub fn assertions(&self) -> Vec<Map<String, Value>> {
+        self.state.assertions.lock().unwrap().clone()
+    }
+    /// Serve `document` as the smart-configuration from now on.
+    pub fn set_discovery_document(&self, document: Value) {
+        *self.state.discovery_document.lock().unwrap() = Some(document);
+    }
     /// Why client assertions were refused, in order.
     pub fn assertion_failures(&self) -> Vec<String> {
         self.state.assertion_failures.lock().unwrap().clone()
@@ -162,13 +176,16 @@ async fn handle(
     match (req.method().as_str(), req.uri().path()) {
         ("GET", "/fhir/.well-known/smart-configuration") => {
             state.discoveries.fetch_add(1, Ordering::SeqCst);
+            let document = state.discovery_document.lock().unwrap().clone();
             let mut response = json_response(
                 StatusCode::OK,
-                &json!({
-                    "issuer": base,
-                    "introspection_endpoint": format!("{base}/oauth2/introspect"),
-                    "token_endpoint": format!("{base}/oauth2/token"),
-                    "jwks_uri": format!("{base}/.well-known/jwks.json"),
+                &document.unwrap_or_else(|| {
+                    json!({
+                        "issuer": base,
+                        "introspection_endpoint": format!("{base}/oauth2/introspect"),
+                        "token_endpoint": format!("{base}/oauth2/token"),
+                        "jwks_uri": format!("{base}/.well-known/jwks.json"),
+                    })
                 }),
             );
             response
@@ -186,6 +203,9 @@ async fn handle(
                 .unwrap_or_default();
             let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
             let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+            if let Some(claims) = field("client_assertion").and_then(|a| unverified_claims(&a)) {
+                state.assertions.lock().unwrap().push(claims);
+            }
             if let Err(why) = check_assertion(
                 &state,
                 field("client_assertion_type"),
@@ -234,6 +254,16 @@ async fn handle(
         }
         _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not found"})),
     }
+}
+
+/// The payload of a compact JWS, unverified.
+fn unverified_claims(token: &str) -> Option<Map<String, Value>> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// Does the HTI token verify with one of the portal keys? Its claims if so.
