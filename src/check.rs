@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -14,9 +15,13 @@ use serde_json::{Value, json};
 
 use crate::Config;
 use crate::config::{
-    AssertionAudience, IntrospectionEndpoints, IssuerConfig, ModuleKeyFile, SameSite, Source,
+    AssertionAudience, IntrospectionConfig, IntrospectionEndpoints, IssuerConfig, ModuleKeyFile,
+    SameSite, Source,
 };
+use crate::metrics::Metrics;
+use crate::module::ModuleKeys;
 use crate::verify::Alg;
+use crate::verify::introspect::Introspector;
 use crate::verify::jwk::{KeyProblem, KeyType, VerifyKey};
 use crate::verify::keys::{
     FetchError, Fetched, KeyCache, ResponseProblem, fetch_jwks, refresh_interval,
@@ -93,15 +98,66 @@ pub async fn check(config: &Config, offline: bool) -> Result<Report, String> {
             }
         }
     }
-    let problems = issuers.iter().map(|i| i.problems.len()).sum();
-    let usable = issuers.iter().all(|i| i.usable != Some(false));
+    let introspection = match (&config.introspection, offline) {
+        (Some(cfg), false) => Some(probe_introspection(config, cfg).await),
+        _ => None,
+    };
+    let problems = issuers.iter().map(|i| i.problems.len()).sum::<usize>()
+        + introspection.as_ref().map_or(0, |i| i.problems.len());
+    let usable = issuers.iter().all(|i| i.usable != Some(false))
+        && introspection.as_ref().is_none_or(|i| i.usable);
     Ok(Report {
         config: ConfigReport::new(config),
         offline,
         issuers,
+        introspection,
         problems,
         usable,
     })
+}
+
+/// Discovery and one introspection request with a probe token, through the guard's own
+/// introspection client (so the verdict cannot disagree with it).
+async fn probe_introspection(config: &Config, cfg: &IntrospectionConfig) -> IntrospectionReport {
+    let mut report = IntrospectionReport::default();
+    let module = match ModuleKeys::load(&config.module, cfg.assertion_alg) {
+        Ok(module) => Arc::new(module),
+        Err(e) => {
+            report.problem(Problem::new("no_module_key", e.to_string()));
+            return report;
+        }
+    };
+    let introspector = match Introspector::new(
+        cfg.clone(),
+        config.keys.clone(),
+        module,
+        Arc::new(Metrics::new()),
+    ) {
+        Ok(introspector) => introspector,
+        Err(e) => {
+            report.problem(Problem::new("client", e));
+            return report;
+        }
+    };
+    let probe = introspector.probe().await;
+    report.discovery_url = probe.discovery_url;
+    report.introspection_endpoint = probe.introspection_endpoint;
+    report.token_endpoint = probe.token_endpoint;
+    report.answer = probe.answer;
+    match probe.problem {
+        // A key made for this check is not the one the running guard publishes, so the
+        // auth server cannot accept its assertion: that the endpoint answered is all we learn.
+        Some(("assertion_refused", _)) if config.module.generate => {
+            report.answer = Some(
+                "refused the client assertion, as expected with module.generate (this \
+                 check's key is not the running guard's): the endpoint answers"
+                    .into(),
+            );
+        }
+        Some((kind, message)) => report.problem(Problem::new(kind, message)),
+        None => {}
+    }
+    report
 }
 
 /// What `check` found; serialized as is for `--json`.
@@ -111,7 +167,10 @@ pub struct Report {
     /// Whether key sets were left unfetched (`--offline`).
     pub offline: bool,
     pub issuers: Vec<IssuerReport>,
-    /// Problems found, over all issuers.
+    /// What discovery and a probe of the introspection endpoint found (not with `--offline`,
+    /// and only when `[introspection]` is configured).
+    pub introspection: Option<IntrospectionReport>,
+    /// Problems found, over all issuers and introspection.
     pub problems: usize,
     /// Every issuer is usable (with `offline`: the configuration is valid).
     pub usable: bool,
@@ -165,6 +224,40 @@ pub struct IssuerReport {
     pub usable: Option<bool>,
     #[serde(skip)]
     refresh_text: Option<String>,
+}
+
+/// The auth server as the guard would use it.
+#[derive(Debug, Serialize)]
+pub struct IntrospectionReport {
+    /// The smart-configuration fetched (when the endpoints come from `introspection.fhir_base`).
+    pub discovery_url: Option<String>,
+    pub introspection_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
+    /// How the introspection endpoint answered a probe token (not a JWT, so never active).
+    pub answer: Option<String>,
+    pub problems: Vec<Problem>,
+    /// Launches can be introspected.
+    pub usable: bool,
+}
+
+impl Default for IntrospectionReport {
+    fn default() -> Self {
+        IntrospectionReport {
+            discovery_url: None,
+            introspection_endpoint: None,
+            token_endpoint: None,
+            answer: None,
+            problems: Vec::new(),
+            usable: true,
+        }
+    }
+}
+
+impl IntrospectionReport {
+    fn problem(&mut self, problem: Problem) {
+        self.problems.push(problem);
+        self.usable = false;
+    }
 }
 
 /// A key the guard loaded.
@@ -805,6 +898,30 @@ impl Report {
                 table(&mut out, "    ", &keys, 0);
             }
             for problem in &issuer.problems {
+                writeln!(out, "  {}", problem.text()).ok();
+            }
+        }
+
+        if let Some(i) = &self.introspection {
+            let verdict = if i.usable { "usable" } else { "NOT usable" };
+            writeln!(out, "\nintrospection  ({verdict})").ok();
+            let none = "(none)".to_string();
+            let mut rows: Vec<[&str; 2]> = Vec::new();
+            if let Some(url) = &i.discovery_url {
+                rows.push(["discovery", url]);
+            }
+            rows.push([
+                "endpoint",
+                i.introspection_endpoint.as_ref().unwrap_or(&none),
+            ]);
+            rows.push(["token_endpoint", i.token_endpoint.as_ref().unwrap_or(&none)]);
+            if let Some(answer) = &i.answer {
+                rows.push(["answer", answer]);
+            }
+            for [label, value] in &rows {
+                writeln!(out, "  {label:<13}  {value}").ok();
+            }
+            for problem in &i.problems {
                 writeln!(out, "  {}", problem.text()).ok();
             }
         }

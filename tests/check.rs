@@ -498,3 +498,123 @@ async fn a_configuration_error_exits_2_and_prints_no_report() {
     assert!(finished.stdout.is_empty(), "{finished}");
     assert!(finished.stderr.contains("keys.refresh_min"), "{finished}");
 }
+
+/// A module signing key (PEM in `dir`) and its JWKS served where a mock auth server can
+/// fetch it, as the running guard would serve it.
+async fn module_key(dir: &std::path::Path) -> (PathBuf, JwksServer) {
+    let key = hti_guard::sign::SigningKey::generate(hti_guard::verify::Alg::RS512, 2048).unwrap();
+    let path = dir.join("module.pem");
+    std::fs::write(&path, key.to_pem().unwrap()).unwrap();
+    let jwks = JwksServer::start_document(
+        key.jwks(&key.thumbprint(), Some(hti_guard::verify::Alg::RS512)),
+    )
+    .await;
+    (path, jwks)
+}
+
+fn introspection_config(client_id: &str, key: &std::path::Path, fhir_base: &str) -> String {
+    GuardBuilder::new("http://127.0.0.1:9")
+        .issuer_introspected(&unique_issuer())
+        .set_str("module.client_id", client_id)
+        .set(
+            "module.signing_key_files",
+            &format!("[{}]", common::guard::toml_str(key.to_str().unwrap())),
+        )
+        .set_str("introspection.fhir_base", fhir_base)
+        .set_str("introspection.timeout", "2s")
+        .toml()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_probes_discovery_and_the_introspection_endpoint() {
+    let keys = ConfigFile::new("");
+    let (key, module_jwks) = module_key(&keys.dir).await;
+    let auth = AuthServer::start("module-7", Vec::new()).await;
+    auth.set_guard_jwks_url(&module_jwks.url());
+
+    let file = ConfigFile::new(&introspection_config("module-7", &key, &auth.fhir_base()));
+    let text = check(&file, &[], &[]).await;
+    assert_eq!(text.code(), Some(0), "{text}");
+    assert!(text.has("introspection  (usable)"), "{text}");
+    assert!(
+        text.line("discovery").contains(&format!(
+            "{}/.well-known/smart-configuration",
+            auth.fhir_base()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.line("endpoint")
+            .contains(&auth.introspection_endpoint()),
+        "{text}"
+    );
+    assert!(text.line("answer").contains("active: false"), "{text}");
+    assert_eq!(auth.discoveries(), 1);
+    assert_eq!(auth.introspections(), 1);
+    assert!(
+        auth.assertion_failures().is_empty(),
+        "{:?}",
+        auth.assertion_failures()
+    );
+
+    // A client id the auth server does not expect: the assertion is refused, exit 1.
+    let file = ConfigFile::new(&introspection_config(
+        "someone-else",
+        &key,
+        &auth.fhir_base(),
+    ));
+    let json = check(&file, &["--json"], &[]).await;
+    assert_eq!(json.code(), Some(1), "{json}");
+    let report = json.json();
+    assert_eq!(report["introspection"]["usable"], false);
+    assert_eq!(
+        report["introspection"]["problems"][0]["kind"],
+        "assertion_refused"
+    );
+    assert_eq!(auth.introspections(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_refuses_discovered_endpoints_over_http_elsewhere() {
+    let keys = ConfigFile::new("");
+    let (key, module_jwks) = module_key(&keys.dir).await;
+    let auth = AuthServer::start("module-7", Vec::new()).await;
+    let elsewhere = AuthServer::start("module-7", Vec::new()).await;
+    auth.set_guard_jwks_url(&module_jwks.url());
+    elsewhere.set_guard_jwks_url(&module_jwks.url());
+    auth.set_discovery_document(json!({
+        "introspection_endpoint": elsewhere.introspection_endpoint(),
+        "token_endpoint": elsewhere.token_endpoint(),
+    }));
+    let file = ConfigFile::new(&introspection_config("module-7", &key, &auth.fhir_base()));
+    let text = check(&file, &[], &[]).await;
+    assert_eq!(text.code(), Some(1), "{text}");
+    assert!(text.has("introspection  (NOT usable)"), "{text}");
+    assert!(text.has("plain http on another origin"), "{text}");
+    assert_eq!(elsewhere.introspections(), 0);
+
+    // Unreachable discovery: the same verdict, named.
+    let file = ConfigFile::new(&introspection_config(
+        "module-7",
+        &key,
+        closed_url().trim_end_matches("/jwks"),
+    ));
+    let json = check(&file, &["--json"], &[]).await;
+    assert_eq!(json.code(), Some(1), "{json}");
+    assert_eq!(
+        json.json()["introspection"]["problems"][0]["kind"],
+        "discovery_failed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_check_does_not_probe_introspection() {
+    let keys = ConfigFile::new("");
+    let (key, _module_jwks) = module_key(&keys.dir).await;
+    let auth = AuthServer::start("module-7", Vec::new()).await;
+    let file = ConfigFile::new(&introspection_config("module-7", &key, &auth.fhir_base()));
+    let json = check(&file, &["--offline", "--json"], &[]).await;
+    assert_eq!(json.code(), Some(0), "{json}");
+    assert_eq!(json.json()["introspection"], Value::Null);
+    assert_eq!(auth.discoveries() + auth.introspections(), 0);
+}
