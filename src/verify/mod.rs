@@ -1,6 +1,8 @@
 //! The verifier: token -> `VerifiedLaunch`. The order of the checks lives here: decode,
 //! algorithm, issuer, key, signature, claims, and the single-use check last, so that a token
-//! failing any other check never burns its `jti`.
+//! failing any other check never burns its `jti`. An introspected token has its claims
+//! checked before the auth server is asked (so it never burns its jti there either), and the
+//! answer's after.
 
 pub mod claims;
 pub mod introspect;
@@ -507,7 +509,9 @@ impl Verifier {
             None => (claims.iss.as_str(), claims.jti.as_str()),
         };
         let now_secs = now_secs as u64;
-        let keep_until = u64::try_from(claims.exp)
+        // Kept until the later of the two exps: an answer cannot shorten the memory of a jti.
+        let exp = asked.as_ref().map_or(claims.exp, |t| t.exp.max(claims.exp));
+        let keep_until = u64::try_from(exp)
             .unwrap_or(0)
             .saturating_add(self.clock_skew_secs);
         let started = std::time::Instant::now();
