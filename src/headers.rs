@@ -8,6 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::error::{Reason, Rejection};
 use crate::verify::VerifiedLaunch;
 
 pub const X_HTI_ISS: HeaderName = HeaderName::from_static("x-hti-iss");
@@ -221,29 +222,35 @@ fn is_sane_request_id(id: &str) -> bool {
 /// Set the trusted claim headers of an accepted launch. Only claims that passed
 /// `claims::check` get here (launches, and sessions sealed from them), and it admits
 /// header-safe values only, so none can be dropped here.
-pub fn set_trusted(headers: &mut HeaderMap, launch: &VerifiedLaunch) {
+pub fn set_trusted(headers: &mut HeaderMap, launch: &VerifiedLaunch) -> Result<(), Rejection> {
     let c = &launch.claims;
     let mut put = |name: HeaderName, value: &str| {
-        // Never skip a header: a value that does not fit is a bug of ours, and this request
-        // must not reach the app with part of its identity missing.
-        let v = HeaderValue::from_str(value)
-            .unwrap_or_else(|_| panic!("{name}: claims::check admits header-safe values only"));
+        // Never skip a header: `claims::check` admits header-safe values only, so a value
+        // that does not fit (a session sealed by an older build, or a bug of ours) ends the
+        // request rather than letting it reach the app with part of its identity missing.
+        let v = HeaderValue::from_str(value).map_err(|_| {
+            Rejection::new(
+                Reason::InvalidClaim,
+                format!("{name}: the claim is not a header value"),
+            )
+        })?;
         headers.insert(name, v);
+        Ok::<(), Rejection>(())
     };
-    put(X_HTI_ISS, &c.iss);
-    put(X_HTI_SUB, &c.sub);
-    put(X_HTI_RESOURCE, &c.resource);
+    put(X_HTI_ISS, &c.iss)?;
+    put(X_HTI_SUB, &c.sub)?;
+    put(X_HTI_RESOURCE, &c.resource)?;
     if let Some(p) = &c.patient {
-        put(X_HTI_PATIENT, p);
+        put(X_HTI_PATIENT, p)?;
     }
     if let Some(d) = &c.definition {
-        put(X_HTI_DEFINITION, d);
+        put(X_HTI_DEFINITION, d)?;
     }
     if let Some(i) = &c.intent {
-        put(X_HTI_INTENT, i);
+        put(X_HTI_INTENT, i)?;
     }
-    put(X_HTI_JTI, &c.jti);
-    put(X_HTI_CLAIMS, &URL_SAFE_NO_PAD.encode(&launch.claims_json));
+    put(X_HTI_JTI, &c.jti)?;
+    put(X_HTI_CLAIMS, &URL_SAFE_NO_PAD.encode(&launch.claims_json))
 }
 
 #[cfg(test)]
@@ -428,6 +435,32 @@ mod tests {
             h["x-forwarded-for"],
             "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
         );
+    }
+
+    #[test]
+    fn a_claim_that_is_no_header_value_ends_the_request() {
+        use crate::verify::HtiClaims;
+        let launch = |sub: &str| VerifiedLaunch {
+            issuer: None,
+            claims: HtiClaims {
+                iss: "https://portal".into(),
+                sub: sub.into(),
+                resource: "Task/1".into(),
+                patient: None,
+                definition: None,
+                intent: None,
+                jti: "0123456789abcdef0123".into(),
+                exp: 0,
+                iat: 0,
+            },
+            claims_json: b"{}".to_vec(),
+        };
+        let mut h = HeaderMap::new();
+        set_trusted(&mut h, &launch("Patient/1")).unwrap();
+        assert_eq!(h["x-hti-sub"], "Patient/1");
+        let mut h = HeaderMap::new();
+        let refused = set_trusted(&mut h, &launch("Patient/1\r\nX-Evil: 1")).unwrap_err();
+        assert_eq!(refused.reason, Reason::InvalidClaim);
     }
 
     #[test]

@@ -228,7 +228,7 @@ impl Proxy {
                 let mut request = request.map(Either::Left);
                 match (session, &self.sessions) {
                     (SessionState::Valid { launch, .. }, _) => {
-                        headers::set_trusted(request.headers_mut(), launch);
+                        headers::set_trusted(request.headers_mut(), launch)?;
                     }
                     (_, Some(sessions)) if sessions.protects(request.uri().path()) => {
                         return Err(Rejection::new(
@@ -336,7 +336,8 @@ impl Proxy {
                 Bytes::from(extracted.rest)
             }
         };
-        headers::set_trusted(&mut parts.headers, &verified);
+        headers::set_trusted(&mut parts.headers, &verified)
+            .map_err(|r| r.with_issuer_of(&verified))?;
         Ok((
             verified,
             Request::from_parts(parts, Either::Right(Full::new(body))),
