@@ -52,6 +52,8 @@ pub enum Reason {
     Undecryptable,
     NoSession,
     SessionTooLarge,
+    RequestTimeout,
+    Overloaded,
 }
 
 /// Who is at fault decides the log level.
@@ -62,7 +64,7 @@ pub enum Fault {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 27] = [
         Reason::MissingToken,
         Reason::ConflictingTokens,
         Reason::MalformedToken,
@@ -88,6 +90,8 @@ impl Reason {
         Reason::Undecryptable,
         Reason::NoSession,
         Reason::SessionTooLarge,
+        Reason::RequestTimeout,
+        Reason::Overloaded,
     ];
 
     /// (stable string, status, fault, text for a person)
@@ -205,6 +209,18 @@ impl Reason {
                 S::BAD_REQUEST,
                 Client,
                 "The launch carries more information than a session can hold. Please contact the module's provider.",
+            ),
+            Reason::RequestTimeout => (
+                "request_timeout",
+                S::REQUEST_TIMEOUT,
+                Client,
+                "The request was not sent completely in time. Please try again.",
+            ),
+            Reason::Overloaded => (
+                "overloaded",
+                S::SERVICE_UNAVAILABLE,
+                Dependency,
+                "The module is very busy right now. Please try again in a moment.",
             ),
         }
     }
@@ -381,7 +397,9 @@ mod tests {
                 Reason::MissingToken | Reason::ConflictingTokens | Reason::SessionTooLarge => 400,
                 Reason::KeysUnavailable
                 | Reason::ReplayStoreUnavailable
-                | Reason::IntrospectionUnavailable => 503,
+                | Reason::IntrospectionUnavailable
+                | Reason::Overloaded => 503,
+                Reason::RequestTimeout => 408,
                 Reason::UpstreamUnavailable => 502,
                 Reason::UpstreamTimeout => 504,
                 Reason::BodyTooLarge => 413,
