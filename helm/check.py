@@ -178,12 +178,12 @@ def duration_seconds(text: str) -> float:
 
 
 def size_bytes(text) -> int:
-    m = re.fullmatch(r"\s*([0-9]+)\s*(B|KiB|K|k|KB|kB|MiB|M|MB)?\s*", str(text))
+    m = re.fullmatch(r"\s*([0-9]+)\s*(B|KiB|K|k|KB|kB|MiB|M|MB|GiB|G|GB)?\s*", str(text))
     if not m:
         raise ValueError(f"unexpected size {text!r}")
-    return int(m.group(1)) * {None: 1, "B": 1, "MiB": 1 << 20, "M": 1 << 20, "MB": 1 << 20}.get(
-        m.group(2), 1024
-    )
+    unit = {None: 1, "B": 1, "MiB": 1 << 20, "M": 1 << 20, "MB": 1 << 20}
+    unit.update({"GiB": 1 << 30, "G": 1 << 30, "GB": 1 << 30})
+    return int(m.group(1)) * unit.get(m.group(2), 1024)
 
 
 DURATION_KEYS = {
@@ -197,6 +197,8 @@ DURATION_KEYS = {
     "keys.max_stale",
     "replay.redis_timeout",
     "timeouts.request_headers",
+    "timeouts.idle",
+    "timeouts.request_body",
     "timeouts.upstream_connect",
     "timeouts.upstream_response",
 }
@@ -239,11 +241,18 @@ def expected_config(v: dict, guard: dict) -> dict:
         "replay.redis_timeout": replay["redis"]["timeout"],
         "replay.key_prefix": replay["redis"]["keyPrefix"],
         "timeouts.request_headers": timeouts["requestHeaders"],
+        "timeouts.idle": timeouts["idle"],
+        "timeouts.request_body": timeouts["requestBody"],
         "timeouts.upstream_connect": timeouts["upstreamConnect"],
         "timeouts.upstream_response": timeouts["upstreamResponse"],
     }
     if v.get("workers"):
         want["workers"] = v["workers"]
+    if v["limits"].get("maxConnections"):
+        want["limits.max_connections"] = v["limits"]["maxConnections"]
+    if v["limits"].get("maxMemory"):
+        memory = v["limits"]["maxMemory"]
+        want["limits.max_memory"] = None if memory == "off" else memory
     sources = {k: "file" for k in want}
     if replay["store"] == "redis":
         sources["replay.redis_url"] = "env"
@@ -263,6 +272,8 @@ def same(key: str, want, got) -> bool:
     if key in DURATION_KEYS:
         return duration_seconds(str(want)) == duration_seconds(str(got))
     if key == "launch.max_body":
+        return size_bytes(want) == size_bytes(got)
+    if key == "limits.max_memory" and want is not None and got is not None:
         return size_bytes(want) == size_bytes(got)
     if key == "upstream":
         return str(got).rstrip("/") == str(want).rstrip("/")

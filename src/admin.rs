@@ -10,6 +10,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 
 use crate::metrics::Metrics;
+use crate::overload::Overload;
 use crate::proxy::Body;
 use crate::replay::ReplayStore;
 use crate::verify::KeyCache;
@@ -20,6 +21,7 @@ pub struct Readiness {
     keys: Arc<KeyCache>,
     replay: Arc<dyn ReplayStore>,
     introspector: Option<Arc<Introspector>>,
+    overload: Option<Arc<Overload>>,
     draining: AtomicBool,
 }
 
@@ -33,8 +35,15 @@ impl Readiness {
             keys,
             replay,
             introspector,
+            overload: None,
             draining: AtomicBool::new(false),
         }
+    }
+
+    /// Not ready while the guard refuses work near its memory limit.
+    pub fn with_overload(mut self, overload: Option<Arc<Overload>>) -> Self {
+        self.overload = overload;
+        self
     }
 
     pub fn start_draining(&self) {
@@ -46,6 +55,9 @@ impl Readiness {
         let mut missing = Vec::new();
         if self.draining.load(Ordering::Acquire) {
             missing.push("shutting down".to_owned());
+        }
+        if let Some(why) = self.overload.as_ref().and_then(|o| o.describe()) {
+            missing.push(why);
         }
         for (iss, why) in self.keys.not_ready() {
             missing.push(format!("issuer {iss}: {why}"));

@@ -463,6 +463,11 @@ fn settings(config: &Config) -> Vec<(&'static str, Value)> {
             "timeouts.request_headers",
             json!(duration(timeouts.request_headers)),
         ),
+        ("timeouts.idle", json!(duration(timeouts.idle))),
+        (
+            "timeouts.request_body",
+            json!(duration(timeouts.request_body)),
+        ),
         (
             "timeouts.upstream_connect",
             json!(duration(timeouts.upstream_connect)),
@@ -470,6 +475,14 @@ fn settings(config: &Config) -> Vec<(&'static str, Value)> {
         (
             "timeouts.upstream_response",
             json!(duration(timeouts.upstream_response)),
+        ),
+        (
+            "limits.max_connections",
+            json!(config.limits.max_connections),
+        ),
+        (
+            "limits.max_memory",
+            json!(config.limits.max_memory.map(|m| size(m as usize))),
         ),
         (
             "tls.cert_file",

@@ -64,6 +64,8 @@ struct RawConfig {
     #[serde(default)]
     timeouts: RawTimeouts,
     #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
     tls: RawTls,
     #[serde(default)]
     module: RawModule,
@@ -268,6 +270,8 @@ impl Default for RawReplay {
 #[serde(deny_unknown_fields, default)]
 struct RawTimeouts {
     request_headers: String,
+    idle: String,
+    request_body: String,
     upstream_connect: String,
     upstream_response: String,
 }
@@ -276,10 +280,21 @@ impl Default for RawTimeouts {
     fn default() -> Self {
         Self {
             request_headers: "10s".into(),
+            // nginx's keepalive_timeout and send_timeout, Envoy's idle_timeout order.
+            idle: "60s".into(),
+            // nginx's client_body_timeout is 60 s; a launch form is small, so half that.
+            request_body: "30s".into(),
             upstream_connect: "2s".into(),
             upstream_response: "60s".into(),
         }
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    max_connections: Option<i64>,
+    max_memory: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -330,8 +345,12 @@ pub const KEYS: &[&str] = &[
     "replay.redis_timeout",
     "replay.key_prefix",
     "timeouts.request_headers",
+    "timeouts.idle",
+    "timeouts.request_body",
     "timeouts.upstream_connect",
     "timeouts.upstream_response",
+    "limits.max_connections",
+    "limits.max_memory",
     "tls.cert_file",
     "tls.key_file",
     "module.client_id",
@@ -406,6 +425,7 @@ pub struct Config {
     pub keys: KeysConfig,
     pub replay: ReplayConfig,
     pub timeouts: Timeouts,
+    pub limits: Limits,
     pub tls: Option<TlsConfig>,
     pub module: ModuleConfig,
     /// Present when any issuer is verified by introspection (or `all_issuers`).
@@ -586,8 +606,44 @@ pub struct ReplayConfig {
 #[derive(Debug, Clone)]
 pub struct Timeouts {
     pub request_headers: Duration,
+    /// A connection with no request in progress, and a write to a client that reads
+    /// nothing, end after this.
+    pub idle: Duration,
+    /// A request body that sends nothing for this long ends its request.
+    pub request_body: Duration,
     pub upstream_connect: Duration,
     pub upstream_response: Duration,
+}
+
+/// Bounds on what the guard takes on (`[limits]`).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Open client connections on the public listener; the accept loop waits beyond it.
+    pub max_connections: usize,
+    /// Above 90 % of this resident set size new requests get 503 `overloaded`; `None`: no
+    /// limit.
+    pub max_memory: Option<u64>,
+}
+
+/// The most `limits.max_connections` may be.
+const MAX_CONNECTIONS: i64 = 1_000_000;
+/// The default `limits.max_connections` when the open-files limit does not lower it.
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// File descriptors kept for everything but client connections (listeners, runtimes, key
+/// fetches, Redis, logs).
+const RESERVED_FDS: u64 = 64;
+
+/// The default `limits.max_connections`: 10 000, or fewer when the open-files limit
+/// (`RLIMIT_NOFILE`) cannot hold them: each client connection may hold an upstream
+/// connection too, so half of what is left after a reserve.
+fn default_max_connections(open_files: Option<u64>) -> usize {
+    match open_files {
+        Some(n) => {
+            let fit = n.saturating_sub(RESERVED_FDS) / 2;
+            (fit.clamp(1, DEFAULT_MAX_CONNECTIONS as u64)) as usize
+        }
+        None => DEFAULT_MAX_CONNECTIONS,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -747,10 +803,11 @@ pub fn parse_size(key: &str, value: &str) -> Result<usize, ConfigError> {
         "" | "B" => 1,
         "KiB" | "K" | "k" | "KB" | "kB" => 1024,
         "MiB" | "M" | "MB" => 1024 * 1024,
+        "GiB" | "G" | "GB" => 1024 * 1024 * 1024,
         _ => {
             return Err(invalid(
                 key,
-                format!("invalid size unit in {value:?}; use B, KiB or MiB"),
+                format!("invalid size unit in {value:?}; use B, KiB, MiB or GiB"),
             ));
         }
     };
@@ -883,11 +940,14 @@ impl RawConfig {
                 "timeouts.upstream_connect",
                 &self.timeouts.upstream_connect,
             )?,
+            idle: positive("timeouts.idle", &self.timeouts.idle)?,
+            request_body: positive("timeouts.request_body", &self.timeouts.request_body)?,
             upstream_response: positive(
                 "timeouts.upstream_response",
                 &self.timeouts.upstream_response,
             )?,
         };
+        let limits = self.limits.validate()?;
         let module = self.module.validate(&launch)?;
         let introspection = self.introspection.validate(&issuers, &module)?;
         let session = self.session.validate(&launch)?;
@@ -918,6 +978,7 @@ impl RawConfig {
             keys,
             replay,
             timeouts,
+            limits,
             tls,
             module,
             introspection,
@@ -955,6 +1016,39 @@ fn load_tls(cert_file: PathBuf, key_file: PathBuf) -> Result<TlsConfig, ConfigEr
         key_file,
         server_config: std::sync::Arc::new(server_config),
     })
+}
+
+impl RawLimits {
+    fn validate(self) -> Result<Limits, ConfigError> {
+        let max_connections = match self.max_connections {
+            None => default_max_connections(crate::overload::open_files_limit()),
+            Some(n) if (1..=MAX_CONNECTIONS).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(invalid(
+                    "limits.max_connections",
+                    format!("{n} is out of range (1 to {MAX_CONNECTIONS})"),
+                ));
+            }
+        };
+        let max_memory = match self.max_memory.as_deref().map(str::trim) {
+            None => crate::overload::cgroup_memory_max(),
+            Some("off") => None,
+            Some(value) => {
+                let bytes = parse_size("limits.max_memory", value)?;
+                if bytes == 0 {
+                    return Err(invalid(
+                        "limits.max_memory",
+                        "must be larger than zero (or \"off\")",
+                    ));
+                }
+                Some(bytes as u64)
+            }
+        };
+        Ok(Limits {
+            max_connections,
+            max_memory,
+        })
+    }
 }
 
 fn positive(key: &str, value: &str) -> Result<Duration, ConfigError> {
@@ -1666,6 +1760,53 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn staying_up_defaults_and_limits() {
+        let c = Config::from_toml_str(MINIMAL).unwrap();
+        assert_eq!(c.timeouts.idle, Duration::from_secs(60));
+        assert_eq!(c.timeouts.request_body, Duration::from_secs(30));
+        assert_eq!(
+            c.limits.max_connections,
+            default_max_connections(crate::overload::open_files_limit())
+        );
+        assert_eq!(c.limits.max_memory, crate::overload::cgroup_memory_max());
+        // The open-files limit lowers the default: half of what the reserve leaves.
+        assert_eq!(default_max_connections(None), 10_000);
+        assert_eq!(default_max_connections(Some(1024)), 480);
+        assert_eq!(default_max_connections(Some(1_048_576)), 10_000);
+        assert_eq!(default_max_connections(Some(16)), 1);
+        let set = Config::from_toml_str(&format!(
+            "{MINIMAL}\n[limits]\nmax_connections = 2\nmax_memory = \"1GiB\"\n\
+             [timeouts]\nidle = \"5s\"\nrequest_body = \"2s\""
+        ))
+        .unwrap();
+        assert_eq!(set.limits.max_connections, 2);
+        assert_eq!(set.limits.max_memory, Some(1 << 30));
+        assert_eq!(set.timeouts.idle, Duration::from_secs(5));
+        assert_eq!(set.timeouts.request_body, Duration::from_secs(2));
+        let off = Config::from_toml_str(&format!("{MINIMAL}\n[limits]\nmax_memory = \"off\""));
+        assert_eq!(off.unwrap().limits.max_memory, None);
+        for (text, key) in [
+            ("[limits]\nmax_connections = 0", "limits.max_connections"),
+            (
+                "[limits]\nmax_connections = 2000000",
+                "limits.max_connections",
+            ),
+            ("[limits]\nmax_memory = \"0\"", "limits.max_memory"),
+            ("[limits]\nmax_memory = \"lots\"", "limits.max_memory"),
+            ("[limits]\nmax_memory = \"1TiB\"", "limits.max_memory"),
+            ("[limits]\nmax_files = 1", "limits.max_files"),
+            ("[timeouts]\nidle = \"0s\"", "timeouts.idle"),
+            (
+                "[timeouts]\nrequest_body = \"never\"",
+                "timeouts.request_body",
+            ),
+        ] {
+            let message = err(&format!("{MINIMAL}\n{text}"));
+            assert!(message.contains(key), "{key} not named in: {message}");
+        }
+    }
+
+    #[test]
     fn errors_name_their_key() {
         let cases = [
             (
@@ -1752,7 +1893,8 @@ pub(crate) mod tests {
         assert_eq!(parse_size("k", "64KiB").unwrap(), 65536);
         assert_eq!(parse_size("k", "1MiB").unwrap(), 1 << 20);
         assert_eq!(parse_size("k", "100").unwrap(), 100);
-        assert!(parse_size("k", "1GiB").is_err());
+        assert_eq!(parse_size("k", "1GiB").unwrap(), 1 << 30);
+        assert!(parse_size("k", "1TiB").is_err());
         assert_eq!(
             parse_duration("k", "500ms").unwrap(),
             Duration::from_millis(500)
@@ -1767,6 +1909,7 @@ pub(crate) mod tests {
             "keys",
             "replay",
             "timeouts",
+            "limits",
             "tls",
             "module",
             "introspection",

@@ -54,6 +54,8 @@ pub enum Reason {
     SessionTooLarge,
     InvalidPath,
     CrossSiteRequest,
+    RequestTimeout,
+    Overloaded,
 }
 
 /// Who is at fault decides the log level.
@@ -64,7 +66,7 @@ pub enum Fault {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 27] = [
+    pub const ALL: [Reason; 29] = [
         Reason::MissingToken,
         Reason::ConflictingTokens,
         Reason::MalformedToken,
@@ -92,6 +94,8 @@ impl Reason {
         Reason::SessionTooLarge,
         Reason::InvalidPath,
         Reason::CrossSiteRequest,
+        Reason::RequestTimeout,
+        Reason::Overloaded,
     ];
 
     /// (stable string, status, fault, text for a person)
@@ -221,6 +225,18 @@ impl Reason {
                 S::FORBIDDEN,
                 Client,
                 "This action can only be started from the module itself.",
+            ),
+            Reason::RequestTimeout => (
+                "request_timeout",
+                S::REQUEST_TIMEOUT,
+                Client,
+                "The request was not sent completely in time. Please try again.",
+            ),
+            Reason::Overloaded => (
+                "overloaded",
+                S::SERVICE_UNAVAILABLE,
+                Dependency,
+                "The module is very busy right now. Please try again in a moment.",
             ),
         }
     }
@@ -401,7 +417,9 @@ mod tests {
                 Reason::CrossSiteRequest => 403,
                 Reason::KeysUnavailable
                 | Reason::ReplayStoreUnavailable
-                | Reason::IntrospectionUnavailable => 503,
+                | Reason::IntrospectionUnavailable
+                | Reason::Overloaded => 503,
+                Reason::RequestTimeout => 408,
                 Reason::UpstreamUnavailable => 502,
                 Reason::UpstreamTimeout => 504,
                 Reason::BodyTooLarge => 413,

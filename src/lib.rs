@@ -1,7 +1,10 @@
 //! hti-guard: a reverse proxy that verifies HTI launches for an unchanged module app.
 //!
 //! The modules, in the order a request flows through them:
-//! - `server`: accept loops (public and admin listeners, TLS, graceful drain)
+//! - `server`: accept loops (public and admin listeners, TLS, graceful drain, connection
+//!   limit, HTTP/1 and HTTP/2 limits)
+//! - `timed`: the idle, request body and slow-reader timeouts hyper does not have
+//! - `overload`: refuse new requests near the memory limit
 //! - `proxy`: the stage order for one request; the only module that knows it
 //! - `path`: request paths normalised before anything is matched
 //! - `launch`: is this a launch, and which token does it carry
@@ -29,12 +32,14 @@ pub mod headers;
 pub mod launch;
 pub mod metrics;
 pub mod module;
+pub mod overload;
 pub mod path;
 pub mod proxy;
 pub mod replay;
 pub mod server;
 pub mod session;
 pub mod sign;
+pub mod timed;
 pub mod tools;
 pub mod upstream;
 pub mod verify;
@@ -140,7 +145,12 @@ pub async fn run(
         metrics.clone(),
     );
     let workers = server::Workers::start(config.workers).map_err(StartupError::Io)?;
-    let readiness = Arc::new(Readiness::new(keys, replay, introspector));
+    let overload = config.limits.max_memory.map(overload::Overload::new);
+    if let Some(overload) = &overload {
+        background.push(overload.start());
+    }
+    let readiness =
+        Arc::new(Readiness::new(keys, replay, introspector).with_overload(overload.clone()));
 
     let public_addr = listeners.public.local_addr()?;
     let admin_addr = listeners.admin.local_addr()?;
@@ -152,7 +162,11 @@ pub async fn run(
             .as_ref()
             .map(|t| tokio_rustls::TlsAcceptor::from(t.server_config.clone())),
         header_timeout: config.timeouts.request_headers,
+        idle_timeout: config.timeouts.idle,
         grace: config.shutdown_grace,
+        max_connections: config.limits.max_connections,
+        overload,
+        metrics: metrics.clone(),
     };
     let public = tokio::spawn(async move {
         server::serve_public(listeners.public, &proxy, &workers, options, stop_public_rx).await;
@@ -174,6 +188,8 @@ pub async fn run(
         tls = config.tls.is_some(),
         issuers = config.issuers.len(),
         workers = config.workers,
+        max_connections = config.limits.max_connections,
+        max_memory = config.limits.max_memory,
         "hti-guard started"
     );
 

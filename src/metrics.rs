@@ -3,7 +3,7 @@
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use std::sync::OnceLock;
@@ -30,6 +30,8 @@ pub struct Metrics {
     introspections: IntCounterVec,
     sessions: IntCounterVec,
     introspection_duration: Histogram,
+    refused: IntCounterVec,
+    open_connections: IntGauge,
     up: Gauge,
 }
 
@@ -150,6 +152,19 @@ impl Metrics {
             &["event"],
         )
         .expect("valid metric");
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "hti_guard_refused_total",
+                "Requests refused before routing, by reason (overloaded).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let open_connections = IntGauge::new(
+            "hti_guard_open_connections",
+            "Client connections open on the public listener (at most limits.max_connections).",
+        )
+        .expect("valid metric");
         let up = Gauge::new("hti_guard_up", "1 while the guard runs.").expect("valid metric");
         up.set(1.0);
         for c in [
@@ -167,6 +182,8 @@ impl Metrics {
             Box::new(introspections.clone()),
             Box::new(introspection_duration.clone()),
             Box::new(sessions.clone()),
+            Box::new(refused.clone()),
+            Box::new(open_connections.clone()),
             Box::new(up.clone()),
         ] {
             registry.register(c).expect("metric registered once");
@@ -188,6 +205,8 @@ impl Metrics {
             introspections,
             introspection_duration,
             sessions,
+            refused,
+            open_connections,
             up,
         }
     }
@@ -273,6 +292,16 @@ impl Metrics {
     /// `event` is `created`, `renewed`, `expired`, `invalid` or `logout`.
     pub fn session(&self, event: &str) {
         self.sessions.with_label_values(&[event]).inc();
+    }
+
+    /// A request refused before routing (`overloaded`).
+    pub fn refused(&self, reason: Reason) {
+        self.refused.with_label_values(&[reason.as_str()]).inc();
+    }
+
+    /// A client connection opened (`1`) or closed (`-1`) on the public listener.
+    pub fn connections(&self, change: i64) {
+        self.open_connections.add(change);
     }
 
     /// The text exposition of every metric.

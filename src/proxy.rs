@@ -225,7 +225,7 @@ impl Proxy {
         let kind = launch::classify(method, path, &self.launch);
         let request = match kind {
             Kind::Passthrough => {
-                let mut request = request.map(Either::Left);
+                let mut request = request.map(|body| self.upstream.outgoing(body));
                 match (session, &self.sessions) {
                     (SessionState::Valid { launch, .. }, _) => {
                         headers::set_trusted(request.headers_mut(), launch)?;
@@ -361,8 +361,12 @@ impl Proxy {
                 "Content-Length over launch.max_body",
             ));
         }
-        match Limited::new(body, max).collect().await {
+        match Limited::new(self.upstream.timed(body), max).collect().await {
             Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if crate::timed::is_body_timeout(&*e) => Err(Rejection::new(
+                Reason::RequestTimeout,
+                "launch body stalled",
+            )),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Rejection::new(
                 Reason::BodyTooLarge,
                 "body over launch.max_body",

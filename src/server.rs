@@ -1,5 +1,8 @@
 //! Accept loops: the public listener (HTTP/1.1 and h2c on one port, or TLS with ALPN) and
-//! the admin listener, each stopping on a signal and draining in-flight requests.
+//! the admin listener, each stopping on a signal and draining in-flight requests. Here too
+//! what keeps the public listener up: at most `limits.max_connections` open connections,
+//! idle connections closed, writes to a client that reads nothing timed out, HTTP/1 and
+//! HTTP/2 limits, and new requests refused while the memory limit is near.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,25 +20,70 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 
+use tokio::sync::Semaphore;
+
+use crate::error::{self, ErrorFormat, Reason};
+use crate::headers;
+use crate::metrics::Metrics;
+use crate::overload::Overload;
 use crate::proxy::{Body, Peer, Proxy};
+use crate::timed::{Activity, TimedIo, Tracked};
 
 /// Settings of the public listener.
 pub struct PublicOptions {
     pub tls: Option<TlsAcceptor>,
     pub header_timeout: Duration,
+    /// `timeouts.idle`: no request in progress, or a client that reads nothing.
+    pub idle_timeout: Duration,
     pub grace: Duration,
+    /// `limits.max_connections`.
+    pub max_connections: usize,
+    /// Present when `limits.max_memory` is set.
+    pub overload: Option<Arc<Overload>>,
+    pub metrics: Arc<Metrics>,
 }
+
+/// The idle timeout of the admin listener (Prometheus scrapes keep connections alive).
+const ADMIN_IDLE: Duration = Duration::from_secs(60);
+
+/// HTTP/1 read buffer bound: request headers must fit in it (Envoy's 60 KiB header limit,
+/// rounded up; hyper's default is about 400 KiB).
+const H1_MAX_BUF: usize = 64 * 1024;
+/// Request headers per request (Envoy's `max_request_headers_count`; hyper's default).
+const MAX_HEADERS: usize = 100;
+/// HTTP/2 limits as Envoy recommends for an edge proxy: 100 streams per connection, a
+/// 64 KiB stream window and a 1 MiB connection window (what one connection may make the
+/// guard buffer), a 60 KiB header list.
+const H2_MAX_STREAMS: u32 = 100;
+const H2_STREAM_WINDOW: u32 = 64 * 1024;
+const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
+const H2_MAX_HEADER_LIST: u32 = 60 * 1024;
+/// Rapid reset (CVE-2023-44487): streams the client opened and reset before they were
+/// accepted; beyond this the connection gets GOAWAY (the h2 crate's default, set here so
+/// it stays so).
+const H2_MAX_PENDING_RESETS: usize = 20;
+/// Streams the guard itself had to reset because of the client's errors (the "MadeYouReset"
+/// variant); beyond this the connection gets GOAWAY.
+const H2_MAX_LOCAL_RESETS: usize = 1024;
 
 fn builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
+        .header_read_timeout(header_timeout)
+        .max_buf_size(H1_MAX_BUF)
+        .max_headers(MAX_HEADERS);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .max_header_list_size(H2_MAX_HEADER_LIST)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS);
     builder
 }
 
@@ -154,29 +202,68 @@ pub async fn serve_public(
         .collect();
     let builder = Arc::new(builder(options.header_timeout));
     let header_timeout = options.header_timeout;
+    let idle = options.idle_timeout;
     let tls = options.tls.clone();
+    let overload = options.overload.clone();
+    let metrics = options.metrics.clone();
     let on_connection = move |index: usize, stream: TcpStream, addr, stop| {
         let proxy = proxies[index].clone();
         let builder = builder.clone();
         let tls = tls.clone();
+        let overload = overload.clone();
+        let metrics = metrics.clone();
         async move {
-            let peer = Peer {
-                addr,
-                tls: tls.is_some(),
-            };
-            let service = service_fn(move |request: Request<Incoming>| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(proxy.handle(request, peer).await) }
-            });
-            match tls {
-                None => {
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    drive(conn, stop, |c| c.graceful_shutdown()).await;
+            // Until its first byte a connection holds only this small future: the hyper
+            // connection (several KiB) is built, boxed, once there is something to read.
+            let mut stop = stop;
+            tokio::select! {
+                biased;
+                readable = stream.readable() => if let Err(e) = readable {
+                    tracing::debug!(peer = %addr, error = %e, "connection failed before a byte");
+                    return;
+                },
+                _ = tokio::time::sleep(idle) => {
+                    tracing::debug!(peer = %addr, "idle connection closed before its first byte");
+                    return;
                 }
-                Some(acceptor) => {
-                    let stream =
-                        match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                _ = stopped(&mut stop) => return,
+            }
+            Box::pin(async move {
+                let peer = Peer {
+                    addr,
+                    tls: tls.is_some(),
+                };
+                let activity = Activity::new();
+                let tracked = activity.clone();
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let proxy = proxy.clone();
+                    let in_flight = tracked.begin();
+                    let refuse = overload.as_ref().is_some_and(|o| o.is_overloaded());
+                    let metrics = metrics.clone();
+                    async move {
+                        let response = if refuse {
+                            overloaded(&request, &metrics)
+                        } else {
+                            proxy.handle(request, peer).await
+                        };
+                        Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
+                    }
+                });
+                let stream = TimedIo::new(stream, idle);
+                let idle = Some((activity, idle));
+                match tls {
+                    None => {
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        drive(conn, stop, idle, |c| c.graceful_shutdown()).await;
+                    }
+                    Some(acceptor) => {
+                        let stream = match tokio::time::timeout(
+                            header_timeout,
+                            acceptor.accept(stream),
+                        )
+                        .await
+                        {
                             Ok(Ok(stream)) => stream,
                             Ok(Err(e)) => {
                                 tracing::debug!(peer = %addr, error = %e, "TLS handshake failed");
@@ -187,14 +274,66 @@ pub async fn serve_public(
                                 return;
                             }
                         };
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    drive(conn, stop, |c| c.graceful_shutdown()).await;
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        drive(conn, stop, idle, |c| c.graceful_shutdown()).await;
+                    }
                 }
-            }
+            })
+            .await
         }
     };
-    serve(listener, stop, options.grace, Some(workers), on_connection).await;
+    let limit = Limit {
+        permits: Arc::new(Semaphore::new(options.max_connections)),
+        metrics: options.metrics.clone(),
+    };
+    serve(
+        listener,
+        stop,
+        options.grace,
+        Some(workers),
+        Some(limit),
+        on_connection,
+    )
+    .await;
+}
+
+/// 503 `overloaded` for a request that arrives while memory is near `limits.max_memory`,
+/// with `Connection: close` so that HTTP/1 clients free their connection too (Envoy's
+/// overload actions: stop accepting requests, disable keep-alive).
+fn overloaded(request: &Request<Incoming>, metrics: &Metrics) -> Response<Body> {
+    let reference = headers::request_id(request.headers());
+    let format = ErrorFormat::from_accept(request.headers().get(http::header::ACCEPT));
+    let mut response = error::respond(Reason::Overloaded, &reference, format, None);
+    if request.version() < http::Version::HTTP_2 {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    metrics.refused(Reason::Overloaded);
+    metrics.request(response.status().as_u16(), 0.0);
+    response
+}
+
+/// At most this many open connections on a listener: the accept loop takes a permit before
+/// it accepts, so beyond the limit new connections wait in the kernel's backlog while
+/// established ones are served.
+struct Limit {
+    permits: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+/// An open connection's permit; counted in `hti_guard_open_connections` until dropped.
+struct Permit {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.metrics.connections(-1);
+    }
 }
 
 /// A plain HTTP/1.1 server for small internal endpoints (the admin listener, the demo
@@ -210,6 +349,7 @@ where
         stop,
         Duration::from_secs(1),
         None,
+        None,
         move |_worker, stream, _addr, stop| {
             let handler = handler.clone();
             let builder = builder.clone();
@@ -218,8 +358,9 @@ where
                     let handler = handler.clone();
                     async move { Ok::<_, Infallible>(handler(request).await) }
                 });
+                let stream = TimedIo::new(stream, ADMIN_IDLE);
                 let conn = builder.serve_connection(TokioIo::new(stream), service);
-                drive(conn, stop, |c| c.graceful_shutdown()).await;
+                drive(conn, stop, None, |c| c.graceful_shutdown()).await;
             }
         },
     )
@@ -231,17 +372,25 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Run a connection to its end; when `stop` turns true, `drain` asks it to finish what is
-/// in flight and close.
+/// Run a connection to its end; when `stop` turns true, or when `idle` says it has had no
+/// request in progress for its timeout, `drain` asks it to finish what is in flight and
+/// close.
 async fn drive<C, E>(
     conn: C,
     mut stop: watch::Receiver<bool>,
+    idle: Option<(Arc<Activity>, Duration)>,
     drain: impl FnOnce(std::pin::Pin<&mut C>),
 ) where
     C: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
     let mut conn = std::pin::pin!(conn);
+    let idle_over = async {
+        match &idle {
+            Some((activity, limit)) => activity.idle_for(*limit).await,
+            None => std::future::pending().await,
+        }
+    };
     // Biased: the connection first, and no random draw for the branch order on every
     // wake-up of a connection.
     let result = tokio::select! {
@@ -250,6 +399,17 @@ async fn drive<C, E>(
         _ = stopped(&mut stop) => {
             drain(conn.as_mut());
             conn.await
+        }
+        _ = idle_over => {
+            tracing::debug!("idle connection closed");
+            drain(conn.as_mut());
+            // Closing an idle connection needs no more than a GOAWAY: bounded, so that a
+            // peer that never reads cannot keep it.
+            let limit = idle.as_ref().map_or(Duration::from_secs(1), |(_, d)| *d);
+            match tokio::time::timeout(limit, conn).await {
+                Ok(result) => result,
+                Err(_) => Ok(()),
+            }
         }
     };
     if let Err(e) = result {
@@ -265,6 +425,7 @@ async fn serve<F, Fut>(
     mut stop: watch::Receiver<bool>,
     grace: Duration,
     workers: Option<&Workers>,
+    limit: Option<Limit>,
     on_connection: F,
 ) where
     F: Fn(usize, TcpStream, SocketAddr, watch::Receiver<bool>) -> Fut + Send + Sync + 'static,
@@ -273,12 +434,29 @@ async fn serve<F, Fut>(
     let on_connection = Arc::new(on_connection);
     let (alive, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
     let conn_stop = stop.clone();
+    let mut accept_failures = AcceptFailures::default();
     loop {
+        // A permit first: at the limit the loop stops accepting, and new connections wait
+        // in the kernel's backlog until an open one closes.
+        let permit = match &limit {
+            Some(limit) => tokio::select! {
+                permit = limit.permits.clone().acquire_owned() => match permit {
+                    Ok(permit) => Some(Permit { _permit: permit, metrics: limit.metrics.clone() }),
+                    Err(_) => break,
+                },
+                _ = stopped(&mut stop) => break,
+            },
+            None => None,
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, addr)) => {
+                    accept_failures.reset();
+                    if let Some(permit) = &permit {
+                        permit.metrics.connections(1);
+                    }
                     let _ = stream.set_nodelay(true);
-                    let alive = alive.clone();
+                    let alive = (alive.clone(), permit);
                     let stop = conn_stop.clone();
                     let on_connection = on_connection.clone();
                     let Some(workers) = workers else {
@@ -305,9 +483,11 @@ async fn serve<F, Fut>(
                     });
                 }
                 Err(e) => {
-                    // Out of file descriptors and the like: wait a moment, keep serving.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Out of file descriptors and the like: established connections go on
+                    // (they run on the workers); wait a moment and try again, neither
+                    // spinning nor giving up.
+                    accept_failures.failed(&e);
+                    tokio::time::sleep(ACCEPT_RETRY).await;
                 }
             },
             _ = stopped(&mut stop) => break,
@@ -317,6 +497,38 @@ async fn serve<F, Fut>(
     drop(alive);
     if tokio::time::timeout(grace, all_done.recv()).await.is_err() {
         tracing::warn!(?grace, "drain time over; closing remaining connections");
+    }
+}
+
+/// The wait after a failed `accept` (EMFILE, ENFILE, ENOBUFS): short, so that new
+/// connections are served soon after file descriptors free up.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+
+/// Logs accept failures at most once a second, with how many there were, rather than one
+/// line per retry.
+#[derive(Default)]
+struct AcceptFailures {
+    count: u64,
+    logged: Option<std::time::Instant>,
+}
+
+impl AcceptFailures {
+    fn failed(&mut self, e: &std::io::Error) {
+        self.count += 1;
+        if self
+            .logged
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+        {
+            tracing::warn!(error = %e, failures = self.count, "accept failed; retrying");
+            self.logged = Some(std::time::Instant::now());
+        }
+    }
+
+    fn reset(&mut self) {
+        if self.count > 0 {
+            tracing::info!(failures = self.count, "accepting again");
+        }
+        *self = AcceptFailures::default();
     }
 }
 

@@ -29,11 +29,13 @@ use tower_service::Service;
 
 use crate::config::{Timeouts, UpstreamConfig};
 use crate::error::{Reason, Rejection, StartupError};
+use crate::timed::{self, TimedBody};
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
-/// The body of a request sent upstream: the client's, passed through, or one the guard made.
-pub type Outgoing = Either<Incoming, Full<Bytes>>;
+/// The body of a request sent upstream: the client's, passed through (ending when it stalls
+/// for `timeouts.request_body`), or one the guard made.
+pub type Outgoing = Either<TimedBody, Full<Bytes>>;
 
 /// How long an unused connection stays in the pool.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -52,6 +54,7 @@ pub struct Upstream {
     /// The Host header when the client's request had none.
     host: HeaderValue,
     response_timeout: Duration,
+    body_timeout: Duration,
 }
 
 /// Idle connections, the most recently used last.
@@ -162,6 +165,7 @@ impl Upstream {
             base,
             host,
             response_timeout: timeouts.upstream_response,
+            body_timeout: timeouts.request_body,
         })
     }
 
@@ -172,6 +176,17 @@ impl Upstream {
             pool: Arc::default(),
             ..self.clone()
         }
+    }
+
+    /// A client's request body, ending with an error when it stalls for
+    /// `timeouts.request_body`.
+    pub fn timed(&self, body: Incoming) -> TimedBody {
+        TimedBody::new(body, self.body_timeout)
+    }
+
+    /// A client's request body as it goes upstream.
+    pub fn outgoing(&self, body: Incoming) -> Outgoing {
+        Either::Left(self.timed(body))
     }
 
     /// The number of idle connections in this upstream's pool.
@@ -241,6 +256,14 @@ impl Upstream {
                 Err(mut e) => match e.take_message() {
                     // Not sent: a pooled connection closed under us; try the next one.
                     Some(unsent) if reused => request = unsent,
+                    // The client's body stalled: the upstream request is aborted (its
+                    // connection closed) and the client told why.
+                    _ if timed::is_body_timeout(e.error()) => {
+                        return Err(Rejection::new(
+                            Reason::RequestTimeout,
+                            format!("upstream request aborted: {}", error_chain(e.error())),
+                        ));
+                    }
                     _ => {
                         return Err(Rejection::new(
                             Reason::UpstreamUnavailable,

@@ -52,8 +52,20 @@ key_prefix = {{ .Values.replay.redis.keyPrefix | toJson }}
 
 [timeouts]
 request_headers = {{ .Values.timeouts.requestHeaders | toString | toJson }}
+idle = {{ .Values.timeouts.idle | toString | toJson }}
+request_body = {{ .Values.timeouts.requestBody | toString | toJson }}
 upstream_connect = {{ .Values.timeouts.upstreamConnect | toString | toJson }}
 upstream_response = {{ .Values.timeouts.upstreamResponse | toString | toJson }}
+{{- if or .Values.limits.maxConnections .Values.limits.maxMemory }}
+
+[limits]
+{{- if .Values.limits.maxConnections }}
+max_connections = {{ .Values.limits.maxConnections | int }}
+{{- end }}
+{{- if .Values.limits.maxMemory }}
+max_memory = {{ .Values.limits.maxMemory | toString | toJson }}
+{{- end }}
+{{- end }}
 {{- if .Values.tls.enabled }}
 
 [tls]
