@@ -308,15 +308,7 @@ async fn a_connection_list_cannot_remove_the_session_headers() {
             .set_str("session.secret", SECRET)
     })
     .await;
-    let launched = fx.launch(&fx.good_token()).await;
-    assert_eq!(launched.status(), 303);
-    let cookie = launched.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = session(&fx).await;
     let response = raw(
         fx.guard.public,
         &get(
@@ -371,6 +363,19 @@ async fn forwarding_headers_are_the_guards_own() {
     ] {
         assert_eq!(echo.header(gone), None, "{gone} reached the app");
     }
+}
+
+/// Launch with a good token and give the session cookie's `name=value`.
+async fn session(fx: &Fixture) -> String {
+    let launched = fx.launch(&fx.good_token()).await;
+    assert_eq!(launched.status(), 303);
+    launched.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
 }
 
 /// A guard whose sessions protect `/admin` and `/tasks/` and leave `/static/` public.
@@ -462,15 +467,7 @@ async fn case_insensitive_apps_get_case_insensitive_rules() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_reaches_the_normalised_path() {
     let fx = gated(false).await;
-    let launched = fx.launch(&fx.good_token()).await;
-    assert_eq!(launched.status(), 303);
-    let cookie = launched.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = session(&fx).await;
     let host = fx.guard.public;
     let response = raw(
         host,
@@ -510,15 +507,7 @@ async fn launch_paths_are_matched_after_normalising() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cookie_of_another_deployment_is_refused() {
     let fx = gated(false).await;
-    let launched = fx.launch(&fx.good_token()).await;
-    assert_eq!(launched.status(), 303);
-    let cookie = launched.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = session(&fx).await;
     // Module B: the same secret and issuer, another audience.
     let other = GuardBuilder::new(&fx.upstream.url())
         .issuer(&fx.iss, &fx.jwks.url())
@@ -552,14 +541,7 @@ async fn a_cookie_of_another_deployment_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cross_site_request_cannot_log_out() {
     let fx = gated(false).await;
-    let launched = fx.launch(&fx.good_token()).await;
-    let cookie = launched.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = session(&fx).await;
     let host = fx.guard.public;
     let with_cookie = format!("Cookie: {cookie}");
     let logout = |extra: &[&str]| {
