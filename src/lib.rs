@@ -8,8 +8,9 @@
 //! - `proxy`: the stage order for one request; the only module that knows it
 //! - `path`: request paths normalised before anything is matched
 //! - `launch`: is this a launch, and which token does it carry
-//! - `verify`: token -> verified launch (`jwk` keys and signatures, `keys` the per-issuer
-//!   JWKS cache, `claims` the HTI claim rules)
+//! - `verify`: token -> verified launch (`jwe` decryption on aws-lc-rs, `jwk` keys and
+//!   signatures, `keys` the per-issuer JWKS cache, `introspect` Koppeltaal introspection,
+//!   `claims` the HTI claim rules)
 //! - `replay`: single use of `jti` (the `ReplayStore` trait and the memory store)
 //! - `headers`: reserved, hop-by-hop, forwarding and trusted headers
 //! - `upstream`: the pooled client to the module application
