@@ -27,7 +27,7 @@ use crate::headers;
 use crate::metrics::Metrics;
 use crate::overload::Overload;
 use crate::proxy::{Body, Peer, Proxy};
-use crate::timed::{Activity, TimedIo, Tracked};
+use crate::timed::{Activity, TimedIo, Tracked, Verdict};
 
 /// Settings of the public listener.
 pub struct PublicOptions {
@@ -237,7 +237,9 @@ pub async fn serve_public(
                 let tracked = activity.clone();
                 let service = service_fn(move |request: Request<Incoming>| {
                     let proxy = proxy.clone();
-                    let in_flight = tracked.begin();
+                    // HTTP/2 response bodies are watched for a client that withholds
+                    // flow-control credit; HTTP/1 ones have the write timeout.
+                    let in_flight = tracked.begin(request.version() == http::Version::HTTP_2);
                     let refuse = overload.as_ref().is_some_and(|o| o.is_overloaded());
                     let metrics = metrics.clone();
                     async move {
@@ -374,7 +376,9 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// Run a connection to its end; when `stop` turns true, or when `idle` says it has had no
 /// request in progress for its timeout, `drain` asks it to finish what is in flight and
-/// close.
+/// close. When `idle` finds a response body its client has stopped reading for the timeout
+/// (HTTP/2 flow control), the connection is closed at once: draining would wait on that
+/// very client.
 async fn drive<C, E>(
     conn: C,
     mut stop: watch::Receiver<bool>,
@@ -385,9 +389,9 @@ async fn drive<C, E>(
     E: std::fmt::Display,
 {
     let mut conn = std::pin::pin!(conn);
-    let idle_over = async {
+    let watchdog = async {
         match &idle {
-            Some((activity, limit)) => activity.idle_for(*limit).await,
+            Some((activity, limit)) => activity.watch(*limit).await,
             None => std::future::pending().await,
         }
     };
@@ -400,15 +404,23 @@ async fn drive<C, E>(
             drain(conn.as_mut());
             conn.await
         }
-        _ = idle_over => {
-            tracing::debug!("idle connection closed");
-            drain(conn.as_mut());
-            // Closing an idle connection needs no more than a GOAWAY: bounded, so that a
-            // peer that never reads cannot keep it.
-            let limit = idle.as_ref().map_or(Duration::from_secs(1), |(_, d)| *d);
-            match tokio::time::timeout(limit, conn).await {
-                Ok(result) => result,
-                Err(_) => Ok(()),
+        verdict = watchdog => match verdict {
+            Verdict::Idle => {
+                tracing::debug!("idle connection closed");
+                drain(conn.as_mut());
+                // Closing an idle connection needs no more than a GOAWAY: bounded, so that
+                // a peer that never reads cannot keep it.
+                let limit = idle.as_ref().map_or(Duration::from_secs(1), |(_, d)| *d);
+                match tokio::time::timeout(limit, conn).await {
+                    Ok(result) => result,
+                    Err(_) => Ok(()),
+                }
+            }
+            Verdict::Stalled => {
+                // Dropping the connection drops its streams' response bodies, and with
+                // them the upstream requests behind them.
+                tracing::debug!("connection closed: its client read no response data within timeouts.idle");
+                Ok(())
             }
         }
     };

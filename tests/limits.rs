@@ -1,7 +1,9 @@
 //! Staying up: idle connections (also ones that never send a byte) closed, stalled request
-//! bodies ended, a client that reads nothing cut off, at most `limits.max_connections` open
-//! connections while established ones go on, new requests refused near `limits.max_memory`,
-//! and an accept loop that survives running out of file descriptors. Timeouts are short
+//! bodies ended, a client that reads nothing cut off (also an HTTP/2 client that withholds
+//! flow-control credit, but not a response whose upstream is quiet), at most
+//! `limits.max_connections` open connections while established ones go on, new requests
+//! refused near `limits.max_memory`, and an accept loop that survives running out of file
+//! descriptors. Timeouts are short
 //! here; each is asserted only to fire within a generous bound.
 
 mod common;
@@ -10,8 +12,11 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use bytes::Bytes;
 use common::metrics;
 use common::*;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -228,6 +233,126 @@ async fn a_client_that_reads_nothing_is_cut_off() {
     }
     let read = within(LIMIT, "the rest", read_to_close(&mut stream)).await;
     assert!(read.map_or(true, |bytes| bytes.len() < total), "cut short");
+}
+
+/// An h2c (prior knowledge) client connection to the guard with a 1 KiB stream window:
+/// the client grants more only as a response body is read.
+async fn h2_client(
+    guard: &Guard,
+) -> (
+    hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    let stream = TcpStream::connect(guard.public).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(1024)
+        .initial_connection_window_size(65535)
+        .handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+        .await
+        .unwrap();
+    (sender, tokio::spawn(conn))
+}
+
+fn h2_get(path: &str) -> hyper::Request<Empty<Bytes>> {
+    hyper::Request::get(format!("http://guard.test{path}"))
+        .body(Empty::new())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_withholds_flow_control_credit_is_cut_off() {
+    let upstream = Upstream::start().await;
+    let guard = guard(&upstream, &[("timeouts.idle", "\"1s\"")]).await;
+    let (mut sender, conn) = h2_client(&guard).await;
+    // The guard's clock for this stream starts after the request was sent.
+    let begun = tokio::time::Instant::now();
+    let response = within(
+        LIMIT,
+        "the response head",
+        sender.send_request(h2_get("/download?bytes=10000000")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    // The body is held and never read: the client sends no WINDOW_UPDATE, so the guard has
+    // data to send and no credit to send it with.
+    let mut body = response.into_body();
+    let ended = within(
+        Duration::from_secs(15),
+        "the guard to close the connection of a client that withholds credit",
+        conn,
+    )
+    .await;
+    assert!(ended.is_ok(), "the connection task did not panic");
+    assert!(
+        begun.elapsed() >= Duration::from_millis(990),
+        "not before the idle timeout: {:?}",
+        begun.elapsed()
+    );
+    assert_eq!(metric(&guard, "hti_guard_open_connections", &[]).await, 0.0);
+    let read = within(LIMIT, "the held body", async {
+        let mut got = 0;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => got += frame.data_ref().map_or(0, |d| d.len()),
+                Err(_) => return Err(got),
+            }
+        }
+        Ok(got)
+    })
+    .await;
+    assert!(read.is_err(), "the held body was cut short: {read:?}");
+    assert!(
+        sender.send_request(h2_get("/after")).await.is_err(),
+        "the connection is gone"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_response_whose_upstream_is_quiet_longer_than_idle_is_not_cut() {
+    let upstream = Upstream::start().await;
+    let guard = guard(&upstream, &[("timeouts.idle", "\"1s\"")]).await;
+    let (mut sender, _conn) = h2_client(&guard).await;
+
+    // A quiet upstream mid-body (server-sent events): the first line, three idle timeouts of
+    // nothing, then the rest. The client reads everything.
+    let response = within(
+        LIMIT,
+        "the /hold head",
+        sender.send_request(h2_get("/hold")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let first = within(LIMIT, "the first line", body.frame()).await;
+    let first = first
+        .expect("a frame")
+        .expect("no error")
+        .into_data()
+        .unwrap();
+    assert_eq!(&first[..], b"first\n");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    upstream.release();
+    let rest = within(LIMIT, "the rest", body.collect())
+        .await
+        .expect("not cut");
+    assert_eq!(&rest.to_bytes()[..], b"second\n");
+
+    // A response head that takes three idle timeouts, then a large body through the small
+    // window, read as it comes, on the same connection.
+    let response = within(
+        LIMIT,
+        "the slow head",
+        sender.send_request(h2_get("/download?bytes=1000000&delay_ms=3000")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    let all = within(LIMIT, "the download", response.into_body().collect())
+        .await
+        .expect("not cut");
+    assert_eq!(all.to_bytes().len(), 1_000_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
