@@ -19,7 +19,7 @@ use crate::config::{
     SameSite, Source,
 };
 use crate::metrics::Metrics;
-use crate::module::ModuleKeys;
+use crate::module_keys::ModuleKeys;
 use crate::verify::Alg;
 use crate::verify::introspect::Introspector;
 use crate::verify::jwk::{KeyProblem, KeyType, VerifyKey};

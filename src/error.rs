@@ -1,17 +1,14 @@
 //! Errors, split by lifetime: `StartupError` stops the guard before it serves; a
 //! `Rejection` ends one request. One exhaustive match gives each reason its status, its
-//! stable string (JSON body and metric label) and its log level, and one function turns a
-//! rejection into the response a person or a client sees.
+//! stable string (JSON body and metric label) and its log level; `respond::error` turns a
+//! rejection into the response a person or a client sees. The ground of the crate: it
+//! imports nothing of it.
 
 use std::borrow::Cow;
 use std::fmt;
 
-use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::{Response, StatusCode};
-use http_body_util::{Either, Full};
-
-use crate::proxy::Body;
+use http::StatusCode;
+use http::header::HeaderValue;
 
 /// Errors that stop the guard before it serves.
 #[derive(Debug, thiserror::Error)]
@@ -289,9 +286,9 @@ impl Rejection {
         self
     }
 
-    /// Label with the configured issuer of a verified launch (if any).
-    pub fn with_issuer_of(mut self, launch: &crate::verify::VerifiedLaunch) -> Self {
-        self.issuer = launch.issuer.clone();
+    /// Label with a configured issuer, or none (the metrics' `unknown`).
+    pub fn with_issuer_label(mut self, issuer: Option<String>) -> Self {
+        self.issuer = issuer;
         self
     }
 }
@@ -325,81 +322,6 @@ impl ErrorFormat {
             ErrorFormat::Html
         }
     }
-}
-
-/// The response for a rejected request. `allow` lists the methods for a 405.
-pub fn respond(
-    reason: Reason,
-    reference: &str,
-    format: ErrorFormat,
-    allow: Option<&str>,
-) -> Response<Body> {
-    let (content_type, body) = match format {
-        ErrorFormat::Json => (
-            "application/json",
-            serde_json::json!({
-                "error": reason.as_str(),
-                "message": reason.message(),
-                "reference": reference,
-            })
-            .to_string(),
-        ),
-        ErrorFormat::Html => ("text/html; charset=utf-8", html_page(reason, reference)),
-    };
-    let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
-    *response.status_mut() = reason.status();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    if format == ErrorFormat::Html {
-        headers.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
-        );
-    }
-    if let Ok(value) = HeaderValue::from_str(reference) {
-        headers.insert(crate::headers::X_REQUEST_ID, value);
-    }
-    if let Some(allow) = allow.and_then(|a| HeaderValue::from_str(a).ok()) {
-        headers.insert(header::ALLOW, allow);
-    }
-    response
-}
-
-fn html_page(reason: Reason, reference: &str) -> String {
-    let status = reason.status();
-    let title = status.canonical_reason().unwrap_or("Error");
-    format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title}</title>\
-         <style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}}\
-         .ref{{color:#666;font-size:.9rem}}</style></head>\
-         <body><h1>{title}</h1><p>{message}</p>\
-         <p class=\"ref\">Reference: <code>{reference}</code></p></body></html>\n",
-        message = escape_html(reason.message()),
-        reference = escape_html(reference),
-    )
-}
-
-/// Escape text for HTML content and attribute values.
-pub fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -441,12 +363,5 @@ mod tests {
         assert_eq!(f("application/problem+json"), ErrorFormat::Json);
         assert_eq!(f("text/html,*/*"), ErrorFormat::Html);
         assert_eq!(ErrorFormat::from_accept(None), ErrorFormat::Html);
-    }
-
-    #[test]
-    fn html_escapes_the_reference() {
-        let page = html_page(Reason::Expired, "<script>");
-        assert!(page.contains("&lt;script&gt;"));
-        assert!(!page.contains("<script>"));
     }
 }

@@ -14,7 +14,8 @@
 //! - `replay`: single use of `jti` (the `ReplayStore` trait and the memory store)
 //! - `headers`: reserved, hop-by-hop, forwarding and trusted headers
 //! - `upstream`: the pooled client to the module application
-//! - `error`: rejection reasons, statuses and the error responses
+//! - `respond`: every response the guard makes itself (errors, 303, logout, module JWKS)
+//! - `error`: rejection reasons and statuses, the ground (imports nothing of the crate)
 //! - `metrics`, `admin`: Prometheus metrics, `/healthz`, `/readyz`, `/metrics`
 //! - `config`: raw and validated configuration
 //!
@@ -32,11 +33,12 @@ pub mod error;
 pub mod headers;
 pub mod launch;
 pub mod metrics;
-pub mod module;
+pub mod module_keys;
 pub mod overload;
 pub mod path;
 pub mod proxy;
 pub mod replay;
+pub mod respond;
 pub mod server;
 pub mod session;
 pub mod sign;
@@ -57,7 +59,7 @@ pub use error::StartupError;
 use crate::admin::Readiness;
 use crate::config::ReplayStoreKind;
 use crate::metrics::Metrics;
-use crate::module::ModuleKeys;
+use crate::module_keys::ModuleKeys;
 use crate::proxy::Proxy;
 use crate::replay::{MemoryStore, RedisStore, ReplayStore};
 use crate::server::PublicOptions;

@@ -1,7 +1,7 @@
 //! The order of the stages, and the only place that knows it: receive -> strip reserved
 //! headers -> is this a launch? -> read the token -> verify -> set trusted headers ->
 //! forward. `handle` never fails; `handle_inner` uses `?` at each step and every error
-//! becomes a response in `error::respond`.
+//! becomes a response in `respond::error`.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -16,12 +16,13 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use crate::config::LaunchConfig;
-use crate::error::{self, ErrorFormat, Fault, Reason, Rejection};
+use crate::error::{ErrorFormat, Fault, Reason, Rejection};
 use crate::headers;
 use crate::launch::{self, Kind};
 use crate::metrics::Metrics;
-use crate::module::ModuleKeys;
+use crate::module_keys::ModuleKeys;
 use crate::path;
+use crate::respond;
 use crate::session::{self, SessionState, Sessions};
 use crate::upstream::{Outgoing, Upstream, UpstreamBody};
 use crate::verify::{VerifiedLaunch, Verifier};
@@ -205,7 +206,10 @@ impl Proxy {
         if self.module.jwks_path() == Some(path)
             && (method == http::Method::GET || method == http::Method::HEAD)
         {
-            return Ok(self.module.jwks_response());
+            return Ok(made(respond::jwks(
+                self.module.jwks().clone(),
+                self.module.jwks_cache_control().clone(),
+            )));
         }
         if let Some(sessions) = &self.sessions
             && sessions.is_logout_path(path)
@@ -220,7 +224,10 @@ impl Proxy {
             if matches!(session, SessionState::Valid { .. }) {
                 self.metrics.session("logout");
             }
-            return Ok(logged_out(sessions));
+            return Ok(made(respond::logged_out(
+                sessions.logged_out(),
+                sessions.clear_cookie(),
+            )));
         }
         let kind = launch::classify(method, path, &self.launch);
         let request = match kind {
@@ -248,7 +255,9 @@ impl Proxy {
                 if let (Ok((launch, _)), Some(sessions)) = (&result, &self.sessions) {
                     match sessions.create(launch, SystemTime::now()) {
                         Ok(created) => session_cookie = Some(created),
-                        Err(rejection) => result = Err(rejection.with_issuer_of(launch)),
+                        Err(rejection) => {
+                            result = Err(rejection.with_issuer_label(launch.issuer.clone()))
+                        }
                     }
                 }
                 match &result {
@@ -268,7 +277,7 @@ impl Proxy {
                     // With sessions the launch is not forwarded: the browser goes to the
                     // landing page with its session, so a reload is a plain GET.
                     self.metrics.session("created");
-                    return Ok(see_other(&landing, cookie));
+                    return Ok(made(respond::see_other(&landing, cookie)));
                 }
                 request
             }
@@ -337,7 +346,7 @@ impl Proxy {
             }
         };
         headers::set_trusted(&mut parts.headers, &verified)
-            .map_err(|r| r.with_issuer_of(&verified))?;
+            .map_err(|r| r.with_issuer_label(verified.issuer.clone()))?;
         Ok((
             verified,
             Request::from_parts(parts, Either::Right(Full::new(body))),
@@ -450,57 +459,16 @@ impl Proxy {
             ),
         }
         let allow = (reason == Reason::MethodNotAllowed).then_some(allow);
-        error::respond(reason, reference, format, allow)
+        made(respond::error(reason, reference, format, allow))
     }
 }
 
 /// The methods proxied on a path that is not a launch path: all but CONNECT.
 const ANY_METHOD: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE";
 
-/// `303 See Other` to `location`, setting the session cookie.
-fn see_other(location: &str, cookie: HeaderValue) -> Response<Body> {
-    let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
-    *response.status_mut() = StatusCode::SEE_OTHER;
-    let headers = response.headers_mut();
-    if let Ok(location) = HeaderValue::from_str(location) {
-        headers.insert(header::LOCATION, location);
-    }
-    headers.insert(header::SET_COOKIE, cookie);
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
-/// After logout: the session cookie cleared, then a page or a redirect.
-fn logged_out(sessions: &Sessions) -> Response<Body> {
-    let mut response = match sessions.logged_out() {
-        Some(to) => {
-            let mut r = Response::new(Either::Right(Full::new(Bytes::new())));
-            *r.status_mut() = StatusCode::SEE_OTHER;
-            if let Ok(to) = HeaderValue::from_str(to) {
-                r.headers_mut().insert(header::LOCATION, to);
-            }
-            r
-        }
-        None => {
-            let page = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-                <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-                <title>Signed out</title><style>body{font-family:system-ui,sans-serif;max-width:36rem;\
-                margin:4rem auto;padding:0 1rem;color:#222}</style></head><body><h1>Signed out</h1>\
-                <p>You have left the module. To use it again, start it from your portal.</p></body></html>\n";
-            let mut r = Response::new(Either::Right(Full::new(Bytes::from_static(
-                page.as_bytes(),
-            ))));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            );
-            r
-        }
-    };
-    let headers = response.headers_mut();
-    headers.insert(header::SET_COOKIE, sessions.clear_cookie());
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+/// A response the guard made, as the proxy's body.
+fn made(response: respond::Made) -> Response<Body> {
+    response.map(Either::Right)
 }
 
 /// A request URI (origin form) of `path` and `query` ("" for none).

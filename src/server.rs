@@ -22,12 +22,14 @@ use tokio_rustls::TlsAcceptor;
 
 use tokio::sync::Semaphore;
 
-use crate::error::{self, ErrorFormat, Reason};
+use crate::error::{ErrorFormat, Reason};
 use crate::headers;
 use crate::metrics::Metrics;
 use crate::overload::Overload;
 use crate::proxy::{Body, Peer, Proxy};
+use crate::respond;
 use crate::timed::{Activity, TimedIo, Tracked, Verdict};
+use http_body_util::Either;
 
 /// Settings of the public listener.
 pub struct PublicOptions {
@@ -306,7 +308,8 @@ pub async fn serve_public(
 fn overloaded(request: &Request<Incoming>, metrics: &Metrics) -> Response<Body> {
     let reference = headers::request_id(request.headers());
     let format = ErrorFormat::from_accept(request.headers().get(http::header::ACCEPT));
-    let mut response = error::respond(Reason::Overloaded, &reference, format, None);
+    let mut response =
+        respond::error(Reason::Overloaded, &reference, format, None).map(Either::Right);
     if request.version() < http::Version::HTTP_2 {
         response.headers_mut().insert(
             http::header::CONNECTION,

@@ -5,8 +5,8 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{Either, Full};
 
-pub use crate::error::escape_html as esc;
 use crate::proxy::Body;
+pub use crate::respond::escape_html as esc;
 
 const STYLE: &str = "
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:54rem;margin:2rem auto;padding:0 1rem;color:#1d2733;line-height:1.45}

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use crate::config::{AssertionAudience, IntrospectionConfig, IntrospectionEndpoints, KeysConfig};
 use crate::error::{Reason, Rejection};
 use crate::metrics::Metrics;
-use crate::module::ModuleKeys;
+use crate::module_keys::ModuleKeys;
 use crate::verify::keys::{backoff, max_age, refresh_interval};
 
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";

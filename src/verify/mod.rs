@@ -27,7 +27,7 @@ pub use keys::KeyCache;
 use crate::config::Config;
 use crate::error::{Reason, Rejection};
 use crate::metrics::Metrics;
-use crate::module::ModuleKeys;
+use crate::module_keys::ModuleKeys;
 use crate::replay::{Freshness, ReplayError, ReplayStore};
 use crate::verify::introspect::Introspector;
 

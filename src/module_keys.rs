@@ -5,14 +5,11 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::{Response, StatusCode};
-use http_body_util::{Either, Full};
+use http::header::HeaderValue;
 use serde_json::{Value, json};
 
 use crate::config::ModuleConfig;
 use crate::error::StartupError;
-use crate::proxy::Body;
 use crate::sign::{SigningKey, random_jti};
 use crate::verify::Alg;
 use crate::verify::jwe::DecryptionKeys;
@@ -109,17 +106,9 @@ impl ModuleKeys {
         &self.jwks
     }
 
-    /// The JWKS as an HTTP response.
-    pub fn jwks_response(&self) -> Response<Body> {
-        let mut response = Response::new(Either::Right(Full::new(self.jwks.clone())));
-        *response.status_mut() = StatusCode::OK;
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/jwk-set+json"),
-        );
-        headers.insert(header::CACHE_CONTROL, self.cache_control.clone());
-        response
+    /// The `Cache-Control` of the JWKS document.
+    pub fn jwks_cache_control(&self) -> &HeaderValue {
+        &self.cache_control
     }
 
     /// A client assertion (RFC 7523): `iss` = `sub` = `client_id`, `aud` = `audience`,
