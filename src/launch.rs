@@ -21,6 +21,67 @@ pub enum Kind {
     MethodNotAllowed,
 }
 
+/// Where a request goes, decided by its method and normalised path alone: the one `match`
+/// of the proxy's stage order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// GET or HEAD on `module.jwks_path`: the module's public keys.
+    ModuleJwks,
+    /// GET or POST on `session.logout_path` (with sessions on).
+    Logout,
+    /// A launch path: the kind of launch (or a method not accepted there).
+    Launch(Kind),
+    /// Everything else goes upstream.
+    Passthrough,
+}
+
+/// The paths that route a request anywhere but upstream.
+#[derive(Debug, Clone)]
+pub struct Routes {
+    launch: LaunchConfig,
+    jwks_path: Option<String>,
+    /// The logout path, and whether it matches regardless of case.
+    logout: Option<(String, bool)>,
+}
+
+impl Routes {
+    pub fn new(
+        launch: LaunchConfig,
+        jwks_path: Option<String>,
+        logout: Option<(String, bool)>,
+    ) -> Routes {
+        Routes {
+            launch,
+            jwks_path,
+            logout,
+        }
+    }
+
+    /// Route a request by its method and normalised path.
+    pub fn route(&self, method: &Method, path: &str) -> Route {
+        if self.jwks_path.as_deref() == Some(path)
+            && (method == Method::GET || method == Method::HEAD)
+        {
+            return Route::ModuleJwks;
+        }
+        if let Some((logout, fold)) = &self.logout
+            && crate::path::same(path, logout, *fold)
+            && (method == Method::GET || method == Method::POST)
+        {
+            return Route::Logout;
+        }
+        match classify(method, path, &self.launch) {
+            Kind::Passthrough => Route::Passthrough,
+            kind => Route::Launch(kind),
+        }
+    }
+
+    /// The `Allow` header value for a 405 on a launch path.
+    pub fn allow(&self) -> String {
+        allow_header(&self.launch)
+    }
+}
+
 /// Classify a request by its method and path.
 pub fn classify(method: &Method, path: &str, cfg: &LaunchConfig) -> Kind {
     if !cfg.paths.iter().any(|p| p == path) {
@@ -227,6 +288,38 @@ mod tests {
         assert_eq!(e.rest, "iss=x");
         let e = extract(b"launch=t2", &fields()).unwrap();
         assert_eq!((e.token.as_str(), e.rest.as_str()), ("t2", ""));
+    }
+
+    #[test]
+    fn routes_in_order() {
+        let routes = Routes::new(
+            cfg(&[Method::POST, Method::GET]),
+            Some("/.well-known/jwks.json".into()),
+            Some(("/hti-guard/logout".into(), true)),
+        );
+        let r = |m: Method, p: &str| routes.route(&m, p);
+        assert_eq!(r(Method::GET, "/.well-known/jwks.json"), Route::ModuleJwks);
+        assert_eq!(r(Method::HEAD, "/.well-known/jwks.json"), Route::ModuleJwks);
+        assert_eq!(
+            r(Method::POST, "/.well-known/jwks.json"),
+            Route::Passthrough
+        );
+        assert_eq!(r(Method::GET, "/hti-guard/logout"), Route::Logout);
+        assert_eq!(r(Method::POST, "/HTI-guard/Logout"), Route::Logout);
+        assert_eq!(r(Method::PUT, "/hti-guard/logout"), Route::Passthrough);
+        assert_eq!(r(Method::POST, "/launch"), Route::Launch(Kind::FormPost));
+        assert_eq!(r(Method::GET, "/launch"), Route::Launch(Kind::Query));
+        assert_eq!(
+            r(Method::PUT, "/launch"),
+            Route::Launch(Kind::MethodNotAllowed)
+        );
+        assert_eq!(r(Method::GET, "/app"), Route::Passthrough);
+        let bare = Routes::new(cfg(&[Method::POST]), None, None);
+        assert_eq!(
+            bare.route(&Method::GET, "/hti-guard/logout"),
+            Route::Passthrough
+        );
+        assert_eq!(bare.allow(), "POST");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use crate::config::LaunchConfig;
 use crate::error::{ErrorFormat, Fault, Reason, Rejection};
 use crate::headers;
-use crate::launch::{self, Kind};
+use crate::launch::{self, Kind, Route, Routes};
 use crate::metrics::Metrics;
 use crate::module_keys::ModuleKeys;
 use crate::path;
@@ -45,6 +45,7 @@ pub struct Proxy {
     module: Arc<ModuleKeys>,
     sessions: Option<Arc<Sessions>>,
     launch: LaunchConfig,
+    routes: Arc<Routes>,
     allow: String,
     verifier: Arc<Verifier>,
     upstream: Upstream,
@@ -60,10 +61,16 @@ impl Proxy {
         upstream: Upstream,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let routes = Routes::new(
+            launch.clone(),
+            module.jwks_path().map(str::to_owned),
+            sessions.as_ref().map(|s| s.logout_route()),
+        );
         Proxy {
             module,
             sessions: sessions.map(Arc::new),
-            allow: launch::allow_header(&launch),
+            allow: routes.allow(),
+            routes: Arc::new(routes),
             launch,
             verifier: Arc::new(verifier),
             upstream,
@@ -193,6 +200,7 @@ impl Proxy {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
 
+    /// The route `match`: every request goes one of four ways, then upstream or back.
     async fn handle_inner(
         &self,
         request: Request<Incoming>,
@@ -201,88 +209,112 @@ impl Proxy {
         session: &SessionState,
         upgrade: Option<HeaderValue>,
     ) -> Result<Response<Body>, Rejection> {
-        let method = request.method();
-        let path = request.uri().path();
-        if self.module.jwks_path() == Some(path)
-            && (method == http::Method::GET || method == http::Method::HEAD)
-        {
-            return Ok(made(respond::jwks(
-                self.module.jwks().clone(),
-                self.module.jwks_cache_control().clone(),
-            )));
-        }
-        if let Some(sessions) = &self.sessions
-            && sessions.is_logout_path(path)
-            && (method == http::Method::GET || method == http::Method::POST)
-        {
-            if session::is_cross_site(request.headers()) {
-                return Err(Rejection::new(
-                    Reason::CrossSiteRequest,
-                    "logout from another site",
-                ));
+        let request = match self.routes.route(request.method(), request.uri().path()) {
+            Route::ModuleJwks => {
+                return Ok(made(respond::jwks(
+                    self.module.jwks().clone(),
+                    self.module.jwks_cache_control().clone(),
+                )));
             }
-            if matches!(session, SessionState::Valid { .. }) {
-                self.metrics.session("logout");
-            }
-            return Ok(made(respond::logged_out(
-                sessions.logged_out(),
-                sessions.clear_cookie(),
-            )));
-        }
-        let kind = launch::classify(method, path, &self.launch);
-        let request = match kind {
-            Kind::Passthrough => {
-                let mut request = request.map(|body| self.upstream.outgoing(body));
-                match (session, &self.sessions) {
-                    (SessionState::Valid { launch, .. }, _) => {
-                        headers::set_trusted(request.headers_mut(), launch)?;
-                    }
-                    (_, Some(sessions)) if sessions.protects(request.uri().path()) => {
-                        return Err(Rejection::new(
-                            Reason::NoSession,
-                            "no valid session for a protected path",
-                        ));
-                    }
-                    _ => {}
-                }
-                request
-            }
-            Kind::MethodNotAllowed | Kind::FormPost | Kind::Query => {
+            Route::Logout => return self.logout(&request, session),
+            Route::Passthrough => self.admit(request, session)?,
+            Route::Launch(kind) => {
                 // Boxed: the launch's state is large, and the passthrough future that hyper
                 // holds for every request stays small without it.
-                let mut result = Box::pin(self.receive_launch(request, kind)).await;
-                let mut session_cookie = None;
-                if let (Ok((launch, _)), Some(sessions)) = (&result, &self.sessions) {
-                    match sessions.create(launch, SystemTime::now()) {
-                        Ok(created) => session_cookie = Some(created),
-                        Err(rejection) => {
-                            result = Err(rejection.with_issuer_label(launch.issuer.clone()))
-                        }
-                    }
+                match Box::pin(self.launch(request, kind, request_id)).await? {
+                    Launched::Forward(request) => request,
+                    Launched::Session(response) => return Ok(response),
                 }
-                match &result {
-                    Ok((launch, _)) => {
-                        self.metrics.launch_accepted(launch.issuer.as_deref());
-                        tracing::info!(
-                            reference = %request_id,
-                            issuer = %launch.claims.iss,
-                            jti = %launch.claims.jti,
-                            "launch accepted"
-                        );
-                    }
-                    Err(r) => self.metrics.launch_rejected(r.issuer.as_deref(), r.reason),
-                }
-                let request = result?.1;
-                if let Some((cookie, landing)) = session_cookie {
-                    // With sessions the launch is not forwarded: the browser goes to the
-                    // landing page with its session, so a reload is a plain GET.
-                    self.metrics.session("created");
-                    return Ok(made(respond::see_other(&landing, cookie)));
-                }
-                request
             }
         };
         self.forward(request, peer, request_id, upgrade).await
+    }
+
+    /// Logout: refused from another site, else the session cookie cleared.
+    fn logout(
+        &self,
+        request: &Request<Incoming>,
+        session: &SessionState,
+    ) -> Result<Response<Body>, Rejection> {
+        let Some(sessions) = &self.sessions else {
+            return Err(Rejection::new(Reason::NoSession, "logout without sessions"));
+        };
+        if session::is_cross_site(request.headers()) {
+            return Err(Rejection::new(
+                Reason::CrossSiteRequest,
+                "logout from another site",
+            ));
+        }
+        if matches!(session, SessionState::Valid { .. }) {
+            self.metrics.session("logout");
+        }
+        Ok(made(respond::logged_out(
+            sessions.logged_out(),
+            sessions.clear_cookie(),
+        )))
+    }
+
+    /// A passthrough request: the session's headers set when there is one, refused on a
+    /// protected path when there is none.
+    fn admit(
+        &self,
+        request: Request<Incoming>,
+        session: &SessionState,
+    ) -> Result<Request<Outgoing>, Rejection> {
+        let mut request = request.map(|body| self.upstream.outgoing(body));
+        match (session, &self.sessions) {
+            (SessionState::Valid { launch, .. }, _) => {
+                headers::set_trusted(request.headers_mut(), launch)?;
+            }
+            (_, Some(sessions)) if sessions.protects(request.uri().path()) => {
+                return Err(Rejection::new(
+                    Reason::NoSession,
+                    "no valid session for a protected path",
+                ));
+            }
+            _ => {}
+        }
+        Ok(request)
+    }
+
+    /// A launch: verified, counted and logged; then forwarded, or (with sessions) turned
+    /// into a session and a 303 to the landing page.
+    async fn launch(
+        &self,
+        request: Request<Incoming>,
+        kind: Kind,
+        request_id: &str,
+    ) -> Result<Launched, Rejection> {
+        let mut result = self.receive_launch(request, kind).await;
+        let mut session_cookie = None;
+        if let (Ok((launch, _)), Some(sessions)) = (&result, &self.sessions) {
+            match sessions.create(launch, SystemTime::now()) {
+                Ok(created) => session_cookie = Some(created),
+                Err(rejection) => result = Err(rejection.with_issuer_label(launch.issuer.clone())),
+            }
+        }
+        match &result {
+            Ok((launch, _)) => {
+                self.metrics.launch_accepted(launch.issuer.as_deref());
+                tracing::info!(
+                    reference = %request_id,
+                    issuer = %launch.claims.iss,
+                    jti = %launch.claims.jti,
+                    "launch accepted"
+                );
+            }
+            Err(r) => self.metrics.launch_rejected(r.issuer.as_deref(), r.reason),
+        }
+        let request = result?.1;
+        Ok(match session_cookie {
+            // With sessions the launch is not forwarded: the browser goes to the landing
+            // page with its session, so a reload is a plain GET.
+            Some((cookie, landing)) => {
+                self.metrics.session("created");
+                Launched::Session(made(respond::see_other(&landing, cookie)))
+            }
+            None => Launched::Forward(request),
+        })
     }
 
     /// Read the token, verify it, and build the request that goes upstream: the token
@@ -465,6 +497,14 @@ impl Proxy {
 
 /// The methods proxied on a path that is not a launch path: all but CONNECT.
 const ANY_METHOD: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE";
+
+/// What an accepted launch becomes.
+enum Launched {
+    /// The request to forward, token fields removed and trusted headers set.
+    Forward(Request<Outgoing>),
+    /// With sessions: the 303 to the landing page with the session cookie.
+    Session(Response<Body>),
+}
 
 /// A response the guard made, as the proxy's body.
 fn made(response: respond::Made) -> Response<Body> {

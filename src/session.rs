@@ -92,6 +92,14 @@ impl Sessions {
         path::same(path, &self.cfg.logout_path, self.cfg.case_insensitive_paths)
     }
 
+    /// The logout path and whether it matches regardless of case, for the router.
+    pub fn logout_route(&self) -> (String, bool) {
+        (
+            self.cfg.logout_path.clone(),
+            self.cfg.case_insensitive_paths,
+        )
+    }
+
     /// Whether a request to `path` (normalised) needs a session (protected and not public).
     pub fn protects(&self, path: &str) -> bool {
         let fold = self.cfg.case_insensitive_paths;
