@@ -10,6 +10,28 @@ use std::sync::OnceLock;
 
 use crate::error::Reason;
 
+/// The `event` label of `hti_guard_sessions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEvent {
+    Created,
+    Renewed,
+    Expired,
+    Invalid,
+    Logout,
+}
+
+impl SessionEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionEvent::Created => "created",
+            SessionEvent::Renewed => "renewed",
+            SessionEvent::Expired => "expired",
+            SessionEvent::Invalid => "invalid",
+            SessionEvent::Logout => "logout",
+        }
+    }
+}
+
 /// Every metric the guard exports.
 pub struct Metrics {
     registry: Registry,
@@ -289,9 +311,9 @@ impl Metrics {
         self.introspection_duration.observe(seconds);
     }
 
-    /// `event` is `created`, `renewed`, `expired`, `invalid` or `logout`.
-    pub fn session(&self, event: &str) {
-        self.sessions.with_label_values(&[event]).inc();
+    /// Count a session event.
+    pub fn session(&self, event: SessionEvent) {
+        self.sessions.with_label_values(&[event.as_str()]).inc();
     }
 
     /// A request refused before routing (`overloaded`).

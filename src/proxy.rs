@@ -19,7 +19,7 @@ use crate::config::LaunchConfig;
 use crate::error::{ErrorFormat, Fault, Reason, Rejection};
 use crate::headers;
 use crate::launch::{self, Kind, Route, Routes};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SessionEvent};
 use crate::module_keys::ModuleKeys;
 use crate::path;
 use crate::respond;
@@ -246,7 +246,7 @@ impl Proxy {
             ));
         }
         if matches!(session, SessionState::Valid { .. }) {
-            self.metrics.session("logout");
+            self.metrics.session(SessionEvent::Logout);
         }
         Ok(made(respond::logged_out(
             sessions.logged_out(),
@@ -310,7 +310,7 @@ impl Proxy {
             // With sessions the launch is not forwarded: the browser goes to the landing
             // page with its session, so a reload is a plain GET.
             Some((cookie, landing)) => {
-                self.metrics.session("created");
+                self.metrics.session(SessionEvent::Created);
                 Launched::Session(made(respond::see_other(&landing, cookie)))
             }
             None => Launched::Forward(request),

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{SameSite, SessionConfig};
 use crate::error::{Reason, Rejection};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SessionEvent};
 use crate::path;
 use crate::verify::{HtiClaims, VerifiedLaunch};
 
@@ -220,14 +220,14 @@ impl Sessions {
             .filter_map(|v| self.open(v))
             .find(|data| data.binding == self.cfg.binding)
         else {
-            metrics.session("invalid");
+            metrics.session(SessionEvent::Invalid);
             return SessionState::Invalid;
         };
         let now = unix(now);
         let expired = now.saturating_sub(data.created) > self.cfg.ttl.as_secs()
             || now.saturating_sub(data.renewed) > self.cfg.idle_timeout.as_secs();
         if expired {
-            metrics.session("expired");
+            metrics.session(SessionEvent::Expired);
             return SessionState::Expired;
         }
         let renew = if now.saturating_sub(data.renewed) >= RENEW_EVERY.as_secs() {
@@ -237,7 +237,7 @@ impl Sessions {
             };
             let cookie = self.set_cookie(&fresh, now).ok();
             if cookie.is_some() {
-                metrics.session("renewed");
+                metrics.session(SessionEvent::Renewed);
             }
             cookie
         } else {
