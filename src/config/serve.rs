@@ -1,0 +1,194 @@
+//! How the guard serves: `[timeouts]`, `[limits]` and `[tls]`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::parse::{parse_size, positive};
+use super::{ConfigError, invalid};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawTimeouts {
+    request_headers: String,
+    idle: String,
+    request_body: String,
+    upstream_connect: String,
+    upstream_response: String,
+}
+
+impl Default for RawTimeouts {
+    fn default() -> Self {
+        Self {
+            request_headers: "10s".into(),
+            // nginx's keepalive_timeout and send_timeout, Envoy's idle_timeout order.
+            idle: "60s".into(),
+            // nginx's client_body_timeout is 60 s; a launch form is small, so half that.
+            request_body: "30s".into(),
+            upstream_connect: "2s".into(),
+            upstream_response: "60s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    pub request_headers: Duration,
+    /// A connection with no request in progress, and a write to a client that reads
+    /// nothing, end after this.
+    pub idle: Duration,
+    /// A request body that sends nothing for this long ends its request.
+    pub request_body: Duration,
+    pub upstream_connect: Duration,
+    pub upstream_response: Duration,
+}
+
+impl RawTimeouts {
+    pub(super) fn validate(self) -> Result<Timeouts, ConfigError> {
+        Ok(Timeouts {
+            request_headers: positive("timeouts.request_headers", &self.request_headers)?,
+            upstream_connect: positive("timeouts.upstream_connect", &self.upstream_connect)?,
+            idle: positive("timeouts.idle", &self.idle)?,
+            request_body: positive("timeouts.request_body", &self.request_body)?,
+            upstream_response: positive("timeouts.upstream_response", &self.upstream_response)?,
+        })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawLimits {
+    max_connections: Option<i64>,
+    max_memory: Option<String>,
+}
+
+/// Bounds on what the guard takes on (`[limits]`).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Open client connections on the public listener; the accept loop waits beyond it.
+    pub max_connections: usize,
+    /// Above 90 % of this resident set size new requests get 503 `overloaded`; `None`: no
+    /// limit.
+    pub max_memory: Option<u64>,
+}
+
+/// The most `limits.max_connections` may be.
+const MAX_CONNECTIONS: i64 = 1_000_000;
+/// The default `limits.max_connections` when the open-files limit does not lower it.
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// File descriptors kept for everything but client connections (listeners, runtimes, key
+/// fetches, Redis, logs).
+const RESERVED_FDS: u64 = 64;
+
+/// The default `limits.max_connections`: 10 000, or fewer when the open-files limit
+/// (`RLIMIT_NOFILE`) cannot hold them: each client connection may hold an upstream
+/// connection too, so half of what is left after a reserve.
+pub(super) fn default_max_connections(open_files: Option<u64>) -> usize {
+    match open_files {
+        Some(n) => {
+            let fit = n.saturating_sub(RESERVED_FDS) / 2;
+            (fit.clamp(1, DEFAULT_MAX_CONNECTIONS as u64)) as usize
+        }
+        None => DEFAULT_MAX_CONNECTIONS,
+    }
+}
+
+impl RawLimits {
+    pub(super) fn validate(self) -> Result<Limits, ConfigError> {
+        let max_connections = match self.max_connections {
+            None => default_max_connections(crate::overload::open_files_limit()),
+            Some(n) if (1..=MAX_CONNECTIONS).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(invalid(
+                    "limits.max_connections",
+                    format!("{n} is out of range (1 to {MAX_CONNECTIONS})"),
+                ));
+            }
+        };
+        let max_memory = match self.max_memory.as_deref().map(str::trim) {
+            None => crate::overload::cgroup_memory_max(),
+            Some("off") => None,
+            Some(value) => {
+                let bytes = parse_size("limits.max_memory", value)?;
+                if bytes == 0 {
+                    return Err(invalid(
+                        "limits.max_memory",
+                        "must be larger than zero (or \"off\")",
+                    ));
+                }
+                Some(bytes as u64)
+            }
+        };
+        Ok(Limits {
+            max_connections,
+            max_memory,
+        })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// The certificate chain and key, loaded and checked at startup (ALPN h2, http/1.1).
+    pub server_config: std::sync::Arc<rustls::ServerConfig>,
+}
+
+impl RawTls {
+    pub(super) fn validate(self) -> Result<Option<TlsConfig>, ConfigError> {
+        let tls = match (self.cert_file, self.key_file) {
+            (None, None) => None,
+            (Some(cert_file), Some(key_file)) => Some(load_tls(cert_file, key_file)?),
+            (Some(_), None) => {
+                return Err(invalid(
+                    "tls.key_file",
+                    "is required when tls.cert_file is set",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "tls.cert_file",
+                    "is required when tls.key_file is set",
+                ));
+            }
+        };
+        Ok(tls)
+    }
+}
+
+fn load_tls(cert_file: PathBuf, key_file: PathBuf) -> Result<TlsConfig, ConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_file)
+        .and_then(|iter| iter.collect())
+        .map_err(|e| invalid("tls.cert_file", format!("{}: {e}", cert_file.display())))?;
+    if certs.is_empty() {
+        return Err(invalid(
+            "tls.cert_file",
+            format!("{}: no certificate found", cert_file.display()),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&key_file)
+        .map_err(|e| invalid("tls.key_file", format!("{}: {e}", key_file.display())))?;
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut server_config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid("tls.cert_file", e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| invalid("tls.key_file", format!("does not match tls.cert_file: {e}")))?;
+    server_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsConfig {
+        cert_file,
+        key_file,
+        server_config: std::sync::Arc::new(server_config),
+    })
+}
