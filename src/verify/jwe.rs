@@ -602,3 +602,5 @@ fn rsa_spki(n: &[u8], e: &[u8]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vectors;
