@@ -106,34 +106,36 @@ async fn raw(addr: SocketAddr, request: &[u8]) -> Raw {
     .await
 }
 
-/// A GET with `extra` header lines, `Accept: application/json` and `Connection: close`.
-fn get(target: &str, host: SocketAddr, extra: &[&str]) -> Vec<u8> {
-    let mut text = format!(
-        "GET {target} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n"
-    );
+/// An HTTP/1.1 request: `start` (method and target), `Host`, `Accept: application/json`,
+/// the `extra` header lines, then `body`.
+fn request(start: &str, host: SocketAddr, extra: &[&str], body: &str) -> Vec<u8> {
+    let mut text = format!("{start} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\n");
     for line in extra {
         text.push_str(line);
         text.push_str("\r\n");
     }
     text.push_str("\r\n");
+    text.push_str(body);
     text.into_bytes()
+}
+
+/// A GET with `extra` header lines and `Connection: close`.
+fn get(target: &str, host: SocketAddr, extra: &[&str]) -> Vec<u8> {
+    let mut lines = vec!["Connection: close"];
+    lines.extend_from_slice(extra);
+    request(&format!("GET {target}"), host, &lines, "")
 }
 
 /// A launch POST with `extra` header lines.
 fn launch_post(path: &str, host: SocketAddr, token: &str, extra: &[&str]) -> Vec<u8> {
     let body = form(&[("token", token)]);
-    let mut text = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for line in extra {
-        text.push_str(line);
-        text.push_str("\r\n");
-    }
-    text.push_str("\r\n");
-    text.push_str(&body);
-    text.into_bytes()
+    let length = format!("Content-Length: {}", body.len());
+    let mut lines = vec![
+        "Content-Type: application/x-www-form-urlencoded",
+        length.as_str(),
+    ];
+    lines.extend_from_slice(extra);
+    request(&format!("POST {path}"), host, &lines, &body)
 }
 
 /// An upstream that answers every request with `101 Switching Protocols` to what the
@@ -426,10 +428,8 @@ async fn paths_are_normalised_before_the_session_rules() {
         assert_eq!(response.status, 400, "{target}: {response:?}");
         assert_eq!(response.reason(), "invalid_path", "{target}");
     }
-    let connect = format!(
-        "CONNECT {host} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
-    );
-    let response = raw(host, connect.as_bytes()).await;
+    let connect = request(&format!("CONNECT {host}"), host, &["Connection: close"], "");
+    let response = raw(host, &connect).await;
     assert_eq!(response.status, 405, "{response:?}");
     assert_eq!(response.reason(), "method_not_allowed");
     assert!(
@@ -545,17 +545,13 @@ async fn a_cross_site_request_cannot_log_out() {
     let host = fx.guard.public;
     let with_cookie = format!("Cookie: {cookie}");
     let logout = |extra: &[&str]| {
-        let mut lines = vec![with_cookie.as_str()];
+        let mut lines = vec![
+            with_cookie.as_str(),
+            "Connection: close",
+            "Content-Length: 0",
+        ];
         lines.extend_from_slice(extra);
-        let mut text = format!(
-            "POST /hti-guard/logout HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\nContent-Length: 0\r\n"
-        );
-        for line in lines {
-            text.push_str(line);
-            text.push_str("\r\n");
-        }
-        text.push_str("\r\n");
-        text.into_bytes()
+        request("POST /hti-guard/logout", host, &lines, "")
     };
     let evil_origin = "Origin: https://evil.example".to_owned();
     for extra in [
