@@ -314,6 +314,19 @@ mod tests {
             Route::Launch(Kind::MethodNotAllowed)
         );
         assert_eq!(r(Method::GET, "/app"), Route::Passthrough);
+        let strict = Routes::new(
+            cfg(&[Method::POST]),
+            None,
+            Some(("/hti-guard/logout".into(), false)),
+        );
+        assert_eq!(
+            strict.route(&Method::GET, "/hti-guard/logout"),
+            Route::Logout
+        );
+        assert_eq!(
+            strict.route(&Method::GET, "/HTI-guard/logout"),
+            Route::Passthrough
+        );
         let bare = Routes::new(cfg(&[Method::POST]), None, None);
         assert_eq!(
             bare.route(&Method::GET, "/hti-guard/logout"),
