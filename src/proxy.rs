@@ -165,9 +165,10 @@ impl Proxy {
                 None => normal.into_owned(),
             });
         if let Some(origin_form) = origin_form {
-            *request.uri_mut() = origin_form
-                .parse()
-                .map_err(|_| Rejection::new(Reason::InvalidPath, "normalised path is not a URI"))?;
+            // Built from a parsed URI and a normalised path: a failure is a bug of ours.
+            *request.uri_mut() = origin_form.parse().map_err(|_| {
+                Rejection::internal(Reason::UpstreamUnavailable, "normalised path is not a URI")
+            })?;
         }
         if let Some(host) = host {
             request.headers_mut().insert(header::HOST, host);
@@ -482,12 +483,15 @@ impl Proxy {
     ) -> Response<Body> {
         let reason = rejection.reason;
         let issuer = rejection.issuer.as_deref().unwrap_or("unknown");
-        match reason.fault() {
+        match rejection.fault() {
             Fault::Client => tracing::info!(
                 reference, reason = reason.as_str(), issuer, detail = %rejection.detail, "request rejected"
             ),
             Fault::Dependency => tracing::warn!(
                 reference, reason = reason.as_str(), issuer, detail = %rejection.detail, "request failed"
+            ),
+            Fault::Internal => tracing::error!(
+                reference, reason = reason.as_str(), issuer, detail = %rejection.detail, "internal error"
             ),
         }
         let allow = (reason == Reason::MethodNotAllowed).then_some(allow);
@@ -511,7 +515,8 @@ fn made(response: respond::Made) -> Response<Body> {
     response.map(Either::Right)
 }
 
-/// A request URI (origin form) of `path` and `query` ("" for none).
+/// A request URI (origin form) of `path` (normalised) and `query` ("" for none; re-encoded
+/// by the form serializer), so a failure is a bug of ours.
 fn with_query(path: &str, query: &str) -> Result<http::Uri, Rejection> {
     let pq = if query.is_empty() {
         path.to_owned()
@@ -519,7 +524,7 @@ fn with_query(path: &str, query: &str) -> Result<http::Uri, Rejection> {
         format!("{path}?{query}")
     };
     pq.parse()
-        .map_err(|_| Rejection::new(Reason::MalformedToken, "query cannot be rebuilt"))
+        .map_err(|_| Rejection::internal(Reason::UpstreamUnavailable, "query cannot be rebuilt"))
 }
 
 /// Copy bytes both ways once both sides have switched protocols.

@@ -149,7 +149,10 @@ impl Sessions {
     /// The `Set-Cookie` value for `data`, refused when it would not fit in a browser.
     fn set_cookie(&self, data: &SessionData, now: u64) -> Result<HeaderValue, Rejection> {
         let sealed = self.seal(data).ok_or_else(|| {
-            Rejection::new(Reason::SessionTooLarge, "the session could not be sealed")
+            Rejection::internal(
+                Reason::UpstreamUnavailable,
+                "the session could not be sealed",
+            )
         })?;
         let left = (data.created + self.cfg.ttl.as_secs()).saturating_sub(now);
         let text = self.cookie(sealed, Duration::from_secs(left)).to_string();
@@ -163,8 +166,8 @@ impl Sessions {
             ));
         }
         HeaderValue::from_str(&text).map_err(|_| {
-            Rejection::new(
-                Reason::SessionTooLarge,
+            Rejection::internal(
+                Reason::UpstreamUnavailable,
                 "the session cookie is not a header value",
             )
         })
