@@ -267,25 +267,10 @@ impl Proxy {
         kind: Kind,
         exchange: &mut Exchange<'_>,
     ) -> Result<Launched, Rejection> {
-        let decided =
-            self.receive_launch(request, kind, exchange)
-                .await
-                .and_then(|(launch, request)| {
-                    let launched = match &self.sessions {
-                        // With sessions the launch is not forwarded: the browser goes to the
-                        // landing page with its session, so a reload is a plain GET.
-                        Some(sessions) => match sessions.create(&launch, SystemTime::now()) {
-                            Ok((cookie, landing)) => {
-                                Launched::Session(made(respond::see_other(&landing, cookie)))
-                            }
-                            Err(rejection) => {
-                                return Err(rejection.with_issuer_label(launch.issuer.clone()));
-                            }
-                        },
-                        None => Launched::Forward(request),
-                    };
-                    Ok((launch, launched))
-                });
+        let decided = match self.receive_launch(request, kind, exchange).await {
+            Ok((launch, request)) => self.land(&launch, request).map(|to| (launch, to)),
+            Err(rejection) => Err(rejection),
+        };
         match decided {
             Ok((launch, launched)) => {
                 if matches!(launched, Launched::Session(_)) {
@@ -303,6 +288,24 @@ impl Proxy {
                 Err(rejection)
             }
         }
+    }
+
+    /// Where an accepted launch goes: upstream, or with sessions to the landing page with
+    /// its session (so that a reload is a plain GET), not upstream.
+    fn land(
+        &self,
+        launch: &VerifiedLaunch,
+        request: Request<Outgoing>,
+    ) -> Result<Launched, Rejection> {
+        let Some(sessions) = &self.sessions else {
+            return Ok(Launched::Forward(request));
+        };
+        let (cookie, landing) = sessions
+            .create(launch, SystemTime::now())
+            .map_err(|r| r.with_issuer_label(launch.issuer.clone()))?;
+        Ok(Launched::Session(made(respond::see_other(
+            &landing, cookie,
+        ))))
     }
 
     /// Read the token, verify it, and build the request that goes upstream: the token
