@@ -664,3 +664,50 @@ async fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
         Err(e) => tracing::debug!(error = %e, "protocol switch failed"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepted(metrics: &Metrics) -> Exchange<'_> {
+        let mut exchange = Exchange::new(metrics, &http::HeaderMap::new());
+        exchange.stripped = 2;
+        exchange.session_change = Some(SessionEvent::Created);
+        exchange.launch = Some(LaunchDecision::Accepted {
+            issuer: Some("https://portal".into()),
+            iss: "https://portal".into(),
+            jti: "j-1".into(),
+        });
+        exchange
+    }
+
+    fn rendered(metrics: &Metrics) -> String {
+        String::from_utf8(metrics.render()).unwrap()
+    }
+
+    const ACCEPTED: &str =
+        "hti_guard_launches_total{issuer=\"https://portal\",reason=\"none\",result=\"accepted\"} 1";
+
+    #[test]
+    fn decisions_are_written_once() {
+        let metrics = Metrics::new();
+        let mut exchange = accepted(&metrics);
+        exchange.settle();
+        exchange.settle();
+        drop(exchange);
+        let text = rendered(&metrics);
+        assert!(text.contains(ACCEPTED), "{text}");
+        assert!(text.contains("hti_guard_sessions_total{event=\"created\"} 1"));
+        assert!(text.contains("hti_guard_spoofed_headers_stripped_total 2"));
+    }
+
+    #[test]
+    fn a_launch_accepted_before_the_client_left_is_still_counted() {
+        let metrics = Metrics::new();
+        drop(accepted(&metrics));
+        let text = rendered(&metrics);
+        assert!(text.contains(ACCEPTED), "{text}");
+        // The request itself was never answered.
+        assert!(!text.contains("hti_guard_requests_total{"), "{text}");
+    }
+}
