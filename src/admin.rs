@@ -7,11 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{Either, Full};
+use http_body_util::Full;
 
 use crate::metrics::Metrics;
 use crate::overload::Overload;
-use crate::proxy::Body;
 use crate::replay::ReplayStore;
 use crate::verify::KeyCache;
 use crate::verify::introspect::Introspector;
@@ -77,7 +76,7 @@ pub async fn handle<B>(
     request: Request<B>,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
-) -> Response<Body> {
+) -> Response<Full<Bytes>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -113,8 +112,8 @@ pub async fn handle<B>(
     }
 }
 
-fn text(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
-    let mut response = Response::new(Either::Right(Full::new(body)));
+fn text(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     response
         .headers_mut()

@@ -55,11 +55,16 @@ pub enum Reason {
     Overloaded,
 }
 
-/// Who is at fault decides the log level.
+/// Who is at fault decides the log level: the client's is `info`, a dependency's `warn`,
+/// ours `error`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     Client,
     Dependency,
+    /// A bug of ours (a value we built that does not build, a state that cannot be): never
+    /// a reason's own fault in the table below, only a [`Rejection::internal`]'s, so that
+    /// it is counted as neither the client's nor a dependency's.
+    Internal,
 }
 
 impl Reason {
@@ -264,12 +269,14 @@ impl fmt::Display for Reason {
 }
 
 /// A request that ends here: the reason, a detail for the log (never token content that
-/// identifies a person), and the configured issuer when one was recognised.
+/// identifies a person), the configured issuer when one was recognised, and whose fault
+/// it is (the reason's, unless it is a bug of ours).
 #[derive(Debug, Clone)]
 pub struct Rejection {
     pub reason: Reason,
     pub detail: Cow<'static, str>,
     pub issuer: Option<String>,
+    fault: Fault,
 }
 
 impl Rejection {
@@ -278,7 +285,26 @@ impl Rejection {
             reason,
             detail: detail.into(),
             issuer: None,
+            fault: reason.fault(),
         }
+    }
+
+    /// A bug of ours. The contract has no reason of its own for it: the request is
+    /// answered with `reason`, a 5xx one the contract names, and logged as ours.
+    pub fn internal(reason: Reason, detail: impl Into<Cow<'static, str>>) -> Self {
+        debug_assert!(
+            reason.status().is_server_error(),
+            "{reason} for a bug of ours"
+        );
+        Rejection {
+            fault: Fault::Internal,
+            ..Rejection::new(reason, detail)
+        }
+    }
+
+    /// Whose fault this is: the log level, and never the client's for a bug of ours.
+    pub fn fault(&self) -> Fault {
+        self.fault
     }
 
     pub fn with_issuer(mut self, issuer: &str) -> Self {
@@ -353,6 +379,19 @@ mod tests {
         }
         let names: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(names.len(), Reason::ALL.len());
+    }
+
+    #[test]
+    fn a_bug_of_ours_is_nobody_elses_fault() {
+        let ours = Rejection::internal(Reason::UpstreamUnavailable, "a header we built");
+        assert_eq!(ours.fault(), Fault::Internal);
+        assert_eq!(ours.reason.status().as_u16(), 502);
+        assert!(Reason::ALL.iter().all(|r| r.fault() != Fault::Internal));
+        assert_eq!(
+            Rejection::new(Reason::UpstreamUnavailable, "refused").fault(),
+            Fault::Dependency
+        );
+        assert_eq!(Rejection::from(Reason::Expired).fault(), Fault::Client);
     }
 
     #[test]

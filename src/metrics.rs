@@ -32,6 +32,98 @@ impl SessionEvent {
     }
 }
 
+/// The `result` label of `hti_guard_launches_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaunchResult {
+    Accepted,
+    Rejected,
+}
+
+impl LaunchResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LaunchResult::Accepted => "accepted",
+            LaunchResult::Rejected => "rejected",
+        }
+    }
+}
+
+/// Why a JWKS fetch ran; the `trigger` label of `hti_guard_jwks_fetches_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchTrigger {
+    Startup,
+    Interval,
+    UnknownKid,
+}
+
+impl FetchTrigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FetchTrigger::Startup => "startup",
+            FetchTrigger::Interval => "interval",
+            FetchTrigger::UnknownKid => "unknown_kid",
+        }
+    }
+}
+
+/// The `result` label of `hti_guard_jwks_fetches_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchResult {
+    Ok,
+    Error,
+}
+
+impl FetchResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FetchResult::Ok => "ok",
+            FetchResult::Error => "error",
+        }
+    }
+}
+
+/// The `result` label of `hti_guard_replay_checks_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayOutcome {
+    Fresh,
+    Replayed,
+    Error,
+}
+
+impl ReplayOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplayOutcome::Fresh => "fresh",
+            ReplayOutcome::Replayed => "replayed",
+            ReplayOutcome::Error => "error",
+        }
+    }
+}
+
+/// The `result` label of `hti_guard_introspection_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntrospectionOutcome {
+    Active,
+    Inactive,
+    Error,
+}
+
+impl IntrospectionOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntrospectionOutcome::Active => "active",
+            IntrospectionOutcome::Inactive => "inactive",
+            IntrospectionOutcome::Error => "error",
+        }
+    }
+}
+
+/// The `reason` label of `hti_guard_launches_total` for an accepted launch.
+const NO_REASON: &str = "none";
+
+/// The `issuer` label when no configured issuer was recognised.
+const UNKNOWN_ISSUER: &str = "unknown";
+
 /// Every metric the guard exports.
 pub struct Metrics {
     registry: Registry,
@@ -236,7 +328,7 @@ impl Metrics {
     /// Make the per-issuer series visible at zero before the first event.
     pub fn init_issuer(&self, issuer: &str) {
         self.launches
-            .with_label_values(&[issuer, "accepted", "none"]);
+            .with_label_values(&[issuer, LaunchResult::Accepted.as_str(), NO_REASON]);
         self.jwks_keys.with_label_values(&[issuer]);
     }
 
@@ -244,14 +336,22 @@ impl Metrics {
     /// vouched for under `introspection.all_issuers`.
     pub fn launch_accepted(&self, issuer: Option<&str>) {
         self.launches
-            .with_label_values(&[issuer.unwrap_or("unknown"), "accepted", "none"])
+            .with_label_values(&[
+                issuer.unwrap_or(UNKNOWN_ISSUER),
+                LaunchResult::Accepted.as_str(),
+                NO_REASON,
+            ])
             .inc();
     }
 
     /// `issuer` is a configured iss, or `None` ("unknown") when none was recognised.
     pub fn launch_rejected(&self, issuer: Option<&str>, reason: Reason) {
         self.launches
-            .with_label_values(&[issuer.unwrap_or("unknown"), "rejected", reason.as_str()])
+            .with_label_values(&[
+                issuer.unwrap_or(UNKNOWN_ISSUER),
+                LaunchResult::Rejected.as_str(),
+                reason.as_str(),
+            ])
             .inc();
     }
 
@@ -259,9 +359,9 @@ impl Metrics {
         self.launch_verify.observe(seconds);
     }
 
-    pub fn jwks_fetch(&self, issuer: &str, ok: bool, trigger: &str) {
+    pub fn jwks_fetch(&self, issuer: &str, result: FetchResult, trigger: FetchTrigger) {
         self.jwks_fetches
-            .with_label_values(&[issuer, if ok { "ok" } else { "error" }, trigger])
+            .with_label_values(&[issuer, result.as_str(), trigger.as_str()])
             .inc();
     }
 
@@ -277,9 +377,11 @@ impl Metrics {
             .set(unix_seconds);
     }
 
-    /// `result` is `fresh`, `replayed` or `error`.
-    pub fn replay_check(&self, store: &str, result: &str, seconds: f64) {
-        self.replay_checks.with_label_values(&[store, result]).inc();
+    /// `store` is the store's name (`memory`, `redis`; a bench's own store has its own).
+    pub fn replay_check(&self, store: &str, result: ReplayOutcome, seconds: f64) {
+        self.replay_checks
+            .with_label_values(&[store, result.as_str()])
+            .inc();
         self.replay_duration
             .with_label_values(&[store])
             .observe(seconds);
@@ -305,9 +407,10 @@ impl Metrics {
         self.spoofed.inc_by(count as u64);
     }
 
-    /// `result` is `active`, `inactive` or `error`.
-    pub fn introspection(&self, result: &str, seconds: f64) {
-        self.introspections.with_label_values(&[result]).inc();
+    pub fn introspection(&self, result: IntrospectionOutcome, seconds: f64) {
+        self.introspections
+            .with_label_values(&[result.as_str()])
+            .inc();
         self.introspection_duration.observe(seconds);
     }
 
@@ -352,14 +455,51 @@ mod tests {
     use super::*;
 
     #[test]
+    fn typed_labels_keep_the_contract_strings() {
+        let strings = [
+            LaunchResult::Accepted.as_str(),
+            LaunchResult::Rejected.as_str(),
+            FetchResult::Ok.as_str(),
+            FetchResult::Error.as_str(),
+            FetchTrigger::Startup.as_str(),
+            FetchTrigger::Interval.as_str(),
+            FetchTrigger::UnknownKid.as_str(),
+            ReplayOutcome::Fresh.as_str(),
+            ReplayOutcome::Replayed.as_str(),
+            ReplayOutcome::Error.as_str(),
+            IntrospectionOutcome::Active.as_str(),
+            IntrospectionOutcome::Inactive.as_str(),
+            IntrospectionOutcome::Error.as_str(),
+        ];
+        assert_eq!(
+            strings,
+            [
+                "accepted",
+                "rejected",
+                "ok",
+                "error",
+                "startup",
+                "interval",
+                "unknown_kid",
+                "fresh",
+                "replayed",
+                "error",
+                "active",
+                "inactive",
+                "error",
+            ]
+        );
+    }
+
+    #[test]
     fn contract_metrics_are_exported() {
         let m = Metrics::new();
         m.init_issuer("https://portal");
         m.launch_rejected(None, Reason::MissingToken);
-        m.jwks_fetch("https://portal", true, "startup");
+        m.jwks_fetch("https://portal", FetchResult::Ok, FetchTrigger::Startup);
         m.jwks_keys("https://portal", 2);
         m.jwks_success_now("https://portal", 1.0);
-        m.replay_check("memory", "fresh", 0.0001);
+        m.replay_check("memory", ReplayOutcome::Fresh, 0.0001);
         m.request(200, 0.001);
         m.observe_verify(0.001);
         m.observe_upstream(0.001);

@@ -1,11 +1,14 @@
-//! The order of the stages, and the only place that knows it: receive -> strip reserved
-//! headers -> is this a launch? -> read the token -> verify -> set trusted headers ->
-//! forward. `handle` never fails; `handle_inner` uses `?` at each step and every error
-//! becomes a response in `respond::error`.
+//! The order of the stages, and the only place that knows it: `receive` (strip reserved and
+//! hop-by-hop headers, normalise the path, read the session) -> one `match` on the route
+//! (module JWKS | logout | `admit` | `launch`: read the token, verify, set trusted headers)
+//! -> `forward` -> `finish`. The stages use `?` and record what they decide in an
+//! [`Exchange`]; `finish` alone writes it out: the error response (`respond::error`), the
+//! session cookie, the metrics and the log lines, a launch's audit line (on the target
+//! `hti_guard::audit`) included. `handle` never fails.
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -30,6 +33,32 @@ use crate::verify::{VerifiedLaunch, Verifier};
 /// The body of every response the guard returns: the upstream's, passed through, or one
 /// the guard made.
 pub type Body = Either<UpstreamBody, Full<Bytes>>;
+
+/// The tracing target of the audit lines: each launch's decision, with its reference.
+const AUDIT: &str = "hti_guard::audit";
+
+/// Log a rejection on `target` at the level of its fault: the client's `info`, a
+/// dependency's `warn`, ours `error`.
+macro_rules! log_rejection {
+    ($target:expr, $rejection:expr, $reference:expr) => {{
+        let rejection: &Rejection = $rejection;
+        let reference: &str = $reference;
+        let reason = rejection.reason.as_str();
+        let issuer = rejection.issuer.as_deref().unwrap_or("unknown");
+        let detail = &rejection.detail;
+        match rejection.fault() {
+            Fault::Client => tracing::info!(
+                target: $target, reference, reason, issuer, detail = %detail, "request rejected"
+            ),
+            Fault::Dependency => tracing::warn!(
+                target: $target, reference, reason, issuer, detail = %detail, "request failed"
+            ),
+            Fault::Internal => tracing::error!(
+                target: $target, reference, reason, issuer, detail = %detail, "internal error"
+            ),
+        }
+    }};
+}
 
 /// Where a request came from.
 #[derive(Debug, Clone, Copy)]
@@ -86,54 +115,57 @@ impl Proxy {
         }
     }
 
-    /// Answer one request; never fails.
-    pub async fn handle(&self, mut request: Request<Incoming>, peer: Peer) -> Response<Body> {
-        let started = Instant::now();
-        let request_id = headers::request_id(request.headers());
-        let format = ErrorFormat::from_accept(request.headers().get(header::ACCEPT));
-        let upgrade = match self.receive(&mut request, &request_id) {
-            Ok(upgrade) => upgrade,
-            Err(rejection) => {
-                // The only 405 here is CONNECT's, on any path: every other method is proxied.
-                let response = self.reject_allowing(&rejection, &request_id, format, ANY_METHOD);
-                self.metrics
-                    .request(response.status().as_u16(), started.elapsed().as_secs_f64());
-                return response;
+    /// Answer one request; never fails. The request's life: [`Proxy::receive`], one
+    /// `match` on its route (module JWKS, logout, [`Proxy::admit`], [`Proxy::launch`]),
+    /// [`Proxy::forward`], then [`Proxy::finish`], which writes what the stages recorded.
+    pub async fn handle(&self, request: Request<Incoming>, peer: Peer) -> Response<Body> {
+        let mut exchange = Exchange::new(&self.metrics, request.headers());
+        let outcome = self.run(request, peer, &mut exchange).await;
+        self.finish(exchange, outcome)
+    }
+
+    /// The stages, each using `?`; what they decide goes into `exchange`.
+    async fn run(
+        &self,
+        mut request: Request<Incoming>,
+        peer: Peer,
+        exchange: &mut Exchange<'_>,
+    ) -> Result<Response<Body>, Rejection> {
+        let upgrade = self.receive(&mut request, exchange)?;
+        let route = self.routes.route(request.method(), request.uri().path());
+        exchange.route = Some(route);
+        let request = match route {
+            Route::ModuleJwks => {
+                return Ok(made(respond::jwks(
+                    self.module.jwks().clone(),
+                    self.module.jwks_cache_control().clone(),
+                )));
+            }
+            Route::Logout => return self.logout(&request, exchange),
+            Route::Passthrough => self.admit(request, &exchange.session)?,
+            Route::Launch(kind) => {
+                // Boxed: the launch's state is large, and the passthrough future that hyper
+                // holds for every request stays small without it.
+                match Box::pin(self.launch(request, kind, exchange)).await? {
+                    Launched::Forward(request) => request,
+                    Launched::Session(response) => return Ok(response),
+                }
             }
         };
-        let session = match &self.sessions {
-            Some(sessions) => {
-                sessions.read(request.headers_mut(), SystemTime::now(), &self.metrics)
-            }
-            None => SessionState::Disabled,
-        };
-        let mut response = match self
-            .handle_inner(request, peer, &request_id, &session, upgrade)
-            .await
-        {
-            Ok(response) => response,
-            Err(rejection) => self.reject(&rejection, &request_id, format),
-        };
-        self.finish_session(&session, &mut response);
-        self.metrics
-            .request(response.status().as_u16(), started.elapsed().as_secs_f64());
-        response
+        self.forward(request, peer, upgrade, exchange).await
     }
 
     /// The first stage, before anything is matched or added: the reserved headers go, the
     /// hop-by-hop headers go (so that a client's `Connection:` list can never name a header
-    /// the guard sets later), and the path is normalised, so that every match below and the
-    /// upstream see the same path. Returns the websocket switch asked for, if any.
+    /// the guard sets later), the path is normalised, so that every match below and the
+    /// upstream see the same path, and the session cookie is read (and taken out). Returns
+    /// the websocket switch asked for, if any.
     fn receive(
         &self,
         request: &mut Request<Incoming>,
-        request_id: &str,
+        exchange: &mut Exchange<'_>,
     ) -> Result<Option<HeaderValue>, Rejection> {
-        let stripped = headers::strip_reserved(request.headers_mut());
-        if stripped > 0 {
-            self.metrics.spoofed_stripped(stripped);
-            tracing::debug!(reference = %request_id, stripped, "reserved headers removed");
-        }
+        exchange.stripped = headers::strip_reserved(request.headers_mut());
         let upgrade = match request.version() {
             Version::HTTP_11 => headers::upgrade_protocol(request.headers()),
             _ => None,
@@ -165,76 +197,26 @@ impl Proxy {
                 None => normal.into_owned(),
             });
         if let Some(origin_form) = origin_form {
-            *request.uri_mut() = origin_form
-                .parse()
-                .map_err(|_| Rejection::new(Reason::InvalidPath, "normalised path is not a URI"))?;
+            // Built from a parsed URI and a normalised path: a failure is a bug of ours.
+            *request.uri_mut() = origin_form.parse().map_err(|_| {
+                Rejection::internal(Reason::UpstreamUnavailable, "normalised path is not a URI")
+            })?;
         }
         if let Some(host) = host {
             request.headers_mut().insert(header::HOST, host);
         }
+        exchange.session = match &self.sessions {
+            Some(sessions) => sessions.read(request.headers_mut(), SystemTime::now()),
+            None => SessionState::Disabled,
+        };
         Ok(upgrade)
-    }
-
-    /// Renew or clear the session cookie on the way out, unless the response already sets
-    /// it (a new launch, a logout).
-    fn finish_session(&self, session: &SessionState, response: &mut Response<Body>) {
-        let Some(sessions) = &self.sessions else {
-            return;
-        };
-        let prefix = format!("{}=", sessions.cookie_name());
-        let sets_ours = response
-            .headers()
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .any(|v| v.as_bytes().starts_with(prefix.as_bytes()));
-        if sets_ours {
-            return;
-        }
-        let cookie = match session {
-            SessionState::Valid {
-                renew: Some(fresh), ..
-            } => fresh.clone(),
-            SessionState::Invalid | SessionState::Expired => sessions.clear_cookie(),
-            _ => return,
-        };
-        response.headers_mut().append(header::SET_COOKIE, cookie);
-    }
-
-    /// The route `match`: every request goes one of four ways, then upstream or back.
-    async fn handle_inner(
-        &self,
-        request: Request<Incoming>,
-        peer: Peer,
-        request_id: &str,
-        session: &SessionState,
-        upgrade: Option<HeaderValue>,
-    ) -> Result<Response<Body>, Rejection> {
-        let request = match self.routes.route(request.method(), request.uri().path()) {
-            Route::ModuleJwks => {
-                return Ok(made(respond::jwks(
-                    self.module.jwks().clone(),
-                    self.module.jwks_cache_control().clone(),
-                )));
-            }
-            Route::Logout => return self.logout(&request, session),
-            Route::Passthrough => self.admit(request, session)?,
-            Route::Launch(kind) => {
-                // Boxed: the launch's state is large, and the passthrough future that hyper
-                // holds for every request stays small without it.
-                match Box::pin(self.launch(request, kind, request_id)).await? {
-                    Launched::Forward(request) => request,
-                    Launched::Session(response) => return Ok(response),
-                }
-            }
-        };
-        self.forward(request, peer, request_id, upgrade).await
     }
 
     /// Logout: refused from another site, else the session cookie cleared.
     fn logout(
         &self,
         request: &Request<Incoming>,
-        session: &SessionState,
+        exchange: &mut Exchange<'_>,
     ) -> Result<Response<Body>, Rejection> {
         let Some(sessions) = &self.sessions else {
             return Err(Rejection::new(Reason::NoSession, "logout without sessions"));
@@ -245,8 +227,8 @@ impl Proxy {
                 "logout from another site",
             ));
         }
-        if matches!(session, SessionState::Valid { .. }) {
-            self.metrics.session(SessionEvent::Logout);
+        if matches!(exchange.session, SessionState::Valid { .. }) {
+            exchange.session_change = Some(SessionEvent::Logout);
         }
         Ok(made(respond::logged_out(
             sessions.logged_out(),
@@ -277,44 +259,53 @@ impl Proxy {
         Ok(request)
     }
 
-    /// A launch: verified, counted and logged; then forwarded, or (with sessions) turned
-    /// into a session and a 303 to the landing page.
+    /// A launch: verified (the decision recorded for `finish` to count and log); then
+    /// forwarded, or (with sessions) turned into a session and a 303 to the landing page.
     async fn launch(
         &self,
         request: Request<Incoming>,
         kind: Kind,
-        request_id: &str,
+        exchange: &mut Exchange<'_>,
     ) -> Result<Launched, Rejection> {
-        let mut result = self.receive_launch(request, kind).await;
-        let mut session_cookie = None;
-        if let (Ok((launch, _)), Some(sessions)) = (&result, &self.sessions) {
-            match sessions.create(launch, SystemTime::now()) {
-                Ok(created) => session_cookie = Some(created),
-                Err(rejection) => result = Err(rejection.with_issuer_label(launch.issuer.clone())),
+        let decided = match self.receive_launch(request, kind, exchange).await {
+            Ok((launch, request)) => self.land(&launch, request).map(|to| (launch, to)),
+            Err(rejection) => Err(rejection),
+        };
+        match decided {
+            Ok((launch, launched)) => {
+                if matches!(launched, Launched::Session(_)) {
+                    exchange.session_change = Some(SessionEvent::Created);
+                }
+                exchange.launch = Some(LaunchDecision::Accepted {
+                    issuer: launch.issuer,
+                    iss: launch.claims.iss,
+                    jti: launch.claims.jti,
+                });
+                Ok(launched)
+            }
+            Err(rejection) => {
+                exchange.launch = Some(LaunchDecision::Rejected);
+                Err(rejection)
             }
         }
-        match &result {
-            Ok((launch, _)) => {
-                self.metrics.launch_accepted(launch.issuer.as_deref());
-                tracing::info!(
-                    reference = %request_id,
-                    issuer = %launch.claims.iss,
-                    jti = %launch.claims.jti,
-                    "launch accepted"
-                );
-            }
-            Err(r) => self.metrics.launch_rejected(r.issuer.as_deref(), r.reason),
-        }
-        let request = result?.1;
-        Ok(match session_cookie {
-            // With sessions the launch is not forwarded: the browser goes to the landing
-            // page with its session, so a reload is a plain GET.
-            Some((cookie, landing)) => {
-                self.metrics.session(SessionEvent::Created);
-                Launched::Session(made(respond::see_other(&landing, cookie)))
-            }
-            None => Launched::Forward(request),
-        })
+    }
+
+    /// Where an accepted launch goes: upstream, or with sessions to the landing page with
+    /// its session (so that a reload is a plain GET), not upstream.
+    fn land(
+        &self,
+        launch: &VerifiedLaunch,
+        request: Request<Outgoing>,
+    ) -> Result<Launched, Rejection> {
+        let Some(sessions) = &self.sessions else {
+            return Ok(Launched::Forward(request));
+        };
+        let (cookie, landing) = sessions
+            .create(launch, SystemTime::now())
+            .map_err(|r| r.with_issuer_label(launch.issuer.clone()))?;
+        Ok(Launched::Session(made(respond::see_other(
+            &landing, cookie,
+        ))))
     }
 
     /// Read the token, verify it, and build the request that goes upstream: the token
@@ -323,6 +314,7 @@ impl Proxy {
         &self,
         request: Request<Incoming>,
         kind: Kind,
+        exchange: &mut Exchange<'_>,
     ) -> Result<(VerifiedLaunch, Request<Outgoing>), Rejection> {
         let (mut parts, body) = request.into_parts();
         let fields = &self.launch.token_fields;
@@ -354,7 +346,7 @@ impl Proxy {
             .verifier
             .verify(&extracted.token, SystemTime::now())
             .await;
-        self.metrics.observe_verify(started.elapsed().as_secs_f64());
+        exchange.verify_time = Some(started.elapsed());
         let verified = verified?;
 
         let body = match kind {
@@ -425,8 +417,8 @@ impl Proxy {
         &self,
         mut request: Request<Outgoing>,
         peer: Peer,
-        request_id: &str,
         upgrade: Option<HeaderValue>,
+        exchange: &mut Exchange<'_>,
     ) -> Result<Response<Body>, Rejection> {
         let client_upgrade: Option<OnUpgrade> =
             upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
@@ -435,14 +427,19 @@ impl Proxy {
         *request.version_mut() = Version::HTTP_11;
         let headers = request.headers_mut();
         headers::set_forwarded(headers, peer.addr.ip(), peer.tls, host);
-        if let Ok(id) = HeaderValue::from_str(request_id) {
-            headers.insert(headers::X_REQUEST_ID, id);
+        match HeaderValue::from_str(&exchange.reference) {
+            Ok(id) => {
+                headers.insert(headers::X_REQUEST_ID, id);
+            }
+            // `headers::request_id` keeps or makes only header-safe ids.
+            Err(_) => {
+                tracing::error!(reference = %exchange.reference, "request id is not a header value")
+            }
         }
 
         let started = Instant::now();
         let mut response = self.upstream.send(request).await?;
-        self.metrics
-            .observe_upstream(started.elapsed().as_secs_f64());
+        exchange.upstream_time = Some(started.elapsed());
 
         let mut switched = None;
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -463,35 +460,166 @@ impl Proxy {
         Ok(response.map(Either::Left))
     }
 
-    fn reject(
+    /// The last stage, for every request: the error response of a rejection, the session
+    /// cookie, the metrics and the log lines, audit line included, from what the stages
+    /// recorded in `exchange`.
+    fn finish(
         &self,
-        rejection: &Rejection,
-        reference: &str,
-        format: ErrorFormat,
+        mut exchange: Exchange<'_>,
+        outcome: Result<Response<Body>, Rejection>,
     ) -> Response<Body> {
-        self.reject_allowing(rejection, reference, format, &self.allow)
+        exchange.settle();
+        let mut response = match outcome {
+            Ok(response) => response,
+            Err(rejection) => {
+                let reference = exchange.reference.as_str();
+                if let Some(LaunchDecision::Rejected) = exchange.launch {
+                    self.metrics
+                        .launch_rejected(rejection.issuer.as_deref(), rejection.reason);
+                    log_rejection!(AUDIT, &rejection, reference);
+                } else {
+                    log_rejection!(module_path!(), &rejection, reference);
+                }
+                // The only 405 before routing is CONNECT's, on any path: every other method
+                // is proxied.
+                let allow = match exchange.route {
+                    Some(_) => self.allow.as_str(),
+                    None => ANY_METHOD,
+                };
+                let allow = (rejection.reason == Reason::MethodNotAllowed).then_some(allow);
+                made(respond::error(
+                    rejection.reason,
+                    reference,
+                    exchange.format,
+                    allow,
+                ))
+            }
+        };
+        self.set_session_cookie(&exchange.session, &mut response);
+        if let Some(upstream) = exchange.upstream_time {
+            self.metrics.observe_upstream(upstream.as_secs_f64());
+        }
+        self.metrics.request(
+            response.status().as_u16(),
+            exchange.started.elapsed().as_secs_f64(),
+        );
+        response
     }
 
-    /// [`Proxy::reject`] with the `Allow` list of a 405 given.
-    fn reject_allowing(
-        &self,
-        rejection: &Rejection,
-        reference: &str,
-        format: ErrorFormat,
-        allow: &str,
-    ) -> Response<Body> {
-        let reason = rejection.reason;
-        let issuer = rejection.issuer.as_deref().unwrap_or("unknown");
-        match reason.fault() {
-            Fault::Client => tracing::info!(
-                reference, reason = reason.as_str(), issuer, detail = %rejection.detail, "request rejected"
-            ),
-            Fault::Dependency => tracing::warn!(
-                reference, reason = reason.as_str(), issuer, detail = %rejection.detail, "request failed"
-            ),
+    /// Renew or clear the session cookie on the way out, unless the response already sets
+    /// it (a new launch, a logout).
+    fn set_session_cookie(&self, session: &SessionState, response: &mut Response<Body>) {
+        let Some(sessions) = &self.sessions else {
+            return;
+        };
+        let prefix = format!("{}=", sessions.cookie_name());
+        let sets_ours = response
+            .headers()
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .any(|v| v.as_bytes().starts_with(prefix.as_bytes()));
+        if sets_ours {
+            return;
         }
-        let allow = (reason == Reason::MethodNotAllowed).then_some(allow);
-        made(respond::error(reason, reference, format, allow))
+        let cookie = match session {
+            SessionState::Valid {
+                renew: Some(fresh), ..
+            } => fresh.clone(),
+            SessionState::Invalid | SessionState::Expired => sessions.clear_cookie(),
+            _ => return,
+        };
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+}
+
+/// What the stages of one request decided, for [`Proxy::finish`] to write out.
+struct Exchange<'m> {
+    metrics: &'m Metrics,
+    started: Instant,
+    /// The request id: kept from the client when sane, else made here.
+    reference: String,
+    format: ErrorFormat,
+    /// `None` while [`Proxy::receive`] has not let the request through.
+    route: Option<Route>,
+    /// Reserved headers the client sent.
+    stripped: usize,
+    /// The session cookie read in [`Proxy::receive`].
+    session: SessionState,
+    /// A session created (launch) or ended (logout).
+    session_change: Option<SessionEvent>,
+    launch: Option<LaunchDecision>,
+    verify_time: Option<Duration>,
+    upstream_time: Option<Duration>,
+    /// The decisions are written once: by `finish`, or on drop when the client went away
+    /// while the request was upstream.
+    settled: bool,
+}
+
+/// A launch's decision.
+enum LaunchDecision {
+    /// Verified: the configured issuer (the metric label) and, for the audit line, the
+    /// token's `iss` and `jti`.
+    Accepted {
+        issuer: Option<String>,
+        iss: String,
+        jti: String,
+    },
+    /// Refused: the request's rejection says why.
+    Rejected,
+}
+
+impl<'m> Exchange<'m> {
+    fn new(metrics: &'m Metrics, headers: &http::HeaderMap) -> Self {
+        Exchange {
+            metrics,
+            started: Instant::now(),
+            reference: headers::request_id(headers),
+            format: ErrorFormat::from_accept(headers.get(header::ACCEPT)),
+            route: None,
+            stripped: 0,
+            session: SessionState::Missing,
+            session_change: None,
+            launch: None,
+            verify_time: None,
+            upstream_time: None,
+            settled: false,
+        }
+    }
+
+    /// Count and log what was decided before the response: the stripped headers, the
+    /// session events, the verification time and an accepted launch (its audit line).
+    fn settle(&mut self) {
+        if std::mem::replace(&mut self.settled, true) {
+            return;
+        }
+        let reference = self.reference.as_str();
+        if self.stripped > 0 {
+            self.metrics.spoofed_stripped(self.stripped);
+            tracing::debug!(
+                reference,
+                stripped = self.stripped,
+                "reserved headers removed"
+            );
+        }
+        for event in [self.session.event(), self.session_change]
+            .into_iter()
+            .flatten()
+        {
+            self.metrics.session(event);
+        }
+        if let Some(verify) = self.verify_time {
+            self.metrics.observe_verify(verify.as_secs_f64());
+        }
+        if let Some(LaunchDecision::Accepted { issuer, iss, jti }) = &self.launch {
+            self.metrics.launch_accepted(issuer.as_deref());
+            tracing::info!(target: AUDIT, reference, issuer = %iss, jti = %jti, "launch accepted");
+        }
+    }
+}
+
+impl Drop for Exchange<'_> {
+    fn drop(&mut self) {
+        self.settle();
     }
 }
 
@@ -511,7 +639,8 @@ fn made(response: respond::Made) -> Response<Body> {
     response.map(Either::Right)
 }
 
-/// A request URI (origin form) of `path` and `query` ("" for none).
+/// A request URI (origin form) of `path` (normalised) and `query` ("" for none; re-encoded
+/// by the form serializer), so a failure is a bug of ours.
 fn with_query(path: &str, query: &str) -> Result<http::Uri, Rejection> {
     let pq = if query.is_empty() {
         path.to_owned()
@@ -519,7 +648,7 @@ fn with_query(path: &str, query: &str) -> Result<http::Uri, Rejection> {
         format!("{path}?{query}")
     };
     pq.parse()
-        .map_err(|_| Rejection::new(Reason::MalformedToken, "query cannot be rebuilt"))
+        .map_err(|_| Rejection::internal(Reason::UpstreamUnavailable, "query cannot be rebuilt"))
 }
 
 /// Copy bytes both ways once both sides have switched protocols.
@@ -533,5 +662,52 @@ async fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
             }
         }
         Err(e) => tracing::debug!(error = %e, "protocol switch failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepted(metrics: &Metrics) -> Exchange<'_> {
+        let mut exchange = Exchange::new(metrics, &http::HeaderMap::new());
+        exchange.stripped = 2;
+        exchange.session_change = Some(SessionEvent::Created);
+        exchange.launch = Some(LaunchDecision::Accepted {
+            issuer: Some("https://portal".into()),
+            iss: "https://portal".into(),
+            jti: "j-1".into(),
+        });
+        exchange
+    }
+
+    fn rendered(metrics: &Metrics) -> String {
+        String::from_utf8(metrics.render()).unwrap()
+    }
+
+    const ACCEPTED: &str =
+        "hti_guard_launches_total{issuer=\"https://portal\",reason=\"none\",result=\"accepted\"} 1";
+
+    #[test]
+    fn decisions_are_written_once() {
+        let metrics = Metrics::new();
+        let mut exchange = accepted(&metrics);
+        exchange.settle();
+        exchange.settle();
+        drop(exchange);
+        let text = rendered(&metrics);
+        assert!(text.contains(ACCEPTED), "{text}");
+        assert!(text.contains("hti_guard_sessions_total{event=\"created\"} 1"));
+        assert!(text.contains("hti_guard_spoofed_headers_stripped_total 2"));
+    }
+
+    #[test]
+    fn a_launch_accepted_before_the_client_left_is_still_counted() {
+        let metrics = Metrics::new();
+        drop(accepted(&metrics));
+        let text = rendered(&metrics);
+        assert!(text.contains(ACCEPTED), "{text}");
+        // The request itself was never answered.
+        assert!(!text.contains("hti_guard_requests_total{"), "{text}");
     }
 }

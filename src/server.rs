@@ -343,10 +343,15 @@ impl Drop for Permit {
 
 /// A plain HTTP/1.1 server for small internal endpoints (the admin listener, the demo
 /// parts), until `stop` turns true.
-pub async fn serve_plain<F, Fut>(listener: TcpListener, handler: F, stop: watch::Receiver<bool>)
+/// Generic over the response body: these endpoints pass bodies they made, never an
+/// upstream's.
+pub async fn serve_plain<F, Fut, B>(listener: TcpListener, handler: F, stop: watch::Receiver<bool>)
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Body>> + Send + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let builder = Arc::new(builder(Duration::from_secs(10)));
     serve(

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{SameSite, SessionConfig};
 use crate::error::{Reason, Rejection};
-use crate::metrics::{Metrics, SessionEvent};
+use crate::metrics::SessionEvent;
 use crate::path;
 use crate::verify::{HtiClaims, VerifiedLaunch};
 
@@ -56,6 +56,20 @@ pub enum SessionState {
         launch: Box<VerifiedLaunch>,
         renew: Option<HeaderValue>,
     },
+}
+
+impl SessionState {
+    /// What reading the cookie counts as in `hti_guard_sessions_total`, if anything.
+    pub fn event(&self) -> Option<SessionEvent> {
+        match self {
+            SessionState::Invalid => Some(SessionEvent::Invalid),
+            SessionState::Expired => Some(SessionEvent::Expired),
+            SessionState::Valid { renew: Some(_), .. } => Some(SessionEvent::Renewed),
+            SessionState::Valid { renew: None, .. }
+            | SessionState::Missing
+            | SessionState::Disabled => None,
+        }
+    }
 }
 
 /// The session mechanism.
@@ -149,7 +163,10 @@ impl Sessions {
     /// The `Set-Cookie` value for `data`, refused when it would not fit in a browser.
     fn set_cookie(&self, data: &SessionData, now: u64) -> Result<HeaderValue, Rejection> {
         let sealed = self.seal(data).ok_or_else(|| {
-            Rejection::new(Reason::SessionTooLarge, "the session could not be sealed")
+            Rejection::internal(
+                Reason::UpstreamUnavailable,
+                "the session could not be sealed",
+            )
         })?;
         let left = (data.created + self.cfg.ttl.as_secs()).saturating_sub(now);
         let text = self.cookie(sealed, Duration::from_secs(left)).to_string();
@@ -163,8 +180,8 @@ impl Sessions {
             ));
         }
         HeaderValue::from_str(&text).map_err(|_| {
-            Rejection::new(
-                Reason::SessionTooLarge,
+            Rejection::internal(
+                Reason::UpstreamUnavailable,
                 "the session cookie is not a header value",
             )
         })
@@ -200,12 +217,8 @@ impl Sessions {
 
     /// Read the request's session and take the guard's cookie out of its `Cookie` header
     /// (other cookies stay), so that the upstream never sees it.
-    pub fn read(
-        &self,
-        headers: &mut HeaderMap,
-        now: SystemTime,
-        metrics: &Metrics,
-    ) -> SessionState {
+    /// Counts nothing: [`SessionState::event`] says what the proxy's `finish` counts.
+    pub fn read(&self, headers: &mut HeaderMap, now: SystemTime) -> SessionState {
         let values = take_cookie(headers, &self.cfg.cookie_name);
         if values.is_empty() {
             return SessionState::Missing;
@@ -215,14 +228,12 @@ impl Sessions {
             .filter_map(|v| self.open(v))
             .find(|data| data.binding == self.cfg.binding)
         else {
-            metrics.session(SessionEvent::Invalid);
             return SessionState::Invalid;
         };
         let now = unix(now);
         let expired = now.saturating_sub(data.created) > self.cfg.ttl.as_secs()
             || now.saturating_sub(data.renewed) > self.cfg.idle_timeout.as_secs();
         if expired {
-            metrics.session(SessionEvent::Expired);
             return SessionState::Expired;
         }
         let renew = if now.saturating_sub(data.renewed) >= RENEW_EVERY.as_secs() {
@@ -230,11 +241,7 @@ impl Sessions {
                 renewed: now,
                 ..data.clone()
             };
-            let cookie = self.set_cookie(&fresh, now).ok();
-            if cookie.is_some() {
-                metrics.session(SessionEvent::Renewed);
-            }
-            cookie
+            self.set_cookie(&fresh, now).ok()
         } else {
             None
         };
@@ -422,7 +429,6 @@ mod tests {
     #[test]
     fn a_session_round_trips_and_the_cookie_is_taken_out() {
         let s = Sessions::new(cfg(Some(vec![7; 32])));
-        let m = Metrics::new();
         let (set, to) = s.create(&launch(), at(T0)).unwrap();
         assert_eq!(to, "/task/t-9?p=p+2&d=ad-1");
         let text = set.to_str().unwrap();
@@ -436,7 +442,7 @@ mod tests {
             assert!(text.contains(attr), "{attr} in {text}");
         }
         let mut h = request_with(&format!("a=1; hti_guard_session={}; b=2", value_of(&set)));
-        match s.read(&mut h, at(T0 + 10), &m) {
+        match s.read(&mut h, at(T0 + 10)) {
             SessionState::Valid { launch, renew } => {
                 assert_eq!(launch.claims.sub, "Practitioner/1");
                 assert!(renew.is_none());
@@ -450,7 +456,6 @@ mod tests {
     fn tampered_foreign_and_old_sessions_are_no_session() {
         let s = Sessions::new(cfg(Some(vec![7; 32])));
         let other = Sessions::new(cfg(Some(vec![8; 32])));
-        let m = Metrics::new();
         let (set, _) = s.create(&launch(), at(T0)).unwrap();
         let value = value_of(&set);
         let mut tampered = value.clone().into_bytes();
@@ -458,7 +463,7 @@ mod tests {
         let tampered = String::from_utf8(tampered).unwrap();
         let state = |sessions: &Sessions, v: &str, t: u64| {
             let mut h = request_with(&format!("hti_guard_session={v}"));
-            sessions.read(&mut h, at(t), &m)
+            sessions.read(&mut h, at(t))
         };
         assert!(matches!(state(&s, &tampered, T0), SessionState::Invalid));
         assert!(matches!(state(&other, &value, T0), SessionState::Invalid));
@@ -468,22 +473,18 @@ mod tests {
         );
         assert!(matches!(state(&s, "garbage", T0), SessionState::Invalid));
         let mut none = HeaderMap::new();
-        assert!(matches!(
-            s.read(&mut none, at(T0), &m),
-            SessionState::Missing
-        ));
+        assert!(matches!(s.read(&mut none, at(T0)), SessionState::Missing));
     }
 
     #[test]
     fn renewal_keeps_a_session_alive_up_to_its_lifetime() {
         let s = Sessions::new(cfg(Some(vec![7; 32])));
-        let m = Metrics::new();
         let (mut set, _) = s.create(&launch(), at(T0)).unwrap();
         let mut t = T0;
         while t < T0 + 3600 - 600 {
             t += 600;
             let mut h = request_with(&format!("hti_guard_session={}", value_of(&set)));
-            match s.read(&mut h, at(t), &m) {
+            match s.read(&mut h, at(t)) {
                 SessionState::Valid {
                     renew: Some(fresh), ..
                 } => set = fresh,
@@ -492,9 +493,30 @@ mod tests {
         }
         let mut h = request_with(&format!("hti_guard_session={}", value_of(&set)));
         assert!(
-            matches!(s.read(&mut h, at(T0 + 3601), &m), SessionState::Expired),
+            matches!(s.read(&mut h, at(T0 + 3601)), SessionState::Expired),
             "absolute"
         );
+    }
+
+    #[test]
+    fn each_state_counts_as_its_event() {
+        let s = Sessions::new(cfg(Some(vec![7; 32])));
+        let (set, _) = s.create(&launch(), at(T0)).unwrap();
+        let event = |cookie: &str, t: u64| {
+            let mut h = request_with(&format!("hti_guard_session={cookie}"));
+            s.read(&mut h, at(t)).event()
+        };
+        assert_eq!(event(&value_of(&set), T0 + 10), None);
+        assert_eq!(
+            event(&value_of(&set), T0 + 600),
+            Some(SessionEvent::Renewed)
+        );
+        assert_eq!(
+            event(&value_of(&set), T0 + 1201),
+            Some(SessionEvent::Expired)
+        );
+        assert_eq!(event("garbage", T0), Some(SessionEvent::Invalid));
+        assert_eq!(s.read(&mut HeaderMap::new(), at(T0)).event(), None);
     }
 
     #[test]
@@ -506,7 +528,7 @@ mod tests {
         let (set, _) = old.create(&launch(), at(T0)).unwrap();
         let mut h = request_with(&format!("hti_guard_session={}", value_of(&set)));
         assert!(matches!(
-            new.read(&mut h, at(T0), &Metrics::new()),
+            new.read(&mut h, at(T0)),
             SessionState::Valid { .. }
         ));
     }
@@ -535,17 +557,16 @@ mod tests {
             binding: "Device/2".into(),
             ..cfg(secret)
         });
-        let metrics = Metrics::new();
         let (cookie, _) = a.create(&launch(), at(2_000_000_000)).unwrap();
         let header = format!("hti_guard_session={}", value_of(&cookie));
         let mut h = request_with(&header);
         assert!(matches!(
-            a.read(&mut h, at(2_000_000_010), &metrics),
+            a.read(&mut h, at(2_000_000_010)),
             SessionState::Valid { .. }
         ));
         let mut h = request_with(&header);
         assert!(matches!(
-            b.read(&mut h, at(2_000_000_010), &metrics),
+            b.read(&mut h, at(2_000_000_010)),
             SessionState::Invalid
         ));
     }

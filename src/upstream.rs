@@ -196,8 +196,9 @@ impl Upstream {
 
     /// The request target (origin form) upstream for a request's path and query.
     pub fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, Rejection> {
+        // The path was normalised and the prefix checked at load: a failure is a bug of ours.
         let cannot = || {
-            Rejection::new(
+            Rejection::internal(
                 Reason::UpstreamUnavailable,
                 "request path cannot be forwarded",
             )

@@ -12,7 +12,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
@@ -20,7 +20,6 @@ use serde_json::{Value, json};
 use super::LOGOUT_PATH;
 use super::page::{self, esc};
 use crate::headers;
-use crate::proxy::Body;
 
 const ACCENT: &str = "#1b7f3b";
 
@@ -79,7 +78,7 @@ impl Visit {
 }
 
 /// Answer one request to the module app.
-pub async fn handle(request: Request<Incoming>) -> Response<Body> {
+pub async fn handle(request: Request<Incoming>) -> page::Reply {
     let path = request.uri().path().to_owned();
     if path == "/echo" {
         let received: serde_json::Map<String, Value> = reserved_headers(request.headers())

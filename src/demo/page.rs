@@ -3,9 +3,8 @@
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
-use http_body_util::{Either, Full};
+use http_body_util::Full;
 
-use crate::proxy::Body;
 pub use crate::respond::escape_html as esc;
 
 const STYLE: &str = "
@@ -28,6 +27,9 @@ pre{background:#f4f6f8;padding:.8rem;border-radius:6px;overflow-x:auto}
 .ok{color:#1b7f3b;font-weight:600}.bad{color:#a4262c;font-weight:600}
 ";
 
+/// A response of the demo's servers.
+pub type Reply = Response<Full<Bytes>>;
+
 /// A whole page: `accent` colours the frame so the three parts look apart.
 pub fn page(title: &str, subtitle: &str, accent: &str, body: &str) -> String {
     format!(
@@ -40,12 +42,8 @@ pub fn page(title: &str, subtitle: &str, accent: &str, body: &str) -> String {
     )
 }
 
-fn respond(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Bytes>,
-) -> Response<Body> {
-    let mut response = Response::new(Either::Right(Full::new(body.into())));
+fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
+    let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -53,14 +51,14 @@ fn respond(
     response
 }
 
-pub fn html(status: StatusCode, body: String) -> Response<Body> {
+pub fn html(status: StatusCode, body: String) -> Reply {
     respond(status, "text/html; charset=utf-8", body)
 }
 
-pub fn json(value: &serde_json::Value) -> Response<Body> {
+pub fn json(value: &serde_json::Value) -> Reply {
     respond(StatusCode::OK, "application/json", value.to_string())
 }
 
-pub fn not_found() -> Response<Body> {
+pub fn not_found() -> Reply {
     respond(StatusCode::NOT_FOUND, "text/plain", "not found\n")
 }

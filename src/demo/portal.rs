@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, StatusCode};
 use serde_json::{Value, json};
 
 use http_body_util::{BodyExt, Limited};
@@ -17,7 +17,6 @@ use hyper::body::Incoming;
 use super::auth::{AuthServer, MODULE_JWKS_PATH};
 use super::page::{self, esc};
 use super::{AUDIENCE, Addresses};
-use crate::proxy::Body;
 use crate::sign::{LaunchSpec, SignError, SigningKey};
 use crate::verify::Alg;
 
@@ -235,7 +234,7 @@ fn tamper(token: &str) -> Option<String> {
 }
 
 /// Answer one request to the portal (and, in `--koppeltaal` mode, to its auth server).
-pub async fn handle(request: Request<Incoming>, portal: Arc<Portal>) -> Response<Body> {
+pub async fn handle(request: Request<Incoming>, portal: Arc<Portal>) -> page::Reply {
     if let Some(auth) = &portal.auth {
         match (request.method(), request.uri().path()) {
             (&Method::GET, "/fhir/.well-known/smart-configuration") => {
@@ -326,7 +325,7 @@ pub async fn handle(request: Request<Incoming>, portal: Arc<Portal>) -> Response
     }
 }
 
-fn problem(message: &str) -> Response<Body> {
+fn problem(message: &str) -> page::Reply {
     let body = format!(
         "<p class=\"bad\">The portal could not make this launch: {}</p>",
         esc(message)

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{AssertionAudience, IntrospectionConfig, IntrospectionEndpoints, KeysConfig};
 use crate::error::{Reason, Rejection};
-use crate::metrics::Metrics;
+use crate::metrics::{IntrospectionOutcome, Metrics};
 use crate::module_keys::ModuleKeys;
 use crate::verify::keys::{backoff, max_age, refresh_interval};
 
@@ -267,9 +267,9 @@ impl Introspector {
         let started = Instant::now();
         let result = self.request(token).await;
         let label = match &result {
-            Ok(Some(_)) => "active",
-            Ok(None) => "inactive",
-            Err(_) => "error",
+            Ok(Some(_)) => IntrospectionOutcome::Active,
+            Ok(None) => IntrospectionOutcome::Inactive,
+            Err(_) => IntrospectionOutcome::Error,
         };
         self.metrics
             .introspection(label, started.elapsed().as_secs_f64());

@@ -22,22 +22,7 @@ use crate::verify::jwk::{Alg, JwksError, KeyProblem, ParsedJwks, VerifyKey, pars
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
 /// Why a fetch ran; the `trigger` label of `hti_guard_jwks_fetches_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    Startup,
-    Interval,
-    UnknownKid,
-}
-
-impl Trigger {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Startup => "startup",
-            Trigger::Interval => "interval",
-            Trigger::UnknownKid => "unknown_kid",
-        }
-    }
-}
+pub use crate::metrics::FetchTrigger as Trigger;
 
 /// What one fetch of a JWKS URL brought.
 #[derive(Debug)]
@@ -378,7 +363,11 @@ impl IssuerKeys {
                 )
             }
         };
-        metrics.jwks_fetch(&self.iss, outcome.is_ok(), trigger.as_str());
+        let result = match &outcome {
+            Ok(_) => crate::metrics::FetchResult::Ok,
+            Err(_) => crate::metrics::FetchResult::Error,
+        };
+        metrics.jwks_fetch(&self.iss, result, trigger);
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
         self.generation.send_modify(|g| *g += 1);
         outcome

@@ -26,7 +26,7 @@ pub use keys::KeyCache;
 
 use crate::config::Config;
 use crate::error::{Reason, Rejection};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ReplayOutcome};
 use crate::module_keys::ModuleKeys;
 use crate::replay::{Freshness, ReplayError, ReplayStore};
 use crate::verify::introspect::Introspector;
@@ -520,9 +520,9 @@ impl Verifier {
             .check_and_insert(replay_iss, replay_jti, now_secs, keep_until)
             .await;
         let result = match &checked {
-            Ok(Freshness::Fresh) => "fresh",
-            Ok(Freshness::Replayed) => "replayed",
-            Err(_) => "error",
+            Ok(Freshness::Fresh) => ReplayOutcome::Fresh,
+            Ok(Freshness::Replayed) => ReplayOutcome::Replayed,
+            Err(_) => ReplayOutcome::Error,
         };
         self.metrics
             .replay_check(self.replay.name(), result, started.elapsed().as_secs_f64());
