@@ -31,6 +31,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod headers;
+pub mod jose;
 pub mod launch;
 pub mod metrics;
 pub mod module_keys;
@@ -41,7 +42,6 @@ pub mod replay;
 pub mod respond;
 pub mod server;
 pub mod session;
-pub mod sign;
 pub mod timed;
 pub mod tools;
 pub mod upstream;
@@ -118,7 +118,7 @@ pub async fn run(
     let assertion_alg = config
         .introspection
         .as_ref()
-        .map_or(verify::Alg::RS512, |i| i.assertion_alg);
+        .map_or(jose::Alg::RS512, |i| i.assertion_alg);
     let module = Arc::new(ModuleKeys::load(&config.module, assertion_alg)?);
     verifier = verifier.with_module(module.clone());
     let introspector = match &config.introspection {

@@ -10,9 +10,9 @@ use serde_json::{Value, json};
 
 use crate::config::ModuleConfig;
 use crate::error::StartupError;
-use crate::sign::{SigningKey, random_jti};
-use crate::verify::Alg;
-use crate::verify::jwe::DecryptionKeys;
+use crate::jose::Alg;
+use crate::jose::jwe::DecryptionKeys;
+use crate::jose::sign::{SigningKey, random_jti};
 
 /// How long a client assertion is valid (Koppeltaal allows at most 5 minutes).
 const ASSERTION_LIFETIME: Duration = Duration::from_secs(60);

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::{ConfigReport, Setting};
 use crate::Config;
 use crate::config::{AssertionAudience, IntrospectionEndpoints, ModuleKeyFile, SameSite, Source};
-use crate::verify::Alg;
+use crate::jose::Alg;
 
 impl ConfigReport {
     pub(super) fn new(config: &Config) -> ConfigReport {

@@ -9,8 +9,8 @@ use serde::Deserialize;
 use super::launch::{IssuerConfig, LaunchConfig};
 use super::parse::{header_safe, normal_path, parse_duration, parse_http_url, positive};
 use super::{ConfigError, invalid};
-use crate::sign::SigningKey;
-use crate::verify::Alg;
+use crate::jose::Alg;
+use crate::jose::sign::SigningKey;
 
 /// A key file, as a path or as `{ file = "...", kid = "..." }`.
 #[derive(Debug, Clone, Deserialize)]

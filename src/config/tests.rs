@@ -10,8 +10,8 @@ use http::Method;
 use super::serve::default_max_connections;
 use super::sources::env_not_config;
 use super::*;
-use crate::sign::SigningKey;
-use crate::verify::Alg;
+use crate::jose::Alg;
+use crate::jose::sign::SigningKey;
 
 /// The smallest valid configuration, for unit tests.
 pub(crate) const MINIMAL: &str = r#"

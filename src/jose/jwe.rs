@@ -28,7 +28,7 @@ use rustls::pki_types::PrivatePkcs8KeyDer;
 use rustls::pki_types::pem::PemObject;
 use serde_json::{Map, Value};
 
-use super::MAX_TOKEN_LEN;
+use crate::jose::jws::MAX_TOKEN_LEN;
 
 /// Why a JWE was not decrypted. Every variant is the reason `undecryptable`; the Display is a
 /// log detail: header values are quoted and cut short, and never key material or plaintext.
