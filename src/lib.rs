@@ -36,7 +36,6 @@ pub mod launch;
 pub mod metrics;
 pub mod module_keys;
 pub mod overload;
-pub mod path;
 pub mod proxy;
 pub mod replay;
 pub mod respond;

@@ -6,9 +6,11 @@
 mod koppeltaal;
 mod launch;
 mod parse;
+pub mod path;
 mod serve;
 mod session;
 mod sources;
+mod system;
 #[cfg(test)]
 pub(crate) mod tests;
 

@@ -99,9 +99,9 @@ fn staying_up_defaults_and_limits() {
     assert_eq!(c.timeouts.request_body, Duration::from_secs(30));
     assert_eq!(
         c.limits.max_connections,
-        default_max_connections(crate::overload::open_files_limit())
+        default_max_connections(super::system::open_files_limit())
     );
-    assert_eq!(c.limits.max_memory, crate::overload::cgroup_memory_max());
+    assert_eq!(c.limits.max_memory, super::system::cgroup_memory_max());
     // The open-files limit lowers the default: half of what the reserve leaves.
     assert_eq!(default_max_connections(None), 10_000);
     assert_eq!(default_max_connections(Some(1024)), 480);
