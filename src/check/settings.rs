@@ -272,7 +272,7 @@ fn source_file(config: &Config, key: &str) -> Option<&'static str> {
 }
 
 /// Key files as `file (kid)`.
-fn key_files(files: &[ModuleKeyFile]) -> Value {
+fn key_files<K>(files: &[ModuleKeyFile<K>]) -> Value {
     json!(
         files
             .iter()

@@ -10,7 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 
-use crate::jose::jwk::{Alg, Curve};
+use crate::jose::jwk::{Alg, Curve, thumbprint};
 
 /// Why a key could not be made, read or used.
 #[derive(Debug, thiserror::Error)]
@@ -200,8 +200,7 @@ impl SigningKey {
                 jwk["y"].as_str().unwrap_or_default()
             ),
         };
-        let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
-        URL_SAFE_NO_PAD.encode(hash.as_ref())
+        thumbprint(&canonical)
     }
 
     /// A JWKS document holding this key's public JWK.
