@@ -43,9 +43,9 @@ fn config_error(key: &'static str, message: impl Into<String>) -> StartupError {
 }
 
 impl ModuleKeys {
-    /// Take the configured keys, already parsed (or make a signing key, with a warning). `assertion_alg` is
-    /// the algorithm the first signing key signs assertions with; it is published as the
-    /// key's `alg`.
+    /// Take the configured keys, parsed at config load (or make a signing key, with a
+    /// warning). `assertion_alg` is the algorithm the first signing key signs assertions
+    /// with; it is published as the key's `alg`.
     pub fn load(cfg: &ModuleConfig, assertion_alg: Alg) -> Result<ModuleKeys, StartupError> {
         let mut signers = Vec::new();
         for file in &cfg.signing_keys {

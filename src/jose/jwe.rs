@@ -4,6 +4,8 @@
 //! HMAC-SHA2 (RFC 7518 5.2, tag checked before any block is decrypted), opens the content.
 //! The header is judged before any key is used, and every cryptographic failure is the same
 //! error (RFC 7516 11.5), so that neither a log line nor a timing says which step failed.
+//! A key is parsed once (`DecryptionKey`, at config load) and kept; `verify` maps a
+//! `JweError` to the reason `undecryptable`.
 
 use std::collections::HashMap;
 use std::fmt;

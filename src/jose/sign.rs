@@ -1,6 +1,7 @@
-//! Signing keys and HTI tokens, for the tools around the guard (`keygen`, `mint`, `jwks`,
-//! the demo portal): key generation and PKCS#8 PEM files with aws-lc-rs, the public JWK of
-//! a key, and compact JWS signing for every algorithm the guard verifies.
+//! Private signing keys, for the module's client assertions and the tools around the guard
+//! (`keygen`, `mint`, `jwks`, the demo portal): key generation and PKCS#8 PEM files with
+//! aws-lc-rs, the public JWK of a key and its RFC 7638 thumbprint, and compact JWS signing
+//! for every algorithm the guard verifies. What an HTI launch token says is `tools`'s.
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
