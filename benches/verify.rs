@@ -15,12 +15,13 @@ use serde_json::json;
 
 use hti_guard::config::Config;
 use hti_guard::headers;
+use hti_guard::jose::jwk::{self, parse_jwks};
+use hti_guard::jose::jws;
 use hti_guard::launch;
 use hti_guard::metrics::Metrics;
 use hti_guard::replay::{Freshness, MemoryStore, ReplayError, ReplayStore, StoreFuture};
 use hti_guard::verify::claims::{self, ClaimRules};
-use hti_guard::verify::jwk::{self, parse_jwks};
-use hti_guard::verify::{self, KeyCache, Verifier};
+use hti_guard::verify::{KeyCache, Verifier};
 
 #[allow(dead_code)]
 #[path = "../tests/common/mint.rs"]
@@ -46,7 +47,7 @@ fn signatures(c: &mut Criterion) {
         let ours = jwk::Alg::from_name(alg.name()).unwrap();
         group.bench_function(alg.name(), |b| {
             b.iter(|| {
-                let decoded = verify::decode(black_box(&token)).unwrap();
+                let decoded = jws::decode(black_box(&token)).unwrap();
                 assert!(public.verify(ours, decoded.signing_input.as_bytes(), decoded.signature));
             })
         });
@@ -68,7 +69,7 @@ fn token_decode(c: &mut Criterion) {
     let key = mint::SigningKey::generate(mint::Alg::RS512);
     let token = key.token(&launch_claims());
     c.bench_function("decode/RS512", |b| {
-        b.iter(|| verify::decode(black_box(&token)).unwrap())
+        b.iter(|| jws::decode(black_box(&token)).unwrap())
     });
 }
 

@@ -65,7 +65,7 @@ impl Routes {
             return Route::ModuleJwks;
         }
         if let Some((logout, fold)) = &self.logout
-            && crate::path::same(path, logout, *fold)
+            && crate::config::path::same(path, logout, *fold)
             && (method == Method::GET || method == Method::POST)
         {
             return Route::Logout;

@@ -6,22 +6,25 @@
 //! - `timed`: the idle, request body and slow-reader timeouts hyper does not have
 //! - `overload`: refuse new requests near the memory limit
 //! - `proxy`: the stage order for one request; the only module that knows it
-//! - `path`: request paths normalised before anything is matched
 //! - `launch`: is this a launch, and which token does it carry
-//! - `verify`: token -> verified launch (`jwe` decryption on aws-lc-rs, `jwk` keys and
-//!   signatures, `keys` the per-issuer JWKS cache, `introspect` Koppeltaal introspection,
-//!   `claims` the HTI claim rules)
+//! - `verify`: token -> verified launch, the HTI policy (`keys` the per-issuer JWKS cache,
+//!   `introspect` Koppeltaal introspection, `claims` the HTI claim rules)
+//! - `module_keys`: the module's own signing and decryption keys, and their JWKS
 //! - `replay`: single use of `jti` (the `ReplayStore` trait and the memory store)
 //! - `headers`: reserved, hop-by-hop, forwarding and trusted headers
 //! - `upstream`: the pooled client to the module application
 //! - `respond`: every response the guard makes itself (errors, 303, logout, module JWKS)
-//! - `error`: rejection reasons and statuses, the ground (imports nothing of the crate)
 //! - `metrics`, `admin`: Prometheus metrics, `/healthz`, `/readyz`, `/metrics`
-//! - `config`: raw and validated configuration
+//! - `config`: raw and validated configuration, the module's keys parsed at load, and
+//!   `config::path`, the request path normalisation config and the router share
+//! - `jose`: JOSE formats and keys, no policy (`jwk` algorithms and public keys, `jws`
+//!   compact decoding, `jwe` decryption on aws-lc-rs, `sign` signing keys); imports only
+//!   itself
+//! - `error`: rejection reasons and statuses, the ground (imports nothing of the crate)
 //!
-//! Around the guard: `check` (the configuration and key report), `sign` (signing keys and
-//! HTI tokens), `tools` (`keygen`, `mint`, `jwks`) and `demo` (portal, guard and module app
-//! in one process).
+//! Around the guard: `check` (the configuration and key report), `tools` (`keygen`, `mint`,
+//! `jwks`, and the HTI launch a token says) and `demo` (portal, guard and module app in one
+//! process).
 
 #![forbid(unsafe_code)]
 
@@ -31,17 +34,16 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod headers;
+pub mod jose;
 pub mod launch;
 pub mod metrics;
 pub mod module_keys;
 pub mod overload;
-pub mod path;
 pub mod proxy;
 pub mod replay;
 pub mod respond;
 pub mod server;
 pub mod session;
-pub mod sign;
 pub mod timed;
 pub mod tools;
 pub mod upstream;
@@ -118,7 +120,7 @@ pub async fn run(
     let assertion_alg = config
         .introspection
         .as_ref()
-        .map_or(verify::Alg::RS512, |i| i.assertion_alg);
+        .map_or(jose::Alg::RS512, |i| i.assertion_alg);
     let module = Arc::new(ModuleKeys::load(&config.module, assertion_alg)?);
     verifier = verifier.with_module(module.clone());
     let introspector = match &config.introspection {

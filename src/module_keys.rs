@@ -1,7 +1,9 @@
 //! The module's own keys (`[module]`): signing keys for client assertions (RFC 7523) and JWE
-//! decryption keys (HTI:jwe), loaded (or generated) at start, and their public JWKS, which
-//! the public listener serves at `module.jwks_path` for the domain's auth server.
+//! decryption keys (HTI:jwe), as config parsed them at load (or generated at start), and
+//! their public JWKS, which the public listener serves at `module.jwks_path` for the
+//! domain's auth server. No PEM is read here.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -10,9 +12,9 @@ use serde_json::{Value, json};
 
 use crate::config::ModuleConfig;
 use crate::error::StartupError;
-use crate::sign::{SigningKey, random_jti};
-use crate::verify::Alg;
-use crate::verify::jwe::DecryptionKeys;
+use crate::jose::Alg;
+use crate::jose::jwe::DecryptionKeys;
+use crate::jose::sign::{SigningKey, random_jti};
 
 /// How long a client assertion is valid (Koppeltaal allows at most 5 minutes).
 const ASSERTION_LIFETIME: Duration = Duration::from_secs(60);
@@ -20,7 +22,7 @@ const ASSERTION_LIFETIME: Duration = Duration::from_secs(60);
 const ASSERTION_BACKDATE: Duration = Duration::from_secs(5);
 
 struct Signer {
-    key: SigningKey,
+    key: Arc<SigningKey>,
     kid: String,
 }
 
@@ -41,16 +43,14 @@ fn config_error(key: &'static str, message: impl Into<String>) -> StartupError {
 }
 
 impl ModuleKeys {
-    /// Load the configured keys (or make a signing key, with a warning). `assertion_alg` is
-    /// the algorithm the first signing key signs assertions with; it is published as the
-    /// key's `alg`.
+    /// Take the configured keys, parsed at config load (or make a signing key, with a
+    /// warning). `assertion_alg` is the algorithm the first signing key signs assertions
+    /// with; it is published as the key's `alg`.
     pub fn load(cfg: &ModuleConfig, assertion_alg: Alg) -> Result<ModuleKeys, StartupError> {
         let mut signers = Vec::new();
         for file in &cfg.signing_keys {
-            let key = SigningKey::from_pem(&file.pem)
-                .map_err(|e| config_error("module.signing_key_files", e.to_string()))?;
             signers.push(Signer {
-                key,
+                key: file.key.clone(),
                 kid: file.kid.clone(),
             });
         }
@@ -63,15 +63,17 @@ impl ModuleKeys {
                 "module.generate: the module's signing key was made at start and lives only as long as this process; \
                  every restart publishes a new key, and replicas each have their own"
             );
-            signers.push(Signer { key, kid });
+            signers.push(Signer {
+                key: Arc::new(key),
+                kid,
+            });
         }
-        let pems: Vec<(Vec<u8>, String)> = cfg
-            .decryption_keys
-            .iter()
-            .map(|k| (k.pem.clone(), k.kid.clone()))
-            .collect();
-        let decryption = DecryptionKeys::from_pems(&pems)
-            .map_err(|e| config_error("module.decryption_key_files", e))?;
+        let decryption = DecryptionKeys::new(
+            cfg.decryption_keys
+                .iter()
+                .map(|k| (k.kid.clone(), k.key.clone())),
+        )
+        .map_err(|e| config_error("module.decryption_key_files", e))?;
 
         let mut keys: Vec<Value> = Vec::new();
         for (i, signer) in signers.iter().enumerate() {

@@ -18,13 +18,12 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use crate::config::LaunchConfig;
+use crate::config::{LaunchConfig, path};
 use crate::error::{ErrorFormat, Fault, Reason, Rejection};
 use crate::headers;
 use crate::launch::{self, Kind, Route, Routes};
 use crate::metrics::{Metrics, SessionEvent};
 use crate::module_keys::ModuleKeys;
-use crate::path;
 use crate::respond;
 use crate::session::{self, SessionState, Sessions};
 use crate::upstream::{Outgoing, Upstream, UpstreamBody};

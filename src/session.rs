@@ -13,10 +13,9 @@ use http::HeaderMap;
 use http::header::{self, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{SameSite, SessionConfig};
+use crate::config::{SameSite, SessionConfig, path};
 use crate::error::{Reason, Rejection};
 use crate::metrics::SessionEvent;
-use crate::path;
 use crate::verify::{HtiClaims, VerifiedLaunch};
 
 /// Browsers keep cookies up to about 4 KiB (name, value and attributes).

@@ -7,13 +7,14 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
+use serde_json::{Map, Value, json};
 
 use crate::config::parse_duration;
-use crate::sign::{LaunchSpec, SignError, SigningKey};
-use crate::verify::Alg;
+use crate::jose::Alg;
+use crate::jose::sign::{SignError, SigningKey, random_jti};
 use crate::verify::claims::{
     INTENTS, PATIENT_TYPES, is_canonical_url, is_patient_reference, is_reference,
 };
@@ -290,6 +291,48 @@ fn run_mint(args: &MintArgs) -> Result<(), Failure> {
     })
 }
 
+/// What an HTI 2.0 launch token says.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub resource: String,
+    pub patient: Option<String>,
+    pub definition: Option<String>,
+    pub intent: Option<String>,
+    pub lifetime: Duration,
+}
+
+impl LaunchSpec {
+    /// The claims set issued at `now`, with a fresh random `jti`.
+    pub fn claims(&self, now: SystemTime) -> Result<Value, SignError> {
+        let iat = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut claims = Map::new();
+        claims.insert("iss".into(), json!(self.iss));
+        claims.insert("aud".into(), json!(self.aud));
+        claims.insert("sub".into(), json!(self.sub));
+        claims.insert("resource".into(), json!(self.resource));
+        for (name, value) in [
+            ("patient", &self.patient),
+            ("definition", &self.definition),
+            ("intent", &self.intent),
+        ] {
+            if let Some(value) = value {
+                claims.insert(name.into(), json!(value));
+            }
+        }
+        claims.insert("jti".into(), json!(random_jti()?));
+        claims.insert("iat".into(), json!(iat));
+        claims.insert("exp".into(), json!(iat + self.lifetime.as_secs()));
+        claims.insert("hti-version".into(), json!("2.0"));
+        Ok(Value::Object(claims))
+    }
+}
+
 /// The launch the arguments describe, judged as the guard judges its claims, and a warning
 /// for a lifetime the guard refuses by default.
 fn launch_spec(args: &MintArgs) -> Result<(LaunchSpec, Option<String>), Failure> {
@@ -534,5 +577,24 @@ mod tests {
         let (spec, warning) = launch_spec(&args).unwrap();
         assert_eq!(spec.lifetime, Duration::from_secs(900));
         assert!(warning.unwrap().contains("15m"));
+    }
+
+    #[test]
+    fn launch_claims_are_hti_2() {
+        let spec = LaunchSpec {
+            iss: "portal".into(),
+            aud: "Device/1".into(),
+            sub: "Practitioner/1".into(),
+            resource: "Task/1".into(),
+            patient: Some("Patient/2".into()),
+            definition: None,
+            intent: Some("plan".into()),
+            lifetime: Duration::from_secs(300),
+        };
+        let claims = spec.claims(UNIX_EPOCH + Duration::from_secs(1000)).unwrap();
+        assert_eq!(claims["exp"], 1300);
+        assert_eq!(claims["jti"].as_str().unwrap().len(), 32);
+        assert_eq!(claims["hti-version"], "2.0");
+        assert!(claims.get("definition").is_none());
     }
 }

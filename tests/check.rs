@@ -502,13 +502,13 @@ async fn a_configuration_error_exits_2_and_prints_no_report() {
 /// A module signing key (PEM in `dir`) and its JWKS served where a mock auth server can
 /// fetch it, as the running guard would serve it.
 async fn module_key(dir: &std::path::Path) -> (PathBuf, JwksServer) {
-    let key = hti_guard::sign::SigningKey::generate(hti_guard::verify::Alg::RS512, 2048).unwrap();
+    let key =
+        hti_guard::jose::sign::SigningKey::generate(hti_guard::jose::Alg::RS512, 2048).unwrap();
     let path = dir.join("module.pem");
     std::fs::write(&path, key.to_pem().unwrap()).unwrap();
-    let jwks = JwksServer::start_document(
-        key.jwks(&key.thumbprint(), Some(hti_guard::verify::Alg::RS512)),
-    )
-    .await;
+    let jwks =
+        JwksServer::start_document(key.jwks(&key.thumbprint(), Some(hti_guard::jose::Alg::RS512)))
+            .await;
     (path, jwks)
 }
 

@@ -20,7 +20,8 @@ const JWKS_PATH: &str = "/hti/module-keys";
 fn module_key_file() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("hti-guard-kt-{}", mint::random_hex(6)));
     std::fs::create_dir_all(&dir).unwrap();
-    let key = hti_guard::sign::SigningKey::generate(hti_guard::verify::Alg::RS512, 2048).unwrap();
+    let key =
+        hti_guard::jose::sign::SigningKey::generate(hti_guard::jose::Alg::RS512, 2048).unwrap();
     let path = dir.join("module.pem");
     std::fs::write(&path, key.to_pem().unwrap()).unwrap();
     path
@@ -335,7 +336,7 @@ async fn published_enc_key(client: &reqwest::Client, guard: &Guard) -> Value {
 }
 
 fn encrypt(jwk: &Value, kid: &str, enc: &str, jws: &str) -> String {
-    hti_guard::verify::jwe::encrypt_for(jwk, kid, "RSA-OAEP", enc, jws).unwrap()
+    hti_guard::jose::jwe::encrypt_for(jwk, kid, "RSA-OAEP", enc, jws).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -380,7 +381,8 @@ async fn encrypted_launches_work_with_jwks_issuers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypted_launches_without_a_decryption_key_are_undecryptable() {
     let fx = Fixture::start().await;
-    let other = hti_guard::sign::SigningKey::generate(hti_guard::verify::Alg::RS256, 2048).unwrap();
+    let other =
+        hti_guard::jose::sign::SigningKey::generate(hti_guard::jose::Alg::RS256, 2048).unwrap();
     let mut jwk = other.public_jwk("x", None);
     jwk["use"] = json!("enc");
     let token = encrypt(&jwk, "x", "A256GCM", &fx.good_token());

@@ -9,9 +9,9 @@ use std::process::{Command, Stdio};
 
 use common::guard::toml_str;
 use common::{Fixture, expect_echo, expect_rejection, mint};
-use hti_guard::sign::SigningKey;
-use hti_guard::verify::Alg;
-use hti_guard::verify::jwe::{DecryptionKeys, JweError, encrypt_with_header, is_jwe};
+use hti_guard::jose::Alg;
+use hti_guard::jose::jwe::{DecryptionKeys, JweError, encrypt_with_header, is_jwe};
+use hti_guard::jose::sign::SigningKey;
 use serde_json::json;
 
 /// Whether python3 can import jwcrypto. Missing: a failure under CI, a note and `false`

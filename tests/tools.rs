@@ -16,8 +16,8 @@ use common::{
     GuardBuilder, JwksServer, Upstream, client, expect_echo, expect_rejection, form, unique_issuer,
     within,
 };
-use hti_guard::sign::SigningKey;
-use hti_guard::verify::Alg;
+use hti_guard::jose::Alg;
+use hti_guard::jose::sign::SigningKey;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 

@@ -8,11 +8,11 @@ use super::settings::{algorithm_names, duration, mask_secret};
 use super::{IntrospectionReport, IssuerReport, KeyReport, Problem};
 use crate::Config;
 use crate::config::{IntrospectionConfig, IssuerConfig};
+use crate::jose::Alg;
+use crate::jose::jwk::{KeyProblem, KeyType, VerifyKey};
 use crate::metrics::Metrics;
 use crate::module_keys::ModuleKeys;
-use crate::verify::Alg;
 use crate::verify::introspect::Introspector;
-use crate::verify::jwk::{KeyProblem, KeyType, VerifyKey};
 use crate::verify::keys::{FetchError, Fetched, ResponseProblem, refresh_interval};
 
 /// Discovery and one introspection request with a probe token, through the guard's own
@@ -159,13 +159,13 @@ impl IssuerReport {
                         "bad_body",
                         unmask(format!("reading the response failed: {cause}")),
                     ),
-                    ResponseProblem::Jwks(crate::verify::jwk::JwksError::NotJson(cause)) => {
+                    ResponseProblem::Jwks(crate::jose::jwk::JwksError::NotJson(cause)) => {
                         Problem::new(
                             "not_json",
                             format!("the response is not JSON ({cause}); is this the JWKS URL?"),
                         )
                     }
-                    ResponseProblem::Jwks(crate::verify::jwk::JwksError::NoKeys) => Problem::new(
+                    ResponseProblem::Jwks(crate::jose::jwk::JwksError::NoKeys) => Problem::new(
                         "no_keys",
                         "the response has no \"keys\" array: not a JWKS document",
                     ),

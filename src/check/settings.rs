@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::{ConfigReport, Setting};
 use crate::Config;
 use crate::config::{AssertionAudience, IntrospectionEndpoints, ModuleKeyFile, SameSite, Source};
-use crate::verify::Alg;
+use crate::jose::Alg;
 
 impl ConfigReport {
     pub(super) fn new(config: &Config) -> ConfigReport {
@@ -272,7 +272,7 @@ fn source_file(config: &Config, key: &str) -> Option<&'static str> {
 }
 
 /// Key files as `file (kid)`.
-fn key_files(files: &[ModuleKeyFile]) -> Value {
+fn key_files<K>(files: &[ModuleKeyFile<K>]) -> Value {
     json!(
         files
             .iter()

@@ -2,6 +2,7 @@
 //! token introspection by the domain's auth server (`[introspection]`).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -9,8 +10,9 @@ use serde::Deserialize;
 use super::launch::{IssuerConfig, LaunchConfig};
 use super::parse::{header_safe, normal_path, parse_duration, parse_http_url, positive};
 use super::{ConfigError, invalid};
-use crate::sign::SigningKey;
-use crate::verify::Alg;
+use crate::jose::Alg;
+use crate::jose::jwe::DecryptionKey;
+use crate::jose::sign::SigningKey;
 
 /// A key file, as a path or as `{ file = "...", kid = "..." }`.
 #[derive(Debug, Clone, Deserialize)]
@@ -51,13 +53,23 @@ impl Default for RawModule {
     }
 }
 
-/// One of the module's own keys, loaded at startup.
-#[derive(Debug, Clone)]
-pub struct ModuleKeyFile {
+/// One of the module's own keys, read and parsed once, at startup, and kept parsed.
+#[derive(Debug)]
+pub struct ModuleKeyFile<K> {
     pub file: PathBuf,
-    pub pem: Vec<u8>,
     /// The configured kid, or the key's RFC 7638 thumbprint.
     pub kid: String,
+    pub key: Arc<K>,
+}
+
+impl<K> Clone for ModuleKeyFile<K> {
+    fn clone(&self) -> Self {
+        ModuleKeyFile {
+            file: self.file.clone(),
+            kid: self.kid.clone(),
+            key: self.key.clone(),
+        }
+    }
 }
 
 /// The module's own identity and keys (`[module]`).
@@ -65,22 +77,75 @@ pub struct ModuleKeyFile {
 pub struct ModuleConfig {
     pub client_id: Option<String>,
     /// Signing keys; the first signs client assertions, the others stay published.
-    pub signing_keys: Vec<ModuleKeyFile>,
+    pub signing_keys: Vec<ModuleKeyFile<SigningKey>>,
     /// Make a signing key at start (lives as long as the process).
     pub generate: bool,
-    pub decryption_keys: Vec<ModuleKeyFile>,
+    pub decryption_keys: Vec<ModuleKeyFile<DecryptionKey>>,
     /// Where the public listener serves the module's JWKS; not served when `None`.
     pub jwks_path: Option<String>,
     pub jwks_max_age: Duration,
 }
 
-/// Read the key files of `key`, with each key's kid (configured, or its thumbprint).
-fn load_key_files(
+/// What config reads of a module key file: the key, its thumbprint (the default kid) and
+/// its public material.
+trait ModuleKey: Sized {
+    fn read(pem: &[u8]) -> Result<Self, String>;
+    fn thumbprint(&self) -> String;
+    /// The public half (kty and n, e or crv, x, y): two files hold the same key when these
+    /// are equal, whatever their names or PEM layout.
+    fn public_material(&self) -> serde_json::Value;
+}
+
+impl ModuleKey for SigningKey {
+    fn read(pem: &[u8]) -> Result<Self, String> {
+        SigningKey::from_pem(pem).map_err(|e| e.to_string())
+    }
+    fn thumbprint(&self) -> String {
+        SigningKey::thumbprint(self)
+    }
+    fn public_material(&self) -> serde_json::Value {
+        let mut jwk = self.public_jwk("", None);
+        if let Some(map) = jwk.as_object_mut() {
+            map.remove("kid");
+            map.remove("use");
+        }
+        jwk
+    }
+}
+
+impl ModuleKey for DecryptionKey {
+    /// A file that is no key, or not an RSA one, is told in the words the signing key
+    /// reader uses for it.
+    fn read(pem: &[u8]) -> Result<Self, String> {
+        DecryptionKey::from_pem(pem).map_err(|e| match SigningKey::from_pem(pem) {
+            Err(not_a_key) => not_a_key.to_string(),
+            Ok(key) if !key.fits(Alg::RS256) => {
+                "JWE decryption keys must be RSA keys (RSA-OAEP)".into()
+            }
+            Ok(_) => e.to_string(),
+        })
+    }
+    fn thumbprint(&self) -> String {
+        DecryptionKey::thumbprint(self)
+    }
+    fn public_material(&self) -> serde_json::Value {
+        let mut jwk = self.public_jwk("");
+        if let Some(map) = jwk.as_object_mut() {
+            map.remove("kid");
+            map.remove("use");
+            map.remove("alg");
+        }
+        jwk
+    }
+}
+
+/// Read and parse the key files of `key`, with each key's kid (configured, or its
+/// thumbprint).
+fn load_key_files<K: ModuleKey>(
     key: &str,
     files: Vec<RawKeyFile>,
-    needs: impl Fn(&SigningKey) -> Result<(), String>,
-) -> Result<Vec<ModuleKeyFile>, ConfigError> {
-    let mut out: Vec<ModuleKeyFile> = Vec::with_capacity(files.len());
+) -> Result<Vec<ModuleKeyFile<K>>, ConfigError> {
+    let mut out: Vec<ModuleKeyFile<K>> = Vec::with_capacity(files.len());
     for (i, entry) in files.into_iter().enumerate() {
         let (file, kid) = match entry {
             RawKeyFile::Path(file) => (file, None),
@@ -89,9 +154,7 @@ fn load_key_files(
         let at = format!("{key}[{i}]");
         let pem =
             std::fs::read(&file).map_err(|e| invalid(&at, format!("{}: {e}", file.display())))?;
-        let parsed = SigningKey::from_pem(&pem)
-            .map_err(|e| invalid(&at, format!("{}: {e}", file.display())))?;
-        needs(&parsed).map_err(|e| invalid(&at, format!("{}: {e}", file.display())))?;
+        let parsed = K::read(&pem).map_err(|e| invalid(&at, format!("{}: {e}", file.display())))?;
         let kid = match kid {
             Some(kid) if kid.is_empty() => return Err(invalid(&at, "kid must not be empty")),
             Some(kid) => kid,
@@ -100,33 +163,25 @@ fn load_key_files(
         if out.iter().any(|k| k.kid == kid) {
             return Err(invalid(&at, format!("kid {kid:?} is used twice")));
         }
-        out.push(ModuleKeyFile { file, pem, kid });
+        out.push(ModuleKeyFile {
+            file,
+            kid,
+            key: Arc::new(parsed),
+        });
     }
     Ok(out)
-}
-
-/// The public half of a loaded key (kty and n, e or crv, x, y): two files hold the same key
-/// when these are equal, whatever their names or PEM layout.
-fn public_material(file: &ModuleKeyFile) -> Option<serde_json::Value> {
-    let mut jwk = SigningKey::from_pem(&file.pem).ok()?.public_jwk("", None);
-    let map = jwk.as_object_mut()?;
-    map.remove("kid");
-    map.remove("use");
-    Some(jwk)
 }
 
 /// A key either signs (client assertions) or decrypts (HTI:jwe), never both: one key for two
 /// purposes lets an answer of one protocol be read as the other (RFC 7517 4.2, `use`).
 fn refuse_shared_keys(
-    signing: &[ModuleKeyFile],
-    decryption: &[ModuleKeyFile],
+    signing: &[ModuleKeyFile<SigningKey>],
+    decryption: &[ModuleKeyFile<DecryptionKey>],
 ) -> Result<(), ConfigError> {
-    let signing: Vec<Option<serde_json::Value>> = signing.iter().map(public_material).collect();
+    let signing: Vec<serde_json::Value> = signing.iter().map(|s| s.key.public_material()).collect();
     for (i, file) in decryption.iter().enumerate() {
-        let Some(material) = public_material(file) else {
-            continue;
-        };
-        if let Some(j) = signing.iter().position(|s| s.as_ref() == Some(&material)) {
+        let material = file.key.public_material();
+        if let Some(j) = signing.iter().position(|s| *s == material) {
             return Err(invalid(
                 format!("module.decryption_key_files[{i}]"),
                 format!(
@@ -148,27 +203,15 @@ impl RawModule {
             }
             header_safe("module.client_id", id)?;
         }
-        let signing_keys =
-            load_key_files("module.signing_key_files", self.signing_key_files, |_| {
-                Ok(())
-            })?;
+        let signing_keys = load_key_files("module.signing_key_files", self.signing_key_files)?;
         if self.generate && !signing_keys.is_empty() {
             return Err(invalid(
                 "module.generate",
                 "cannot be combined with module.signing_key_files",
             ));
         }
-        let decryption_keys = load_key_files(
-            "module.decryption_key_files",
-            self.decryption_key_files,
-            |k| {
-                if k.fits(Alg::RS256) {
-                    Ok(())
-                } else {
-                    Err("JWE decryption keys must be RSA keys (RSA-OAEP)".into())
-                }
-            },
-        )?;
+        let decryption_keys =
+            load_key_files("module.decryption_key_files", self.decryption_key_files)?;
         refuse_shared_keys(&signing_keys, &decryption_keys)?;
         if let Some(path) = &self.jwks_path {
             if !path.starts_with('/') || path.contains('?') || path.contains('#') {
@@ -338,8 +381,7 @@ impl RawIntrospection {
         })?;
         match module.signing_keys.first() {
             Some(first) => {
-                let key = SigningKey::from_pem(&first.pem)
-                    .map_err(|e| invalid("module.signing_key_files[0]", e.to_string()))?;
+                let key = &first.key;
                 if !key.fits(assertion_alg) {
                     return Err(invalid(
                         "introspection.assertion_alg",

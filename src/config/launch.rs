@@ -10,7 +10,7 @@ use super::parse::{
     header_safe, non_empty_list, normal_path, parse_duration, parse_http_url, parse_size, positive,
 };
 use super::{ConfigError, invalid};
-use crate::verify::Alg;
+use crate::jose::Alg;
 
 /// One value or a list of them (`launch.audience`).
 #[derive(Debug, Clone, Deserialize)]

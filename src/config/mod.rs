@@ -1,14 +1,20 @@
 //! Configuration in two stages: the raw serde shape (TOML, then `HTI_GUARD_*` environment)
 //! and the validated `Config` the rest of the guard uses. Every check runs once, here, and
 //! names the key it is about. One file per section, each with its raw shape, validated type
-//! and checks side by side; this one holds the top-level keys and the entry point.
+//! and checks side by side; this one holds the top-level keys and the entry point. Keys
+//! (the module's PEM files) are parsed once, here, and kept parsed. Besides the sections:
+//! `parse` (shared value parsers), `path` (the request path grammar, shared with the
+//! router) and `system` (the process limits some defaults come from). Config imports only
+//! `jose` and `error` of the crate, so everything else can read it without a circle.
 
 mod koppeltaal;
 mod launch;
 mod parse;
+pub mod path;
 mod serve;
 mod session;
 mod sources;
+mod system;
 #[cfg(test)]
 pub(crate) mod tests;
 

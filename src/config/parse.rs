@@ -114,7 +114,7 @@ pub(super) fn normal_path(key: &str, p: &str) -> Result<(), ConfigError> {
     if !p.starts_with('/') {
         return Err(invalid(key, format!("{p:?} must start with '/'")));
     }
-    match crate::path::normalize(p) {
+    match super::path::normalize(p) {
         Ok(normal) if normal == p => Ok(()),
         Ok(normal) => Err(invalid(
             key,

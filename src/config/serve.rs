@@ -97,7 +97,7 @@ pub(super) fn default_max_connections(open_files: Option<u64>) -> usize {
 impl RawLimits {
     pub(super) fn validate(self) -> Result<Limits, ConfigError> {
         let max_connections = match self.max_connections {
-            None => default_max_connections(crate::overload::open_files_limit()),
+            None => default_max_connections(super::system::open_files_limit()),
             Some(n) if (1..=MAX_CONNECTIONS).contains(&n) => n as usize,
             Some(n) => {
                 return Err(invalid(
@@ -107,7 +107,7 @@ impl RawLimits {
             }
         };
         let max_memory = match self.max_memory.as_deref().map(str::trim) {
-            None => crate::overload::cgroup_memory_max(),
+            None => super::system::cgroup_memory_max(),
             Some("off") => None,
             Some(value) => {
                 let bytes = parse_size("limits.max_memory", value)?;

@@ -188,7 +188,7 @@ impl RawSession {
         if launch
             .paths
             .iter()
-            .any(|p| crate::path::same(p, &self.logout_path, self.case_insensitive_paths))
+            .any(|p| super::path::same(p, &self.logout_path, self.case_insensitive_paths))
         {
             return Err(invalid("session.logout_path", "must not be a launch path"));
         }

@@ -10,8 +10,8 @@ use http::Method;
 use super::serve::default_max_connections;
 use super::sources::env_not_config;
 use super::*;
-use crate::sign::SigningKey;
-use crate::verify::Alg;
+use crate::jose::Alg;
+use crate::jose::sign::SigningKey;
 
 /// The smallest valid configuration, for unit tests.
 pub(crate) const MINIMAL: &str = r#"
@@ -99,9 +99,9 @@ fn staying_up_defaults_and_limits() {
     assert_eq!(c.timeouts.request_body, Duration::from_secs(30));
     assert_eq!(
         c.limits.max_connections,
-        default_max_connections(crate::overload::open_files_limit())
+        default_max_connections(super::system::open_files_limit())
     );
-    assert_eq!(c.limits.max_memory, crate::overload::cgroup_memory_max());
+    assert_eq!(c.limits.max_memory, super::system::cgroup_memory_max());
     // The open-files limit lowers the default: half of what the reserve leaves.
     assert_eq!(default_max_connections(None), 10_000);
     assert_eq!(default_max_connections(Some(1024)), 480);
@@ -318,6 +318,53 @@ fn a_key_may_not_both_sign_and_decrypt() {
         }
         other => panic!("{other}"),
     }
+}
+
+#[test]
+fn module_keys_are_parsed_once_at_load() {
+    let dir = std::env::temp_dir().join(format!("hti-guard-parsed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, pem: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        toml_quote(path.to_str().unwrap())
+    };
+    let sign = SigningKey::generate(Alg::ES256, 0).unwrap();
+    let enc = SigningKey::generate(Alg::RS256, 2048).unwrap();
+    let (sign_file, enc_file, ec_file, junk_file) = (
+        write("sign.pem", &sign.to_pem().unwrap()),
+        write("enc.pem", &enc.to_pem().unwrap()),
+        write("ec.pem", &sign.to_pem().unwrap()),
+        write("junk.pem", "not a key"),
+    );
+    let config = |decrypt: &str| {
+        Config::from_toml_str(&format!(
+            "{MINIMAL}\n[module]\nsigning_key_files = [{sign_file}]\n\
+             decryption_key_files = [{decrypt}]\n"
+        ))
+    };
+    let loaded = config(&enc_file).unwrap();
+    let refused = |decrypt: &str| match config(decrypt).unwrap_err() {
+        ConfigError::Invalid { key, message } => {
+            assert_eq!(key, "module.decryption_key_files[0]");
+            message
+        }
+        other => panic!("{other}"),
+    };
+    let (ec, junk) = (refused(&ec_file), refused(&junk_file));
+    let _ = std::fs::remove_dir_all(&dir);
+    // The kept keys are the files' keys; their default kids the thumbprints.
+    let module = &loaded.module;
+    assert_eq!(module.signing_keys[0].kid, sign.thumbprint());
+    assert_eq!(module.signing_keys[0].key.thumbprint(), sign.thumbprint());
+    assert_eq!(module.decryption_keys[0].kid, enc.thumbprint());
+    assert_eq!(module.decryption_keys[0].key.thumbprint(), enc.thumbprint());
+    // A file that is no RSA key is told as before the keys were kept parsed.
+    assert!(
+        ec.ends_with("JWE decryption keys must be RSA keys (RSA-OAEP)"),
+        "{ec}"
+    );
+    assert!(junk.contains("not a PKCS#8 private key in PEM"), "{junk}");
 }
 
 fn toml_quote(value: &str) -> String {

@@ -10,8 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 
-use crate::verify::jwk::parse_jwks;
-use crate::verify::{self, Decoded};
+use crate::jose::jwk::parse_jwks;
+use crate::jose::jws::{self, Decoded};
 
 /// The client_id the demo domain knows the module by.
 pub const MODULE_CLIENT_ID: &str = "demo-module";
@@ -122,7 +122,7 @@ impl AuthServer {
 
 /// A token whose signature verifies with the key of `jwks` its header names.
 fn verified<'t>(token: &'t str, jwks: &[u8]) -> Result<Decoded<'t>, String> {
-    let decoded = verify::decode(token).map_err(|r| r.detail.to_string())?;
+    let decoded = jws::decode(token).map_err(|e| e.to_string())?;
     let jwks = parse_jwks(jwks).map_err(|e| format!("JWKS: {e}"))?;
     let kid = decoded.kid.as_deref().ok_or("the header has no kid")?;
     let key = jwks

@@ -21,8 +21,8 @@ use clap::Args;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::sign::SigningKey;
-use crate::verify::Alg;
+use crate::jose::Alg;
+use crate::jose::sign::SigningKey;
 use crate::{Config, Listeners, server};
 
 /// Options of `hti-guard demo`.

@@ -17,8 +17,9 @@ use hyper::body::Incoming;
 use super::auth::{AuthServer, MODULE_JWKS_PATH};
 use super::page::{self, esc};
 use super::{AUDIENCE, Addresses};
-use crate::sign::{LaunchSpec, SignError, SigningKey};
-use crate::verify::Alg;
+use crate::jose::Alg;
+use crate::jose::sign::{SignError, SigningKey};
+use crate::tools::LaunchSpec;
 
 const ACCENT: &str = "#0b5cab";
 
@@ -117,7 +118,7 @@ impl Portal {
     pub fn new(key: SigningKey, addrs: &Addresses, koppeltaal: bool) -> Result<Portal, String> {
         let kid = format!(
             "demo-portal-{}",
-            &crate::sign::random_jti().map_err(|e| e.to_string())?[..8]
+            &crate::jose::sign::random_jti().map_err(|e| e.to_string())?[..8]
         );
         let jwks = key.jwks(&kid, Some(Alg::RS512)).to_string();
         let client = reqwest::Client::builder()
@@ -158,7 +159,7 @@ impl Portal {
             .and_then(|keys| keys.iter().find(|k| k["use"] == "enc"))
             .ok_or("the module publishes no encryption key")?;
         let kid = key["kid"].as_str().ok_or("the encryption key has no kid")?;
-        crate::verify::jwe::encrypt_for(key, kid, "RSA-OAEP", "A128CBC-HS256", jws)
+        crate::jose::jwe::encrypt_for(key, kid, "RSA-OAEP", "A128CBC-HS256", jws)
     }
 
     fn spec(&self, sample: &Sample, aud: &str) -> LaunchSpec {

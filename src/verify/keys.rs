@@ -15,8 +15,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::{IssuerConfig, KeysConfig};
 use crate::error::{Reason, Rejection};
+use crate::jose::jwk::{Alg, JwksError, KeyProblem, ParsedJwks, VerifyKey, parse_jwks};
 use crate::metrics::Metrics;
-use crate::verify::jwk::{Alg, JwksError, KeyProblem, ParsedJwks, VerifyKey, parse_jwks};
 
 /// The largest JWKS document read.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;

@@ -1,8 +1,7 @@
-//! Signing keys and HTI tokens, for the tools around the guard (`keygen`, `mint`, `jwks`,
-//! the demo portal): key generation and PKCS#8 PEM files with aws-lc-rs, the public JWK of
-//! a key, and compact JWS signing for every algorithm the guard verifies.
-
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+//! Private signing keys, for the module's client assertions and the tools around the guard
+//! (`keygen`, `mint`, `jwks`, the demo portal): key generation and PKCS#8 PEM files with
+//! aws-lc-rs, the public JWK of a key and its RFC 7638 thumbprint, and compact JWS signing
+//! for every algorithm the guard verifies. What an HTI launch token says is `tools`'s.
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
@@ -10,10 +9,9 @@ use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use crate::verify::Alg;
-use crate::verify::jwk::Curve;
+use crate::jose::jwk::{Alg, Curve, thumbprint};
 
 /// Why a key could not be made, read or used.
 #[derive(Debug, thiserror::Error)]
@@ -203,8 +201,7 @@ impl SigningKey {
                 jwk["y"].as_str().unwrap_or_default()
             ),
         };
-        let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
-        URL_SAFE_NO_PAD.encode(hash.as_ref())
+        thumbprint(&canonical)
     }
 
     /// A JWKS document holding this key's public JWK.
@@ -254,48 +251,6 @@ impl SigningKey {
     }
 }
 
-/// What an HTI 2.0 launch token says.
-#[derive(Debug, Clone)]
-pub struct LaunchSpec {
-    pub iss: String,
-    pub aud: String,
-    pub sub: String,
-    pub resource: String,
-    pub patient: Option<String>,
-    pub definition: Option<String>,
-    pub intent: Option<String>,
-    pub lifetime: Duration,
-}
-
-impl LaunchSpec {
-    /// The claims set issued at `now`, with a fresh random `jti`.
-    pub fn claims(&self, now: SystemTime) -> Result<Value, SignError> {
-        let iat = now
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let mut claims = Map::new();
-        claims.insert("iss".into(), json!(self.iss));
-        claims.insert("aud".into(), json!(self.aud));
-        claims.insert("sub".into(), json!(self.sub));
-        claims.insert("resource".into(), json!(self.resource));
-        for (name, value) in [
-            ("patient", &self.patient),
-            ("definition", &self.definition),
-            ("intent", &self.intent),
-        ] {
-            if let Some(value) = value {
-                claims.insert(name.into(), json!(value));
-            }
-        }
-        claims.insert("jti".into(), json!(random_jti()?));
-        claims.insert("iat".into(), json!(iat));
-        claims.insert("exp".into(), json!(iat + self.lifetime.as_secs()));
-        claims.insert("hti-version".into(), json!("2.0"));
-        Ok(Value::Object(claims))
-    }
-}
-
 /// 128 random bits as 32 hex characters.
 pub fn random_jti() -> Result<String, SignError> {
     let mut bytes = [0u8; 16];
@@ -306,7 +261,7 @@ pub fn random_jti() -> Result<String, SignError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verify::jwk::parse_jwks;
+    use crate::jose::jwk::parse_jwks;
 
     fn roundtrip(alg: Alg) {
         let key = SigningKey::generate(alg, 2048).unwrap();
@@ -317,7 +272,7 @@ mod tests {
         let token = key.sign_jws(alg, "k1", &claims).unwrap();
         let parsed = parse_jwks(key.jwks("k1", Some(alg)).to_string().as_bytes()).unwrap();
         assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
-        let decoded = crate::verify::decode(&token).unwrap();
+        let decoded = crate::jose::jws::decode(&token).unwrap();
         assert!(parsed.keys[0].verify(alg, decoded.signing_input.as_bytes(), decoded.signature));
     }
 
@@ -350,24 +305,5 @@ mod tests {
         let key = SigningKey::generate(Alg::ES256, 0).unwrap();
         assert_eq!(key.thumbprint().len(), 43);
         assert_eq!(key.thumbprint(), key.thumbprint());
-    }
-
-    #[test]
-    fn launch_claims_are_hti_2() {
-        let spec = LaunchSpec {
-            iss: "portal".into(),
-            aud: "Device/1".into(),
-            sub: "Practitioner/1".into(),
-            resource: "Task/1".into(),
-            patient: Some("Patient/2".into()),
-            definition: None,
-            intent: Some("plan".into()),
-            lifetime: Duration::from_secs(300),
-        };
-        let claims = spec.claims(UNIX_EPOCH + Duration::from_secs(1000)).unwrap();
-        assert_eq!(claims["exp"], 1300);
-        assert_eq!(claims["jti"].as_str().unwrap().len(), 32);
-        assert_eq!(claims["hti-version"], "2.0");
-        assert!(claims.get("definition").is_none());
     }
 }

@@ -4,9 +4,12 @@
 //! HMAC-SHA2 (RFC 7518 5.2, tag checked before any block is decrypted), opens the content.
 //! The header is judged before any key is used, and every cryptographic failure is the same
 //! error (RFC 7516 11.5), so that neither a log line nor a timing says which step failed.
+//! A key is parsed once (`DecryptionKey`, at config load) and kept; `verify` maps a
+//! `JweError` to the reason `undecryptable`.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::cipher::{
@@ -28,7 +31,8 @@ use rustls::pki_types::PrivatePkcs8KeyDer;
 use rustls::pki_types::pem::PemObject;
 use serde_json::{Map, Value};
 
-use super::MAX_TOKEN_LEN;
+use crate::jose::jwk::thumbprint;
+use crate::jose::jws::MAX_TOKEN_LEN;
 
 /// Why a JWE was not decrypted. Every variant is the reason `undecryptable`; the Display is a
 /// log detail: header values are quoted and cut short, and never key material or plaintext.
@@ -365,13 +369,73 @@ fn parse(compact: &str) -> Result<Parsed<'_>, JweError> {
     })
 }
 
-struct DecryptionKey {
-    kid: String,
+/// Why a PEM file is not a JWE decryption key. The library's messages about a key are
+/// generic; none repeats the key.
+#[derive(Debug, thiserror::Error)]
+pub enum DecryptionKeyError {
+    #[error("not a PKCS#8 private key in PEM: {0}")]
+    Pem(String),
+    #[error("not an RSA key of 2048 bits or more: {0}")]
+    NotRsa(String),
+    #[error("RSA keys of fewer than 2048 bits are refused")]
+    TooSmall,
+    #[error("the key cannot decrypt RSA-OAEP")]
+    NotOaep,
+}
+
+/// One RSA decryption key (PKCS#8, 2048 bits or more), parsed once.
+pub struct DecryptionKey {
     private: OaepPrivateDecryptingKey,
-    public_jwk: Value,
+    /// The public key's `n` and `e`, base64url.
+    n: String,
+    e: String,
+}
+
+impl fmt::Debug for DecryptionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DecryptionKey(RSA {})", self.private.key_size_bits())
+    }
 }
 
 impl DecryptionKey {
+    /// Read a PKCS#8 PEM RSA private key of at least 2048 bits.
+    pub fn from_pem(pem: &[u8]) -> Result<DecryptionKey, DecryptionKeyError> {
+        let der = PrivatePkcs8KeyDer::from_pem_slice(pem)
+            .map_err(|e| DecryptionKeyError::Pem(e.to_string()))?;
+        let refused = |e: aws_lc_rs::error::KeyRejected| DecryptionKeyError::NotRsa(e.to_string());
+        let private = PrivateDecryptingKey::from_pkcs8(der.secret_pkcs8_der()).map_err(refused)?;
+        if private.key_size_bits() < 2048 {
+            return Err(DecryptionKeyError::TooSmall);
+        }
+        let pair = RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).map_err(refused)?;
+        let public = pair.public_key();
+        let n = URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero());
+        let e = URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero());
+        let private =
+            OaepPrivateDecryptingKey::new(private).map_err(|_| DecryptionKeyError::NotOaep)?;
+        Ok(DecryptionKey { private, n, e })
+    }
+
+    /// The public JWK: kty RSA, n, e, `kid`, use "enc", alg "RSA-OAEP".
+    pub fn public_jwk(&self, kid: &str) -> Value {
+        serde_json::json!({
+            "kty": "RSA",
+            "n": self.n,
+            "e": self.e,
+            "kid": kid,
+            "use": "enc",
+            "alg": "RSA-OAEP",
+        })
+    }
+
+    /// The RFC 7638 thumbprint of the public key.
+    pub fn thumbprint(&self) -> String {
+        thumbprint(&format!(
+            r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
+            self.e, self.n
+        ))
+    }
+
     /// Unwrap the content key and open the content. A content key that does not decrypt, or
     /// has the wrong length, is replaced by a random one of the right length (RFC 7516 11.5),
     /// so that it fails at the tag like any other change, in about the same time.
@@ -390,9 +454,17 @@ impl DecryptionKey {
     }
 }
 
+/// A decryption key under its kid.
+struct Entry {
+    kid: String,
+    key: Arc<DecryptionKey>,
+    public_jwk: Value,
+}
+
 /// The module's JWE decryption keys (RSA, PKCS#8 PEM), each with its kid.
+#[derive(Default)]
 pub struct DecryptionKeys {
-    keys: Vec<DecryptionKey>,
+    keys: Vec<Entry>,
     by_kid: HashMap<String, usize>,
 }
 
@@ -409,51 +481,46 @@ impl DecryptionKeys {
     /// `keys`: (PEM bytes, kid). An empty list is allowed (then every JWE is undecryptable).
     /// RSA keys of at least 2048 bits only; kids must be non-empty and distinct.
     pub fn from_pems(keys: &[(Vec<u8>, String)]) -> Result<DecryptionKeys, String> {
-        let mut loaded = Vec::with_capacity(keys.len());
-        let mut by_kid = HashMap::new();
+        let mut loaded = DecryptionKeys::default();
         for (i, (pem, kid)) in keys.iter().enumerate() {
-            let which = format!("decryption key {} (kid {kid:?})", i + 1);
-            if kid.is_empty() {
-                return Err(format!("decryption key {}: empty kid", i + 1));
-            }
-            if by_kid.insert(kid.clone(), i).is_some() {
-                return Err(format!("{which}: the kid is used twice"));
-            }
-            // The library's messages about a key are generic; none repeats the key.
-            let der = PrivatePkcs8KeyDer::from_pem_slice(pem)
-                .map_err(|e| format!("{which}: not a PKCS#8 private key in PEM: {e}"))?;
-            let refused = |e: aws_lc_rs::error::KeyRejected| {
-                format!("{which}: not an RSA key of 2048 bits or more: {e}")
-            };
-            let private =
-                PrivateDecryptingKey::from_pkcs8(der.secret_pkcs8_der()).map_err(refused)?;
-            if private.key_size_bits() < 2048 {
-                return Err(format!(
-                    "{which}: RSA keys of fewer than 2048 bits are refused"
-                ));
-            }
-            let pair = RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).map_err(refused)?;
-            let public = pair.public_key();
-            let public_jwk = serde_json::json!({
-                "kty": "RSA",
-                "n": URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
-                "e": URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero()),
-                "kid": kid,
-                "use": "enc",
-                "alg": "RSA-OAEP",
-            });
-            let private = OaepPrivateDecryptingKey::new(private)
-                .map_err(|_| format!("{which}: the key cannot decrypt RSA-OAEP"))?;
-            loaded.push(DecryptionKey {
-                kid: kid.clone(),
-                private,
-                public_jwk,
-            });
+            let which = loaded.admit(i, kid)?;
+            let key = DecryptionKey::from_pem(pem).map_err(|e| format!("{which}: {e}"))?;
+            loaded.push(kid, Arc::new(key));
         }
-        Ok(DecryptionKeys {
-            keys: loaded,
-            by_kid,
-        })
+        Ok(loaded)
+    }
+
+    /// Keys already parsed (at config load), each with its kid; kids must be non-empty and
+    /// distinct.
+    pub fn new(
+        keys: impl IntoIterator<Item = (String, Arc<DecryptionKey>)>,
+    ) -> Result<DecryptionKeys, String> {
+        let mut loaded = DecryptionKeys::default();
+        for (i, (kid, key)) in keys.into_iter().enumerate() {
+            loaded.admit(i, &kid)?;
+            loaded.push(&kid, key);
+        }
+        Ok(loaded)
+    }
+
+    /// Check the kid of the `i`th key and claim it; the key's name for messages.
+    fn admit(&mut self, i: usize, kid: &str) -> Result<String, String> {
+        let which = format!("decryption key {} (kid {kid:?})", i + 1);
+        if kid.is_empty() {
+            return Err(format!("decryption key {}: empty kid", i + 1));
+        }
+        if self.by_kid.insert(kid.to_owned(), i).is_some() {
+            return Err(format!("{which}: the kid is used twice"));
+        }
+        Ok(which)
+    }
+
+    fn push(&mut self, kid: &str, key: Arc<DecryptionKey>) {
+        self.keys.push(Entry {
+            kid: kid.to_owned(),
+            public_jwk: key.public_jwk(kid),
+            key,
+        });
     }
 
     /// Public JWKs for publishing: kty RSA, n, e, kid, use "enc", alg "RSA-OAEP".
@@ -489,12 +556,12 @@ impl DecryptionKeys {
                     .get(kid)
                     .and_then(|&i| self.keys.get(i))
                     .ok_or_else(|| JweError::UnknownKid(excerpt(&Value::String(kid.clone()))))?;
-                key.open(&jwe)
+                key.key.open(&jwe)
             }
             None => self
                 .keys
                 .iter()
-                .find_map(|key| key.open(&jwe).ok())
+                .find_map(|entry| entry.key.open(&jwe).ok())
                 .ok_or(JweError::Decrypt),
         }
     }

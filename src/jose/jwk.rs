@@ -491,6 +491,13 @@ fn rsa_bits(n: &[u8]) -> usize {
     n.len() * 8 - n[0].leading_zeros() as usize
 }
 
+/// An RFC 7638 thumbprint: SHA-256 over `canonical` (the required members of a public JWK,
+/// in lexicographic order, without whitespace), base64url.
+pub fn thumbprint(canonical: &str) -> String {
+    let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
+    URL_SAFE_NO_PAD.encode(hash.as_ref())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

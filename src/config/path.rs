@@ -1,12 +1,13 @@
-//! Request path normalisation, before any path is matched, the way Envoy's `normalize_path`
-//! and `merge_slashes` do it: percent-encoded unreserved characters are decoded (`%61dmin`
-//! is `/admin`), other escapes keep their bytes with upper-case hex, repeated slashes become
-//! one, and dot-segments are removed (RFC 3986 5.2.4). The normalised path is the one that
-//! goes upstream, so the app routes exactly what the guard matched. Paths that servers read
-//! in ways a normaliser cannot follow are refused: an encoded `/` or `\` (some servers
-//! decode it into a separator after routing), a literal `\` (read as `/` by some), `;`
-//! parameters on a dot-segment (`/..;/admin`, which Tomcat and Spring treat as `..`), a
-//! broken escape, and control bytes.
+//! Request path normalisation, the path grammar that config validation and the router share,
+//! applied before any path is matched, the way Envoy's `normalize_path` and `merge_slashes`
+//! do it: percent-encoded unreserved characters are decoded (`%61dmin` is `/admin`), other
+//! escapes keep their bytes with upper-case hex, repeated slashes become one, and
+//! dot-segments are removed (RFC 3986 5.2.4). The normalised path is the one that goes
+//! upstream, so the app routes exactly what the guard matched. Paths that servers read in
+//! ways a normaliser cannot follow are refused: an encoded `/` or `\` (some servers decode it
+//! into a separator after routing), a literal `\` (read as `/` by some), `;` parameters on a
+//! dot-segment (`/..;/admin`, which Tomcat and Spring treat as `..`), a broken escape, and
+//! control bytes. Pure: it imports nothing.
 
 use std::borrow::Cow;
 

@@ -8,8 +8,8 @@ use aws_lc_rs::rsa::{KeyPairComponents, PublicKeyComponents};
 use base64::engine::general_purpose::STANDARD;
 
 use super::*;
-use crate::sign::SigningKey;
-use crate::verify::Alg;
+use crate::jose::Alg;
+use crate::jose::sign::SigningKey;
 
 pub(super) const ALGS: [&str; 2] = ["RSA-OAEP", "RSA-OAEP-256"];
 pub(super) const ENCS: [&str; 6] = [
