@@ -12,17 +12,13 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::within;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use common::{DemoRun, within};
 use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_hti-guard");
-const LIMIT: Duration = Duration::from_secs(30);
 /// The whole browser walk: Chromium's start and a dozen pages.
 const SCRIPT_LIMIT: Duration = Duration::from_secs(180);
 const SCREENSHOTS: [&str; 5] = [
@@ -86,31 +82,12 @@ async fn a_visit_in_a_real_browser_keeps_the_person_from_launch_to_logout() {
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).unwrap();
 
-    let mut demo = Command::new(BIN)
-        .args(["demo", "--port", "0", "--guard-host", "localhost"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start hti-guard demo");
-    let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
-    let mut urls = HashMap::new();
-    while urls.len() < 4 {
-        let line = within(LIMIT, "demo output", lines.next_line())
-            .await
-            .unwrap()
-            .expect("the demo printed where its parts are");
-        if let Some((part, url)) = line.split_once(": ") {
-            urls.insert(part.to_string(), url.to_string());
-        }
-    }
+    let demo = DemoRun::start(&["--guard-host", "localhost"], 4).await;
+    let urls = &demo.urls;
     let portal = &urls["portal"];
     let guard = urls["guard"].trim_end_matches("/launch");
     assert!(portal.starts_with("http://127.0.0.1:"), "{portal}");
     assert!(guard.starts_with("http://localhost:"), "{guard}");
-    wait_ready(&urls["metrics"].replace("/metrics", "/readyz")).await;
 
     println!("screenshots: {}", out.display());
     let run = Command::new("node")
@@ -145,21 +122,4 @@ async fn a_visit_in_a_real_browser_keeps_the_person_from_launch_to_logout() {
         );
     }
     assert!(!out.join("failure.png").exists());
-}
-
-async fn wait_ready(readyz: &str) {
-    let client = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    loop {
-        if let Ok(r) = client.get(readyz).send().await
-            && r.status() == 200
-        {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "demo guard never ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
