@@ -97,18 +97,7 @@ async fn guard_for(portal: &Portal, upstream: &Upstream) -> Guard {
 }
 
 async fn launch(guard: &Guard, token: &str) -> reqwest::Response {
-    within(
-        LIMIT,
-        "launch",
-        client()
-            .post(guard.url("/module_launch"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("accept", "application/json")
-            .body(form(&[("token", token)]))
-            .send(),
-    )
-    .await
-    .expect("POST /module_launch")
+    post_form(&client(), &guard.url("/module_launch"), &[("token", token)]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

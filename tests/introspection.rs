@@ -7,7 +7,6 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::guard::toml_str;
 use common::mint::{self, Alg as MintAlg};
 use common::*;
 use serde_json::{Value, json};
@@ -18,12 +17,8 @@ const JWKS_PATH: &str = "/hti/module-keys";
 
 /// A module signing key in a fresh temp file.
 fn module_key_file() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("hti-guard-kt-{}", mint::random_hex(6)));
-    std::fs::create_dir_all(&dir).unwrap();
     let key = hti_guard::sign::SigningKey::generate(hti_guard::verify::Alg::RS512, 2048).unwrap();
-    let path = dir.join("module.pem");
-    std::fs::write(&path, key.to_pem().unwrap()).unwrap();
-    path
+    temp_file("module.pem", key.to_pem().unwrap())
 }
 
 struct Kt {
@@ -78,32 +73,12 @@ impl Kt {
     }
 
     async fn launch(&self, token: &str) -> reqwest::Response {
-        within(
-            LIMIT,
-            "launch",
-            self.client
-                .post(self.guard.url("/launch"))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .header("accept", "application/json")
-                .body(form(&[
-                    ("launch", token),
-                    ("iss", "https://fhir.example/fhir"),
-                ]))
-                .send(),
-        )
-        .await
-        .expect("POST /launch")
+        let fields = [("launch", token), ("iss", "https://fhir.example/fhir")];
+        post_form(&self.client, &self.guard.url("/launch"), &fields).await
     }
 
     async fn metrics(&self) -> String {
-        self.client
-            .get(self.guard.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.guard.metrics().await
     }
 }
 

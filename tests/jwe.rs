@@ -8,7 +8,7 @@ mod common;
 use std::process::{Command, Stdio};
 
 use common::guard::toml_str;
-use common::{Fixture, expect_echo, expect_rejection, mint};
+use common::{Fixture, expect_echo, expect_rejection, mint, temp_file};
 use hti_guard::sign::SigningKey;
 use hti_guard::verify::Alg;
 use hti_guard::verify::jwe::{DecryptionKeys, JweError, encrypt_with_header, is_jwe};
@@ -124,12 +124,8 @@ fn mint_header(token: &str) -> Vec<u8> {
 
 /// A PKCS#8 PEM RSA key in a fresh temp file.
 fn key_file(name: &str) -> (std::path::PathBuf, SigningKey) {
-    let dir = std::env::temp_dir().join(format!("hti-guard-jwe-{}", mint::random_hex(6)));
-    std::fs::create_dir_all(&dir).unwrap();
     let key = SigningKey::generate(Alg::RS256, 2048).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, key.to_pem().unwrap()).unwrap();
-    (path, key)
+    (temp_file(name, key.to_pem().unwrap()), key)
 }
 
 /// The portals seen omit `kid` in the JWE header: the guard tries each decryption key, and

@@ -16,11 +16,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn closed_port_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("http://{}", listener.local_addr().unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passthrough_keeps_method_path_host_and_sets_forwarded_headers() {
     let fx = Fixture::start().await;
@@ -385,7 +380,7 @@ async fn upstream_unavailable() {
     let key = mint::shared_key(Alg::RS512);
     let jwks = JwksServer::start(&[key]).await;
     let iss = unique_issuer();
-    let guard = GuardBuilder::new(&closed_port_url())
+    let guard = GuardBuilder::new(&closed_origin())
         .issuer(&iss, &jwks.url())
         .start()
         .await;
