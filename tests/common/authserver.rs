@@ -22,8 +22,9 @@ use hyper_util::rt::TokioIo;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value, json};
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+use super::host::{accept_each, loopback};
 
 /// How the introspection endpoint answers (after checking the assertion).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,10 +69,7 @@ impl AuthServer {
     /// A server that expects assertions from `client_id`, signed with a key published at
     /// `guard_jwks_url` (settable later, once the guard runs).
     pub async fn start(client_id: &str, portal_keys: Vec<Value>) -> AuthServer {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind auth server");
-        let addr = listener.local_addr().unwrap();
+        let (listener, addr) = loopback("auth server").await;
         let state = Arc::new(State {
             client_id: client_id.to_string(),
             guard_jwks_url: Mutex::new(String::new()),
@@ -86,22 +84,13 @@ impl AuthServer {
             discoveries: AtomicUsize::new(0),
         });
         let accept_state = state.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let state = accept_state.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(handle(req, state, addr).await) }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+        let task = accept_each(listener, move |stream| {
+            let state = accept_state.clone();
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(req, state, addr).await) }
+            });
+            tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
         });
         AuthServer { addr, state, task }
     }

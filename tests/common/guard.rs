@@ -256,13 +256,11 @@ impl Guard {
             .unwrap_or_else(|error| panic!("GET {path}: {error}"))
     }
 
-    /// The text of `/metrics`.
+    /// The text of `/metrics`, which answers 200.
     pub async fn metrics(&self) -> String {
-        self.admin_get("/metrics")
-            .await
-            .text()
-            .await
-            .expect("metrics text")
+        let response = self.admin_get("/metrics").await;
+        assert_eq!(response.status(), 200, "GET /metrics");
+        response.text().await.expect("metrics text")
     }
 
     /// POSTs `token=<token>` to `/launch` with `Accept: application/json`.

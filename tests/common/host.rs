@@ -1,9 +1,12 @@
 //! What the tests take from the machine: temp directories and config files in them, loopback
 //! ports, and waiting until a server answers `/readyz`.
 
-use std::net::TcpListener as StdListener;
+use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
 
 use super::guard::client;
 use super::mint::random_hex;
@@ -95,6 +98,30 @@ pub fn closed_origin() -> String {
 /// A JWKS URL where nothing listens.
 pub fn closed_url() -> String {
     format!("{}/jwks", closed_origin())
+}
+
+/// A listener on an ephemeral loopback port, for the mock `what`.
+pub async fn loopback(what: &str) -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|error| panic!("bind {what}: {error}"));
+    let addr = listener.local_addr().expect("local addr");
+    (listener, addr)
+}
+
+/// Accepts connections on `listener` until the task is aborted, handing each to `serve`
+/// (which spawns what it needs).
+pub fn accept_each(
+    listener: TcpListener,
+    mut serve: impl FnMut(TcpStream) + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Ok((stream, _)) = listener.accept().await {
+                serve(stream);
+            }
+        }
+    })
 }
 
 /// Polls `url` until it answers 200. Gives `false` as soon as `gone` says the server has
