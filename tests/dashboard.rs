@@ -593,15 +593,7 @@ async fn dashboard_queries_use_only_exported_metrics_and_labels() {
     .expect("GET /app/page");
     expect_echo(passthrough).await;
 
-    let response = within(
-        LIMIT,
-        "metrics",
-        fx.client.get(fx.guard.admin_url("/metrics")).send(),
-    )
-    .await
-    .expect("GET /metrics");
-    assert_eq!(response.status(), 200);
-    let exposition = response.text().await.expect("metrics text");
+    let exposition = fx.guard.metrics().await;
     let families = families(&exposition);
 
     let dashboard = dashboard();

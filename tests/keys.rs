@@ -426,10 +426,7 @@ async fn rotation_by_max_age_refresh() {
     );
 
     fx.jwks.set_keys(&[&new]);
-    let seen = fx.jwks.hits();
-    fx.jwks
-        .wait_for_hits(seen + 1, Duration::from_secs(10))
-        .await;
+    fx.jwks.wait_for_more_hits(1, Duration::from_secs(10)).await;
     // Allow the refreshed set to be swapped in.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
@@ -586,10 +583,7 @@ async fn stale_keys_stay_usable_while_the_jwks_is_down() {
 
     for mode in [Mode::Error500, Mode::Close, Mode::NotJson] {
         fx.jwks.set_mode(mode);
-        let seen = fx.jwks.hits();
-        fx.jwks
-            .wait_for_hits(seen + 2, Duration::from_secs(15))
-            .await;
+        fx.jwks.wait_for_more_hits(2, Duration::from_secs(15)).await;
         assert_eq!(
             outcome(fx.launch(&fx.token_by(&key)).await).await,
             "accepted",
@@ -608,10 +602,7 @@ async fn unknown_kid_while_the_jwks_is_down_is_keys_unavailable() {
     jwks.set_cache_control(Some("max-age=1"));
     let fx = Fixture::with_jwks(jwks, |b| b).await;
     fx.jwks.set_mode(Mode::Error500);
-    let seen = fx.jwks.hits();
-    fx.jwks
-        .wait_for_hits(seen + 1, Duration::from_secs(10))
-        .await;
+    fx.jwks.wait_for_more_hits(1, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let stranger = SigningKey::generate(Alg::RS512);
     let response = fx.launch(&fx.token_by(&stranger)).await;
@@ -635,10 +626,7 @@ async fn stale_keys_expire_after_max_stale() {
 
     // The JWKS comes back: keys and readiness return without a restart.
     fx.jwks.set_mode(Mode::Serve);
-    let seen = fx.jwks.hits();
-    fx.jwks
-        .wait_for_hits(seen + 1, Duration::from_secs(10))
-        .await;
+    fx.jwks.wait_for_more_hits(1, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let response = fx.launch(&fx.token_by(&key)).await;
     assert_eq!(outcome(response).await, "accepted");

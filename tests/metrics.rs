@@ -13,15 +13,7 @@ use serde_json::json;
 const LIMIT: Duration = Duration::from_secs(30);
 
 async fn scrape(fx: &Fixture) -> String {
-    let response = within(
-        LIMIT,
-        "metrics",
-        fx.client.get(fx.guard.admin_url("/metrics")).send(),
-    )
-    .await
-    .expect("GET /metrics");
-    assert_eq!(response.status(), 200);
-    response.text().await.expect("metrics text")
+    fx.guard.metrics().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,10 +213,7 @@ async fn metrics_count_launches_fetches_replays_and_requests() {
     )
     .await;
     fx.jwks.set_mode(Mode::Error500);
-    let seen = fx.jwks.hits();
-    fx.jwks
-        .wait_for_hits(seen + 1, Duration::from_secs(10))
-        .await;
+    fx.jwks.wait_for_more_hits(1, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let failing = scrape(&fx).await;
     assert!(

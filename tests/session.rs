@@ -46,14 +46,7 @@ async fn get(fx: &Fixture, path: &str, cookie: Option<&str>) -> reqwest::Respons
 }
 
 async fn metrics(fx: &Fixture) -> String {
-    fx.client
-        .get(fx.guard.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    fx.guard.metrics().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
