@@ -21,6 +21,13 @@ fn guard_command(args: &[&str]) -> Command {
     command
 }
 
+/// `hti-guard ARGS... --config CONFIG` run to its end, logging at `info`.
+async fn run_with_config(args: &[&str], config: &Path) -> Finished {
+    let mut command = guard_command(args);
+    command.args(["--config", path_str(config)]);
+    run(command).await
+}
+
 /// The `fields.message` of each stdout line, checking that every line is a JSON object.
 fn log_messages(stdout: &str) -> Vec<String> {
     stdout
@@ -64,12 +71,7 @@ async fn config_error_names_the_key_and_binds_nothing() {
     .toml();
     let dir = TempDir::new();
     let config = dir.write("config.toml", &text);
-    let finished = run(guard_command(&[
-        "serve",
-        "--config",
-        config.to_str().unwrap(),
-    ]))
-    .await;
+    let finished = run_with_config(&["serve"], &config).await;
     assert_eq!(finished.status.code(), Some(2), "{}", finished.output());
     assert!(
         finished.output().contains("launch.max_lifetime"),
@@ -100,12 +102,7 @@ async fn a_port_in_use_is_logged_before_the_exit() {
     .toml();
     let dir = TempDir::new();
     let config = dir.write("config.toml", &text);
-    let finished = run(guard_command(&[
-        "serve",
-        "--config",
-        config.to_str().unwrap(),
-    ]))
-    .await;
+    let finished = run_with_config(&["serve"], &config).await;
     assert_eq!(finished.status.code(), Some(1), "{}", finished.output());
     assert!(finished.stderr.contains("listen"), "{}", finished.output());
     // The error line is queued for the logging thread just before main returns.
@@ -172,13 +169,7 @@ async fn config_errors_name_their_keys() {
     let dir = TempDir::new();
     for (key, text) in cases {
         let config = dir.write("config.toml", &text);
-        let finished = run(guard_command(&[
-            "check",
-            "--offline",
-            "--config",
-            config.to_str().unwrap(),
-        ]))
-        .await;
+        let finished = run_with_config(&["check", "--offline"], &config).await;
         assert_eq!(
             finished.status.code(),
             Some(2),
@@ -252,12 +243,7 @@ async fn check_fetches_every_key_set() {
         "config.toml",
         valid_config("http://127.0.0.1:9", &iss, &jwks.url()).toml(),
     );
-    let finished = run(guard_command(&[
-        "check",
-        "--config",
-        good.to_str().unwrap(),
-    ]))
-    .await;
+    let finished = run_with_config(&["check"], &good).await;
     assert_eq!(finished.status.code(), Some(0), "{}", finished.output());
     assert!(
         finished.output().contains(&iss),
@@ -270,12 +256,7 @@ async fn check_fetches_every_key_set() {
         .issuer(&dead_iss, &closed)
         .toml();
     let broken = dir.write("broken.toml", &text);
-    let finished = run(guard_command(&[
-        "check",
-        "--config",
-        broken.to_str().unwrap(),
-    ]))
-    .await;
+    let finished = run_with_config(&["check"], &broken).await;
     assert_eq!(finished.status.code(), Some(1), "{}", finished.output());
     assert!(
         finished.output().contains(&dead_iss),
@@ -284,13 +265,7 @@ async fn check_fetches_every_key_set() {
     );
 
     let offline_hits = jwks.hits();
-    let finished = run(guard_command(&[
-        "check",
-        "--offline",
-        "--config",
-        broken.to_str().unwrap(),
-    ]))
-    .await;
+    let finished = run_with_config(&["check", "--offline"], &broken).await;
     assert_eq!(finished.status.code(), Some(0), "{}", finished.output());
     assert_eq!(jwks.hits(), offline_hits, "--offline fetches nothing");
 }
@@ -316,18 +291,8 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
         ]))
         .send();
     expect_echo(within(LIMIT, "launch", response).await.unwrap()).await;
-    let rejected = client
-        .post(served.url("/launch"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("accept", "application/json")
-        .body(form(&[("token", &token)]))
-        .send();
-    expect_rejection(
-        within(LIMIT, "replay", rejected).await.unwrap(),
-        401,
-        "replayed",
-    )
-    .await;
+    let rejected = post_form(&client, &served.url("/launch"), &[("token", &token)]).await;
+    expect_rejection(rejected, 401, "replayed").await;
 
     let hits = upstream.hits();
     let url = served.url("/slow?delay_ms=2000");
@@ -396,12 +361,6 @@ async fn sigint_exits_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn annotated_example_config_is_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
-    let finished = run(guard_command(&[
-        "check",
-        "--offline",
-        "--config",
-        path.to_str().unwrap(),
-    ]))
-    .await;
+    let finished = run_with_config(&["check", "--offline"], &path).await;
     assert_eq!(finished.status.code(), Some(0), "{}", finished.output());
 }

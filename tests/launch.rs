@@ -755,19 +755,13 @@ async fn configured_paths_and_fields() {
     assert!(echo.hti_headers().is_empty(), "{:?}", echo.hti_headers());
 
     // `token` is not a configured field any more.
-    let response = fx
-        .client
-        .post(fx.guard.url("/hti/start"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("accept", "application/json")
-        .body(form(&[("token", &token)]))
-        .send();
-    expect_rejection(
-        within(LIMIT, "launch", response).await.expect("POST"),
-        400,
-        "missing_token",
+    let response = post_form(
+        &fx.client,
+        &fx.guard.url("/hti/start"),
+        &[("token", &token)],
     )
     .await;
+    expect_rejection(response, 400, "missing_token").await;
 
     let response = fx
         .client

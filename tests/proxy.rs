@@ -410,18 +410,8 @@ async fn upstream_unavailable() {
     );
 
     let token = key.token(&mint::hti_claims(&iss, AUDIENCE));
-    let response = client
-        .post(guard.url("/launch"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("accept", "application/json")
-        .body(form(&[("token", &token)]))
-        .send();
-    expect_rejection(
-        within(LIMIT, "launch", response).await.unwrap(),
-        502,
-        "upstream_unavailable",
-    )
-    .await;
+    let response = guard.launch(&client, &token).await;
+    expect_rejection(response, 502, "upstream_unavailable").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -651,6 +641,17 @@ impl Drop for CountingUpstream {
     }
 }
 
+/// A guard with one worker in front of `upstream`, and the JWKS it was started with.
+async fn one_worker_before(upstream: &CountingUpstream) -> (Guard, JwksServer) {
+    let jwks = JwksServer::start(&[mint::shared_key(Alg::RS512)]).await;
+    let guard = GuardBuilder::new(&upstream.url)
+        .issuer(&unique_issuer(), &jwks.url())
+        .set("workers", "1")
+        .start()
+        .await;
+    (guard, jwks)
+}
+
 async fn get_ok(client: &reqwest::Client, url: &str) {
     let response = within(LIMIT, "passthrough", client.get(url).send())
         .await
@@ -662,13 +663,7 @@ async fn get_ok(client: &reqwest::Client, url: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_are_reused() {
     let upstream = CountingUpstream::start(None).await;
-    let key = mint::shared_key(Alg::RS512);
-    let jwks = JwksServer::start(&[key]).await;
-    let guard = GuardBuilder::new(&upstream.url)
-        .issuer(&unique_issuer(), &jwks.url())
-        .set("workers", "1")
-        .start()
-        .await;
+    let (guard, _jwks) = one_worker_before(&upstream).await;
     let client = client();
     for _ in 0..20 {
         get_ok(&client, &guard.url("/page")).await;
@@ -687,13 +682,7 @@ async fn upstream_connections_are_reused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_the_upstream_closed_are_not_used() {
     let upstream = CountingUpstream::start(Some(Duration::from_millis(100))).await;
-    let key = mint::shared_key(Alg::RS512);
-    let jwks = JwksServer::start(&[key]).await;
-    let guard = GuardBuilder::new(&upstream.url)
-        .issuer(&unique_issuer(), &jwks.url())
-        .set("workers", "1")
-        .start()
-        .await;
+    let (guard, _jwks) = one_worker_before(&upstream).await;
     let client = client();
     for _ in 0..4 {
         get_ok(&client, &guard.url("/page")).await;
