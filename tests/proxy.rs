@@ -479,16 +479,13 @@ async fn h2c_prior_knowledge_is_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_listener() {
-    let dir = std::env::temp_dir().join(format!("hti-guard-tls-{}", mint::random_hex(6)));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new();
     let certified =
         rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
             .unwrap();
     let cert_pem = certified.cert.pem();
-    let cert_file = dir.join("cert.pem");
-    let key_file = dir.join("key.pem");
-    std::fs::write(&cert_file, &cert_pem).unwrap();
-    std::fs::write(&key_file, certified.signing_key.serialize_pem()).unwrap();
+    let cert_file = dir.write("cert.pem", &cert_pem);
+    let key_file = dir.write("key.pem", certified.signing_key.serialize_pem());
 
     let upstream = Upstream::start().await;
     let key = mint::shared_key(Alg::ES384);
@@ -537,7 +534,6 @@ async fn tls_listener() {
         assert_ne!(response.status(), 200);
     }
     assert_eq!(upstream.hits(), 2);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -597,31 +593,29 @@ struct CountingUpstream {
 impl CountingUpstream {
     async fn start(close_idle: Option<Duration>) -> CountingUpstream {
         use std::sync::atomic::Ordering;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (listener, addr) = loopback("counting upstream").await;
+        let url = format!("http://{addr}");
         let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = accepted.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(|_request| async {
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                            http_body_util::Full::new(Bytes::from_static(b"ok")),
-                        ))
-                    });
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                    match close_idle {
-                        Some(after) => {
-                            let _ = tokio::time::timeout(after, conn).await;
-                        }
-                        None => {
-                            let _ = conn.await;
-                        }
-                    }
+        let task = accept_each(listener, move |stream| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_request| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(Bytes::from_static(b"ok")),
+                    ))
                 });
-            }
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                match close_idle {
+                    Some(after) => {
+                        let _ = tokio::time::timeout(after, conn).await;
+                    }
+                    None => {
+                        let _ = conn.await;
+                    }
+                }
+            });
         });
         CountingUpstream {
             url,
