@@ -8,7 +8,7 @@ mod common;
 use std::process::{Command, Stdio};
 
 use common::guard::toml_str;
-use common::{Fixture, expect_echo, expect_rejection, mint, temp_file};
+use common::{Fixture, expect_echo, expect_rejection, mint, needs, probe, temp_file};
 use hti_guard::sign::SigningKey;
 use hti_guard::verify::Alg;
 use hti_guard::verify::jwe::{DecryptionKeys, JweError, encrypt_with_header, is_jwe};
@@ -17,21 +17,11 @@ use serde_json::json;
 /// Whether python3 can import jwcrypto. Missing: a failure under CI, a note and `false`
 /// elsewhere.
 fn jwcrypto_available() -> bool {
-    let probe = Command::new("python3")
-        .args(["-c", "import jwcrypto"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if matches!(probe, Ok(status) if status.success()) {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI is set but python3 cannot import jwcrypto: python3 -m pip install jwcrypto"
-    );
-    eprintln!("skipped: python3 with jwcrypto not found (pip install jwcrypto)");
-    false
+    let present = probe("python3", &["-c", "import jwcrypto"]);
+    needs(
+        (!present)
+            .then(|| "python3 cannot import jwcrypto: python3 -m pip install jwcrypto".to_string()),
+    )
 }
 
 /// The compact JWE jwcrypto makes, or a panic with its complaint.

@@ -23,18 +23,12 @@ struct RedisServer {
 impl RedisServer {
     /// Start one, or `None` (with a note) when redis-server is not installed outside CI.
     async fn start() -> Option<RedisServer> {
-        let installed = std::process::Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !installed {
-            if std::env::var_os("CI").is_some() {
-                panic!(
-                    "redis-server is not installed, and CI is set: install it (apt-get install redis-server)"
-                );
-            }
-            eprintln!("note: redis-server not installed; skipping the Redis store tests");
+        let installed = probe("redis-server", &["--version"]);
+        if !needs(
+            (!installed).then(|| {
+                "redis-server is not installed (apt-get install redis-server)".to_string()
+            }),
+        ) {
             return None;
         }
         let mut server = RedisServer {

@@ -100,6 +100,32 @@ pub fn closed_url() -> String {
     format!("{}/jwks", closed_origin())
 }
 
+/// Whether `program args...` runs and exits 0: a probe for a tool a test may need.
+pub fn probe(program: &str, args: &[&str]) -> bool {
+    std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Whether a test has what it needs outside Rust: `missing` says what is not there (and how
+/// to get it). Missing is a failure under CI (`CI` set), elsewhere a note, and the test
+/// passes without running.
+pub fn needs(missing: Option<String>) -> bool {
+    let Some(what) = missing else {
+        return true;
+    };
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "the test cannot run, and CI is set: {what}"
+    );
+    eprintln!("note: skipping: {what}");
+    false
+}
+
 /// A listener on an ephemeral loopback port, for the mock `what`.
 pub async fn loopback(what: &str) -> (TcpListener, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0")

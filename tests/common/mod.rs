@@ -19,8 +19,8 @@ pub use guard::{
     toml_str, unique_issuer, within,
 };
 pub use host::{
-    ConfigFile, TempDir, accept_each, closed_origin, closed_url, free_port, loopback, path_str,
-    temp_file, wait_ok,
+    ConfigFile, TempDir, accept_each, closed_origin, closed_url, free_port, loopback, needs,
+    path_str, probe, temp_file, wait_ok,
 };
 pub use jwks::{JwksServer, Mode};
 pub use mint::{Alg, SigningKey};
