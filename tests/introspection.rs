@@ -337,8 +337,8 @@ async fn encrypted_launches_work_with_jwks_issuers() {
     }
     let jws = fx.good_token();
     // A kid the module does not have, and a tampered ciphertext: undecryptable.
-    expect_rejection(
-        fx.launch(&encrypt(&jwk, "enc-2", "A128GCM", &jws)).await,
+    fx.expect_refused(
+        &encrypt(&jwk, "enc-2", "A128GCM", &jws),
         401,
         "undecryptable",
     )
@@ -346,7 +346,8 @@ async fn encrypted_launches_work_with_jwks_issuers() {
     let good = encrypt(&jwk, "enc-1", "A128GCM", &jws);
     let mut parts: Vec<String> = good.split('.').map(str::to_string).collect();
     parts[3] = mint::b64(&mint::random_bytes(parts[3].len() * 3 / 4));
-    expect_rejection(fx.launch(&parts.join(".")).await, 401, "undecryptable").await;
+    fx.expect_refused(&parts.join("."), 401, "undecryptable")
+        .await;
     // The jti was not burnt by the failed attempts.
     expect_echo(fx.launch(&good).await).await;
     assert_eq!(fx.upstream.hits(), 5);
@@ -359,7 +360,7 @@ async fn encrypted_launches_without_a_decryption_key_are_undecryptable() {
     let mut jwk = other.public_jwk("x", None);
     jwk["use"] = json!("enc");
     let token = encrypt(&jwk, "x", "A256GCM", &fx.good_token());
-    expect_rejection(fx.launch(&token).await, 401, "undecryptable").await;
+    fx.expect_refused(&token, 401, "undecryptable").await;
     assert_eq!(fx.upstream.hits(), 0);
 }
 

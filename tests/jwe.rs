@@ -8,7 +8,7 @@ mod common;
 use std::process::{Command, Stdio};
 
 use common::guard::toml_str;
-use common::{Fixture, expect_echo, expect_rejection, mint, needs, probe, temp_file};
+use common::{Fixture, expect_echo, mint, needs, probe, temp_file};
 use hti_guard::sign::SigningKey;
 use hti_guard::verify::Alg;
 use hti_guard::verify::jwe::{DecryptionKeys, JweError, encrypt_with_header, is_jwe};
@@ -153,18 +153,19 @@ async fn a_kidless_launch_is_decrypted_by_the_second_key() {
         .unwrap()
         .public_jwk("", None);
     let lost = encrypt_with_header(&stranger, header, fx.good_token().as_bytes()).unwrap();
-    expect_rejection(fx.launch(&lost).await, 401, "undecryptable").await;
+    fx.expect_refused(&lost, 401, "undecryptable").await;
     // Kid-less for the second key, its tag changed: undecryptable too.
     let fresh = encrypt_with_header(&public, header, fx.good_token().as_bytes()).unwrap();
     let mut parts: Vec<String> = fresh.split('.').map(str::to_string).collect();
     let tag = parts[4].clone();
     parts[4] = mint::b64(&mint::random_bytes(16));
     assert_ne!(parts[4], tag);
-    expect_rejection(fx.launch(&parts.join(".")).await, 401, "undecryptable").await;
+    fx.expect_refused(&parts.join("."), 401, "undecryptable")
+        .await;
     // Naming the first key for a token made for the second: only the first is tried.
     let mut named = header.clone();
     named.insert("kid".into(), json!("enc-1"));
     let misnamed = encrypt_with_header(&public, &named, fx.good_token().as_bytes()).unwrap();
-    expect_rejection(fx.launch(&misnamed).await, 401, "undecryptable").await;
+    fx.expect_refused(&misnamed, 401, "undecryptable").await;
     assert_eq!(fx.upstream.hits(), 1);
 }

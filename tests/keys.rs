@@ -118,12 +118,8 @@ async fn unsupported_algorithm_comes_before_issuer() {
     let mut claims = fx.claims();
     claims["iss"] = json!("https://not-configured.example");
     let token = mint::hs_token("HS256", "any", &claims, b"secret");
-    expect_rejection(
-        within(LIMIT, "launch", fx.launch(&token)).await,
-        401,
-        "unsupported_algorithm",
-    )
-    .await;
+    fx.expect_refused(&token, 401, "unsupported_algorithm")
+        .await;
     assert_eq!(fx.upstream.hits(), 0);
 }
 
@@ -145,12 +141,7 @@ async fn missing_kid_is_malformed() {
     let token = fx
         .key
         .token_with_header(&json!({"alg": "RS512", "typ": "JWT"}), &fx.claims());
-    expect_rejection(
-        within(LIMIT, "launch", fx.launch(&token)).await,
-        401,
-        "malformed_token",
-    )
-    .await;
+    fx.expect_refused(&token, 401, "malformed_token").await;
     assert_eq!(fx.upstream.hits(), 0);
 }
 
@@ -168,12 +159,7 @@ async fn unknown_key() {
     let fx = Fixture::start().await;
     let stranger = SigningKey::generate(Alg::RS512);
     let token = stranger.token(&fx.claims());
-    expect_rejection(
-        within(LIMIT, "launch", fx.launch(&token)).await,
-        401,
-        "unknown_key",
-    )
-    .await;
+    fx.expect_refused(&token, 401, "unknown_key").await;
     assert_eq!(
         fx.jwks.hits(),
         2,
@@ -244,12 +230,7 @@ async fn signature_is_checked_before_claims() {
     let forged = mint::compact(&fx.key.header(), &claims, |input| {
         stranger.sign_as(Alg::RS512, input)
     });
-    expect_rejection(
-        within(LIMIT, "launch", fx.launch(&forged)).await,
-        401,
-        "bad_signature",
-    )
-    .await;
+    fx.expect_refused(&forged, 401, "bad_signature").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,12 +346,7 @@ async fn keys_are_never_taken_from_the_token() {
         "jwk": attacker_key.jwk(),
     });
     let token = attacker_key.token_with_header(&header, &fx.claims());
-    expect_rejection(
-        within(LIMIT, "jku", fx.launch(&token)).await,
-        401,
-        "unknown_key",
-    )
-    .await;
+    fx.expect_refused(&token, 401, "unknown_key").await;
 
     // The same under the portal's own kid: the embedded key is not used either.
     let header = json!({
@@ -382,12 +358,7 @@ async fn keys_are_never_taken_from_the_token() {
         "x5c": [mint::b64(&mint::random_bytes(300))],
     });
     let token = attacker_key.token_with_header(&header, &fx.claims());
-    expect_rejection(
-        within(LIMIT, "jwk", fx.launch(&token)).await,
-        401,
-        "bad_signature",
-    )
-    .await;
+    fx.expect_refused(&token, 401, "bad_signature").await;
     assert_eq!(fx.upstream.hits(), 0);
 
     // A genuine token carrying these headers is verified with the portal's key as usual.

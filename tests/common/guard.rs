@@ -400,6 +400,11 @@ impl Fixture {
     pub async fn launch(&self, token: &str) -> reqwest::Response {
         self.post_form(&[("token", token)]).await
     }
+
+    /// Launches `token` and asserts the JSON rejection (see [`expect_rejection`]).
+    pub async fn expect_refused(&self, token: &str, status: u16, reason: &str) -> Value {
+        expect_rejection(self.launch(token).await, status, reason).await
+    }
 }
 
 /// Asserts a rejection in the JSON format: status, reason, a message and a reference equal to
