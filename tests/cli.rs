@@ -272,15 +272,14 @@ async fn check_fetches_every_key_set() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_then_exits_zero() {
-    let upstream = Upstream::start().await;
     let key = mint::shared_key(Alg::RS512);
-    let jwks = JwksServer::start(&[key]).await;
-    let iss = unique_issuer();
-    let served = Served::start(valid_config(&upstream.url(), &iss, &jwks.url()), "debug").await;
+    let backends = Backends::start(JwksServer::start(&[key]).await).await;
+    let served = Served::start(backends.builder(), "debug").await;
+    let upstream = &backends.upstream;
     let client = client();
 
     // A launch and a request with a cookie, so the logs have had the chance to leak them.
-    let token = key.token(&mint::hti_claims(&iss, AUDIENCE));
+    let token = key.token(&mint::hti_claims(&backends.iss, AUDIENCE));
     let response = client
         .post(served.url("/launch"))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -344,11 +343,9 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_exits_zero() {
-    let upstream = Upstream::start().await;
     let key = mint::shared_key(Alg::ES256);
-    let jwks = JwksServer::start(&[key]).await;
-    let iss = unique_issuer();
-    let served = Served::start(valid_config(&upstream.url(), &iss, &jwks.url()), "info").await;
+    let backends = Backends::start(JwksServer::start(&[key]).await).await;
+    let served = Served::start(backends.builder(), "info").await;
     let response = within(LIMIT, "request", client().get(served.url("/x")).send())
         .await
         .unwrap();

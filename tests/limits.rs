@@ -435,10 +435,9 @@ async fn under_a_roomy_memory_limit_requests_are_served() {
 /// The guard binary, run with an open-files limit of `nofile` through the shell's ulimit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_file_descriptors_the_accept_loop_neither_stalls_nor_gives_up() {
-    let upstream = Upstream::start().await;
-    let jwks = JwksServer::start(&[mint::shared_key(Alg::RS512)]).await;
-    let builder = GuardBuilder::new(&upstream.url())
-        .issuer(&unique_issuer(), &jwks.url())
+    let backends = Backends::start(JwksServer::start(&[mint::shared_key(Alg::RS512)]).await).await;
+    let builder = backends
+        .builder()
         .set("workers", "1")
         // The limit must not keep the guard from running out.
         .set("limits.max_connections", "10000");

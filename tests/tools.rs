@@ -10,8 +10,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::mint::payload_of;
 use common::{
-    Finished, GuardBuilder, JwksServer, Served, TempDir, Upstream, client, command, expect_echo,
-    expect_rejection, needs, path_str, post_form, probe, program, unique_issuer,
+    Backends, Finished, JwksServer, Served, TempDir, client, command, expect_echo,
+    expect_rejection, needs, path_str, post_form, probe, program,
 };
 use hti_guard::sign::SigningKey;
 use hti_guard::verify::Alg;
@@ -525,15 +525,9 @@ async fn keygen_mint_and_serve_accept_the_launch_once() {
         minted.push((alg, key, kid));
     }
     let jwks = JwksServer::start_document(json!({ "keys": published })).await;
-    let upstream = Upstream::start().await;
-    let iss = unique_issuer();
-    let served = Served::start(
-        GuardBuilder::new(&upstream.url())
-            .issuer(&iss, &jwks.url())
-            .set_str("launch.audience", AUD),
-        "warn",
-    )
-    .await;
+    let backends = Backends::start(jwks).await;
+    let served = Served::start(backends.builder().set_str("launch.audience", AUD), "warn").await;
+    let (upstream, iss) = (&backends.upstream, &backends.iss);
 
     let mut first = None;
     for (alg, key, kid) in &minted {
@@ -546,7 +540,7 @@ async fn keygen_mint_and_serve_accept_the_launch_once() {
             "--alg",
             alg.name(),
             "--iss",
-            &iss,
+            iss,
             "--aud",
             AUD,
             "--sub",
@@ -611,7 +605,7 @@ async fn keygen_mint_and_serve_accept_the_launch_once() {
         "--alg",
         alg.name(),
         "--iss",
-        &iss,
+        iss,
         "--aud",
         AUD,
         "--sub",

@@ -326,6 +326,29 @@ pub fn form(fields: &[(&str, &str)]) -> String {
         .finish()
 }
 
+/// What a guard stands between: a mock upstream, and a fresh issuer whose keys `jwks` serves.
+/// [`Fixture`] runs a guard between them in-process, [`super::Served`] as the binary.
+pub struct Backends {
+    pub upstream: Upstream,
+    pub jwks: JwksServer,
+    pub iss: String,
+}
+
+impl Backends {
+    pub async fn start(jwks: JwksServer) -> Backends {
+        Backends {
+            upstream: Upstream::start().await,
+            jwks,
+            iss: unique_issuer(),
+        }
+    }
+
+    /// A config for a guard in front of the upstream, trusting the issuer.
+    pub fn builder(&self) -> GuardBuilder {
+        GuardBuilder::new(&self.upstream.url()).issuer(&self.iss, &self.jwks.url())
+    }
+}
+
 /// The usual test setup: a mock upstream, one issuer whose JWKS serves keys, and a guard in
 /// front, ready.
 pub struct Fixture {
@@ -357,10 +380,13 @@ impl Fixture {
         jwks: JwksServer,
         configure: impl FnOnce(GuardBuilder) -> GuardBuilder,
     ) -> Fixture {
-        let upstream = Upstream::start().await;
-        let iss = unique_issuer();
-        let builder = GuardBuilder::new(&upstream.url()).issuer(&iss, &jwks.url());
-        let guard = configure(builder).start().await;
+        let backends = Backends::start(jwks).await;
+        let guard = configure(backends.builder()).start().await;
+        let Backends {
+            upstream,
+            jwks,
+            iss,
+        } = backends;
         Fixture {
             upstream,
             jwks,

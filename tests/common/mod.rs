@@ -15,8 +15,8 @@ pub mod upstream;
 
 pub use authserver::{AuthMode, AuthServer};
 pub use guard::{
-    AUDIENCE, Fixture, Guard, GuardBuilder, client, expect_echo, expect_rejection, form, post_form,
-    toml_str, unique_issuer, within,
+    AUDIENCE, Backends, Fixture, Guard, GuardBuilder, client, expect_echo, expect_rejection, form,
+    post_form, toml_str, unique_issuer, within,
 };
 pub use host::{
     ConfigFile, TempDir, accept_each, closed_origin, closed_url, free_port, loopback, needs,
