@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -25,6 +25,7 @@ use serde_json::{Map, Value, json};
 use tokio::task::JoinHandle;
 
 use super::host::{accept_each, loopback};
+use super::upstream::read_body;
 
 /// How the introspection endpoint answers (after checking the assertion).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,12 +185,7 @@ async fn handle(
         }
         ("POST", "/oauth2/introspect") => {
             state.introspections.fetch_add(1, Ordering::SeqCst);
-            let body = req
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
+            let body = read_body(req).await;
             let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
             let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
             if let Some(claims) = field("client_assertion").and_then(|a| unverified_claims(&a)) {

@@ -190,6 +190,16 @@ fn query_map(request: &Request<Incoming>) -> HashMap<String, String> {
         .collect()
 }
 
+/// The whole body of `request` (empty when it breaks off).
+pub async fn read_body(request: Request<Incoming>) -> Bytes {
+    request
+        .into_body()
+        .collect()
+        .await
+        .map(|collected| collected.to_bytes())
+        .unwrap_or_default()
+}
+
 fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never: Infallible| match never {})
@@ -252,12 +262,7 @@ async fn handle(
         _ => {
             let hop = request.headers().contains_key("x-echo-hop");
             let mut echo = echo_json(&request);
-            let body = request
-                .into_body()
-                .collect()
-                .await
-                .map(|collected| collected.to_bytes())
-                .unwrap_or_default();
+            let body = read_body(request).await;
             echo["body"] = String::from_utf8_lossy(&body).into_owned().into();
             let mut response = json_response(echo);
             if hop {
