@@ -12,17 +12,13 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::within;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use common::{DemoRun, needs, probe, within};
 use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_hti-guard");
-const LIMIT: Duration = Duration::from_secs(30);
 /// The whole browser walk: Chromium's start and a dozen pages.
 const SCRIPT_LIMIT: Duration = Duration::from_secs(180);
 const SCREENSHOTS: [&str; 5] = [
@@ -53,12 +49,7 @@ fn chromium() -> PathBuf {
 
 /// What is missing to run the browser test, if anything.
 fn missing() -> Option<String> {
-    let node = std::process::Command::new("node")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !node.is_ok_and(|s| s.success()) {
+    if !probe("node", &["--version"]) {
         return Some("node is not installed (apt-get install nodejs npm)".into());
     }
     if !script_dir().join("node_modules/playwright-core").is_dir() {
@@ -75,42 +66,19 @@ fn missing() -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_visit_in_a_real_browser_keeps_the_person_from_launch_to_logout() {
-    if let Some(what) = missing() {
-        if std::env::var_os("CI").is_some() {
-            panic!("the real-browser test cannot run, and CI is set: {what}");
-        }
-        eprintln!("note: skipping the real-browser test: {what}");
+    if !needs(missing()) {
         return;
     }
     let out = output_dir();
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).unwrap();
 
-    let mut demo = Command::new(BIN)
-        .args(["demo", "--port", "0", "--guard-host", "localhost"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start hti-guard demo");
-    let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
-    let mut urls = HashMap::new();
-    while urls.len() < 4 {
-        let line = within(LIMIT, "demo output", lines.next_line())
-            .await
-            .unwrap()
-            .expect("the demo printed where its parts are");
-        if let Some((part, url)) = line.split_once(": ") {
-            urls.insert(part.to_string(), url.to_string());
-        }
-    }
+    let demo = DemoRun::start(&["--guard-host", "localhost"], 4).await;
+    let urls = &demo.urls;
     let portal = &urls["portal"];
     let guard = urls["guard"].trim_end_matches("/launch");
     assert!(portal.starts_with("http://127.0.0.1:"), "{portal}");
     assert!(guard.starts_with("http://localhost:"), "{guard}");
-    wait_ready(&urls["metrics"].replace("/metrics", "/readyz")).await;
 
     println!("screenshots: {}", out.display());
     let run = Command::new("node")
@@ -145,21 +113,4 @@ async fn a_visit_in_a_real_browser_keeps_the_person_from_launch_to_logout() {
         );
     }
     assert!(!out.join("failure.png").exists());
-}
-
-async fn wait_ready(readyz: &str) {
-    let client = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    loop {
-        if let Ok(r) = client.get(readyz).send().await
-            && r.status() == 200
-        {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "demo guard never ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

@@ -3,118 +3,22 @@
 
 mod common;
 
-use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
-use std::time::Duration;
 
 use common::mint::{self, b64};
 use common::*;
 use serde_json::{Value, json};
-use tokio::process::Command;
-
-const BIN: &str = env!("CARGO_BIN_EXE_hti-guard");
-const LIMIT: Duration = Duration::from_secs(30);
-
-/// A config file in a fresh temp directory, removed on drop.
-struct ConfigFile {
-    dir: PathBuf,
-    path: PathBuf,
-}
-
-impl ConfigFile {
-    fn new(text: &str) -> ConfigFile {
-        let dir = std::env::temp_dir().join(format!("hti-guard-check-{}", mint::random_hex(6)));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("guard.toml");
-        std::fs::write(&path, text).unwrap();
-        ConfigFile { dir, path }
-    }
-
-    fn path(&self) -> &str {
-        self.path.to_str().unwrap()
-    }
-}
-
-impl Drop for ConfigFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn config(jwks_url: &str) -> GuardBuilder {
     GuardBuilder::new("http://127.0.0.1:9").issuer(&unique_issuer(), jwks_url)
 }
 
-/// A loopback URL where nothing listens.
-fn closed_url() -> String {
-    let port = StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("http://127.0.0.1:{port}/jwks")
-}
-
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Finished {
-    fn code(&self) -> Option<i32> {
-        self.status.code()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{self}"))
-    }
-
-    /// The report line that starts with `key` (after the indentation).
-    fn line(&self, key: &str) -> &str {
-        self.stdout
-            .lines()
-            .find(|line| line.trim_start().starts_with(&format!("{key} ")))
-            .unwrap_or_else(|| panic!("no line for {key}:\n{self}"))
-    }
-
-    fn has(&self, text: &str) -> bool {
-        self.stdout.contains(text)
-    }
-}
-
-impl std::fmt::Display for Finished {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}\n--- stderr\n{}", self.stdout, self.stderr)
-    }
-}
-
 /// Runs `hti-guard check --config FILE ARGS...` with a clean `HTI_GUARD_*` environment plus
 /// `env`, bounded in time.
 async fn check(file: &ConfigFile, args: &[&str], env: &[(&str, &str)]) -> Finished {
-    let mut command = Command::new(BIN);
-    command.args(["check", "--config", file.path()]).args(args);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("HTI_GUARD_") {
-            command.env_remove(key);
-        }
-    }
-    command
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let output = within(LIMIT, "hti-guard check", command.output())
-        .await
-        .expect("run hti-guard check");
-    Finished {
-        status: output.status,
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    let mut command = command(&["check", "--config", file.path()]);
+    command.args(args).envs(env.iter().copied());
+    run(command).await
 }
 
 fn problem_kinds(issuer: &Value) -> Vec<&str> {
@@ -501,11 +405,10 @@ async fn a_configuration_error_exits_2_and_prints_no_report() {
 
 /// A module signing key (PEM in `dir`) and its JWKS served where a mock auth server can
 /// fetch it, as the running guard would serve it.
-async fn module_key(dir: &std::path::Path) -> (PathBuf, JwksServer) {
+async fn module_key(dir: &TempDir) -> (PathBuf, JwksServer) {
     let key =
         hti_guard::jose::sign::SigningKey::generate(hti_guard::jose::Alg::RS512, 2048).unwrap();
-    let path = dir.join("module.pem");
-    std::fs::write(&path, key.to_pem().unwrap()).unwrap();
+    let path = dir.write("module.pem", key.to_pem().unwrap());
     let jwks =
         JwksServer::start_document(key.jwks(&key.thumbprint(), Some(hti_guard::jose::Alg::RS512)))
             .await;
@@ -518,7 +421,7 @@ fn introspection_config(client_id: &str, key: &std::path::Path, fhir_base: &str)
         .set_str("module.client_id", client_id)
         .set(
             "module.signing_key_files",
-            &format!("[{}]", common::guard::toml_str(key.to_str().unwrap())),
+            &format!("[{}]", toml_str(key.to_str().unwrap())),
         )
         .set_str("introspection.fhir_base", fhir_base)
         .set_str("introspection.timeout", "2s")
@@ -527,8 +430,8 @@ fn introspection_config(client_id: &str, key: &std::path::Path, fhir_base: &str)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_probes_discovery_and_the_introspection_endpoint() {
-    let keys = ConfigFile::new("");
-    let (key, module_jwks) = module_key(&keys.dir).await;
+    let keys = TempDir::new();
+    let (key, module_jwks) = module_key(&keys).await;
     let auth = AuthServer::start("module-7", Vec::new()).await;
     auth.set_guard_jwks_url(&module_jwks.url());
 
@@ -576,8 +479,8 @@ async fn check_probes_discovery_and_the_introspection_endpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_refuses_discovered_endpoints_over_http_elsewhere() {
-    let keys = ConfigFile::new("");
-    let (key, module_jwks) = module_key(&keys.dir).await;
+    let keys = TempDir::new();
+    let (key, module_jwks) = module_key(&keys).await;
     let auth = AuthServer::start("module-7", Vec::new()).await;
     let elsewhere = AuthServer::start("module-7", Vec::new()).await;
     auth.set_guard_jwks_url(&module_jwks.url());
@@ -609,8 +512,8 @@ async fn check_refuses_discovered_endpoints_over_http_elsewhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_check_does_not_probe_introspection() {
-    let keys = ConfigFile::new("");
-    let (key, _module_jwks) = module_key(&keys.dir).await;
+    let keys = TempDir::new();
+    let (key, _module_jwks) = module_key(&keys).await;
     let auth = AuthServer::start("module-7", Vec::new()).await;
     let file = ConfigFile::new(&introspection_config("module-7", &key, &auth.fhir_base()));
     let json = check(&file, &["--offline", "--json"], &[]).await;

@@ -575,12 +575,7 @@ async fn dashboard_queries_use_only_exported_metrics_and_labels() {
     // spoofed header: every labelled series the dashboard reads then exists.
     let token = fx.good_token();
     expect_echo(within(LIMIT, "launch", fx.launch(&token)).await).await;
-    expect_rejection(
-        within(LIMIT, "replay", fx.launch(&token)).await,
-        401,
-        "replayed",
-    )
-    .await;
+    fx.expect_refused(&token, 401, "replayed").await;
     let passthrough = within(
         LIMIT,
         "passthrough",
@@ -593,15 +588,7 @@ async fn dashboard_queries_use_only_exported_metrics_and_labels() {
     .expect("GET /app/page");
     expect_echo(passthrough).await;
 
-    let response = within(
-        LIMIT,
-        "metrics",
-        fx.client.get(fx.guard.admin_url("/metrics")).send(),
-    )
-    .await
-    .expect("GET /metrics");
-    assert_eq!(response.status(), 200);
-    let exposition = response.text().await.expect("metrics text");
+    let exposition = fx.guard.metrics().await;
     let families = families(&exposition);
 
     let dashboard = dashboard();

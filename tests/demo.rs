@@ -7,14 +7,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::time::Duration;
 
-use common::within;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use common::{DemoRun, within};
+use tokio::process::Child;
 
-const BIN: &str = env!("CARGO_BIN_EXE_hti-guard");
 const LIMIT: Duration = Duration::from_secs(30);
 const COOKIE: &str = "hti_guard_session";
 
@@ -32,29 +29,7 @@ impl Demo {
 
     /// Start with extra arguments, expecting these parts to be printed in order.
     async fn start_with(extra: &[&str], parts: &[&str]) -> Demo {
-        let mut child = Command::new(BIN)
-            .args(["demo", "--port", "0"])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start hti-guard demo");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut urls = HashMap::new();
-        let mut order = Vec::new();
-        while urls.len() < parts.len() {
-            let line = within(LIMIT, "demo output", lines.next_line())
-                .await
-                .unwrap()
-                .expect("demo printed its four lines");
-            if let Some((part, url)) = line.split_once(": ") {
-                order.push(part.to_string());
-                urls.insert(part.to_string(), url.to_string());
-            }
-        }
+        let DemoRun { child, urls, order } = DemoRun::start(extra, parts.len()).await;
         assert_eq!(order, parts, "one line per part, the portal first");
         for (part, url) in &urls {
             let guard_by_name = part == "guard" && url.starts_with("http://localhost:");
@@ -67,34 +42,15 @@ impl Demo {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
-        let demo = Demo {
+        Demo {
             child,
             urls,
             client,
-        };
-        demo.wait_ready().await;
-        demo
+        }
     }
 
     fn url(&self, part: &str) -> &str {
         &self.urls[part]
-    }
-
-    async fn wait_ready(&self) {
-        let readyz = self.url("metrics").replace("/metrics", "/readyz");
-        let deadline = tokio::time::Instant::now() + LIMIT;
-        loop {
-            if let Ok(r) = self.client.get(&readyz).send().await
-                && r.status() == 200
-            {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "demo guard never ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 
     async fn get(&self, url: &str) -> (u16, String) {

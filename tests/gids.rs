@@ -10,13 +10,10 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::mint::{self, Alg, b64, random_bytes, random_hex};
 use common::*;
 use serde_json::{Map, Value, json};
 
-const LIMIT: Duration = Duration::from_secs(30);
 /// The portal's default `hti.portal.aud`.
 const GIDS_AUD: &str = "module.example.com";
 /// The user types the portal's form offers (`user_type`).
@@ -97,18 +94,7 @@ async fn guard_for(portal: &Portal, upstream: &Upstream) -> Guard {
 }
 
 async fn launch(guard: &Guard, token: &str) -> reqwest::Response {
-    within(
-        LIMIT,
-        "launch",
-        client()
-            .post(guard.url("/module_launch"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("accept", "application/json")
-            .body(form(&[("token", token)]))
-            .send(),
-    )
-    .await
-    .expect("POST /module_launch")
+    post_form(&client(), &guard.url("/module_launch"), &[("token", token)]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,18 +146,7 @@ async fn patient_still_names_a_person_and_nothing_else() {
     ] {
         let (mut claims, _) = portal.claims("Person");
         claims["patient"] = json!(patient);
-        let response = within(
-            LIMIT,
-            "launch",
-            client()
-                .post(guard.url("/launch"))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .header("accept", "application/json")
-                .body(form(&[("token", &portal.token(&claims))]))
-                .send(),
-        )
-        .await
-        .unwrap();
+        let response = guard.launch(&client(), &portal.token(&claims)).await;
         expect_rejection(response, 401, "invalid_claim").await;
     }
     assert_eq!(upstream.hits(), 0, "nothing reached the app");

@@ -13,7 +13,7 @@ use common::mint;
 use common::*;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const LIMIT: Duration = Duration::from_secs(30);
 const SECRET: &str = "c2Vzc2lvbi1zZWNyZXQtZm9yLXRoZS10ZXN0cy0wMTIzNDU2Nzg5"; // 40 bytes
@@ -144,53 +144,50 @@ fn launch_post(path: &str, host: SocketAddr, token: &str, extra: &[&str]) -> Vec
 async fn upgrading_upstream(
     always_101: bool,
 ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = loopback("upgrading upstream").await;
     let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = hits.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let hits = counted.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
+    accept_each(listener, move |mut stream| {
+        let hits = counted.clone();
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
                 }
-                hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
-                let upgrade = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("upgrade:").map(|v| v.trim().to_owned()));
-                let response = match (upgrade, always_101) {
-                    (Some(to), _) => format!(
-                        "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: {to}\r\n\r\n"
-                    ),
-                    (None, true) => "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".to_owned(),
-                    (None, false) => {
-                        let names: Vec<&str> = head
-                            .lines()
-                            .skip(1)
-                            .filter_map(|l| l.split_once(':').map(|(n, _)| n.trim()))
-                            .collect();
-                        let body = serde_json::json!({ "names": names }).to_string();
-                        format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                            body.len()
-                        )
-                    }
-                };
-                let _ = stream.write_all(response.as_bytes()).await;
-                // After a 101, an h2c server would speak HTTP/2 here: send its preface-ish bytes.
-                let _ = stream
-                    .write_all(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-                    .await;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            });
-        }
+            }
+            hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+            let upgrade = head
+                .lines()
+                .find_map(|l| l.strip_prefix("upgrade:").map(|v| v.trim().to_owned()));
+            let response = match (upgrade, always_101) {
+                (Some(to), _) => format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: {to}\r\n\r\n"
+                ),
+                (None, true) => "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".to_owned(),
+                (None, false) => {
+                    let names: Vec<&str> = head
+                        .lines()
+                        .skip(1)
+                        .filter_map(|l| l.split_once(':').map(|(n, _)| n.trim()))
+                        .collect();
+                    let body = serde_json::json!({ "names": names }).to_string();
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                }
+            };
+            let _ = stream.write_all(response.as_bytes()).await;
+            // After a 101, an h2c server would speak HTTP/2 here: send its preface-ish bytes.
+            let _ = stream
+                .write_all(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+                .await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        });
     });
     (format!("http://{addr}"), hits)
 }

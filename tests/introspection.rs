@@ -7,7 +7,6 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::guard::toml_str;
 use common::mint::{self, Alg as MintAlg};
 use common::*;
 use serde_json::{Value, json};
@@ -18,13 +17,9 @@ const JWKS_PATH: &str = "/hti/module-keys";
 
 /// A module signing key in a fresh temp file.
 fn module_key_file() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("hti-guard-kt-{}", mint::random_hex(6)));
-    std::fs::create_dir_all(&dir).unwrap();
     let key =
         hti_guard::jose::sign::SigningKey::generate(hti_guard::jose::Alg::RS512, 2048).unwrap();
-    let path = dir.join("module.pem");
-    std::fs::write(&path, key.to_pem().unwrap()).unwrap();
-    path
+    temp_file("module.pem", key.to_pem().unwrap())
 }
 
 struct Kt {
@@ -79,32 +74,12 @@ impl Kt {
     }
 
     async fn launch(&self, token: &str) -> reqwest::Response {
-        within(
-            LIMIT,
-            "launch",
-            self.client
-                .post(self.guard.url("/launch"))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .header("accept", "application/json")
-                .body(form(&[
-                    ("launch", token),
-                    ("iss", "https://fhir.example/fhir"),
-                ]))
-                .send(),
-        )
-        .await
-        .expect("POST /launch")
+        let fields = [("launch", token), ("iss", "https://fhir.example/fhir")];
+        post_form(&self.client, &self.guard.url("/launch"), &fields).await
     }
 
     async fn metrics(&self) -> String {
-        self.client
-            .get(self.guard.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.guard.metrics().await
     }
 }
 
@@ -363,8 +338,8 @@ async fn encrypted_launches_work_with_jwks_issuers() {
     }
     let jws = fx.good_token();
     // A kid the module does not have, and a tampered ciphertext: undecryptable.
-    expect_rejection(
-        fx.launch(&encrypt(&jwk, "enc-2", "A128GCM", &jws)).await,
+    fx.expect_refused(
+        &encrypt(&jwk, "enc-2", "A128GCM", &jws),
         401,
         "undecryptable",
     )
@@ -372,7 +347,8 @@ async fn encrypted_launches_work_with_jwks_issuers() {
     let good = encrypt(&jwk, "enc-1", "A128GCM", &jws);
     let mut parts: Vec<String> = good.split('.').map(str::to_string).collect();
     parts[3] = mint::b64(&mint::random_bytes(parts[3].len() * 3 / 4));
-    expect_rejection(fx.launch(&parts.join(".")).await, 401, "undecryptable").await;
+    fx.expect_refused(&parts.join("."), 401, "undecryptable")
+        .await;
     // The jti was not burnt by the failed attempts.
     expect_echo(fx.launch(&good).await).await;
     assert_eq!(fx.upstream.hits(), 5);
@@ -386,7 +362,7 @@ async fn encrypted_launches_without_a_decryption_key_are_undecryptable() {
     let mut jwk = other.public_jwk("x", None);
     jwk["use"] = json!("enc");
     let token = encrypt(&jwk, "x", "A256GCM", &fx.good_token());
-    expect_rejection(fx.launch(&token).await, 401, "undecryptable").await;
+    fx.expect_refused(&token, 401, "undecryptable").await;
     assert_eq!(fx.upstream.hits(), 0);
 }
 

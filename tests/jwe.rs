@@ -8,7 +8,7 @@ mod common;
 use std::process::{Command, Stdio};
 
 use common::guard::toml_str;
-use common::{Fixture, expect_echo, expect_rejection, mint};
+use common::{Fixture, expect_echo, mint, needs, probe, temp_file};
 use hti_guard::jose::Alg;
 use hti_guard::jose::jwe::{DecryptionKeys, JweError, encrypt_with_header, is_jwe};
 use hti_guard::jose::sign::SigningKey;
@@ -17,21 +17,11 @@ use serde_json::json;
 /// Whether python3 can import jwcrypto. Missing: a failure under CI, a note and `false`
 /// elsewhere.
 fn jwcrypto_available() -> bool {
-    let probe = Command::new("python3")
-        .args(["-c", "import jwcrypto"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if matches!(probe, Ok(status) if status.success()) {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI is set but python3 cannot import jwcrypto: python3 -m pip install jwcrypto"
-    );
-    eprintln!("skipped: python3 with jwcrypto not found (pip install jwcrypto)");
-    false
+    let present = probe("python3", &["-c", "import jwcrypto"]);
+    needs(
+        (!present)
+            .then(|| "python3 cannot import jwcrypto: python3 -m pip install jwcrypto".to_string()),
+    )
 }
 
 /// The compact JWE jwcrypto makes, or a panic with its complaint.
@@ -124,12 +114,8 @@ fn mint_header(token: &str) -> Vec<u8> {
 
 /// A PKCS#8 PEM RSA key in a fresh temp file.
 fn key_file(name: &str) -> (std::path::PathBuf, SigningKey) {
-    let dir = std::env::temp_dir().join(format!("hti-guard-jwe-{}", mint::random_hex(6)));
-    std::fs::create_dir_all(&dir).unwrap();
     let key = SigningKey::generate(Alg::RS256, 2048).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, key.to_pem().unwrap()).unwrap();
-    (path, key)
+    (temp_file(name, key.to_pem().unwrap()), key)
 }
 
 /// The portals seen omit `kid` in the JWE header: the guard tries each decryption key, and
@@ -167,18 +153,19 @@ async fn a_kidless_launch_is_decrypted_by_the_second_key() {
         .unwrap()
         .public_jwk("", None);
     let lost = encrypt_with_header(&stranger, header, fx.good_token().as_bytes()).unwrap();
-    expect_rejection(fx.launch(&lost).await, 401, "undecryptable").await;
+    fx.expect_refused(&lost, 401, "undecryptable").await;
     // Kid-less for the second key, its tag changed: undecryptable too.
     let fresh = encrypt_with_header(&public, header, fx.good_token().as_bytes()).unwrap();
     let mut parts: Vec<String> = fresh.split('.').map(str::to_string).collect();
     let tag = parts[4].clone();
     parts[4] = mint::b64(&mint::random_bytes(16));
     assert_ne!(parts[4], tag);
-    expect_rejection(fx.launch(&parts.join(".")).await, 401, "undecryptable").await;
+    fx.expect_refused(&parts.join("."), 401, "undecryptable")
+        .await;
     // Naming the first key for a token made for the second: only the first is tried.
     let mut named = header.clone();
     named.insert("kid".into(), json!("enc-1"));
     let misnamed = encrypt_with_header(&public, &named, fx.good_token().as_bytes()).unwrap();
-    expect_rejection(fx.launch(&misnamed).await, 401, "undecryptable").await;
+    fx.expect_refused(&misnamed, 401, "undecryptable").await;
     assert_eq!(fx.upstream.hits(), 1);
 }

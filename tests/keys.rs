@@ -12,16 +12,14 @@ use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-async fn launch(client: &reqwest::Client, guard: &Guard, token: &str) -> reqwest::Response {
-    let request = client
-        .post(guard.url("/launch"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("accept", "application/json")
-        .body(form(&[("token", token)]))
-        .send();
-    within(LIMIT, "launch", request)
-        .await
-        .expect("POST /launch")
+/// A fixture whose JWKS serves these keys, with the default settings.
+async fn serving(keys: &[&SigningKey]) -> Fixture {
+    Fixture::with_jwks(JwksServer::start(keys).await, |b| b).await
+}
+
+/// A fixture whose JWKS serves this document, with the default settings.
+async fn serving_document(document: Value) -> Fixture {
+    Fixture::with_jwks(JwksServer::start_document(document).await, |b| b).await
 }
 
 /// The reason of a JSON rejection, or "accepted" for a 200.
@@ -37,41 +35,25 @@ async fn outcome(response: reqwest::Response) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_algorithm_is_accepted() {
-    let upstream = Upstream::start().await;
     let keys: Vec<&SigningKey> = Alg::ALL.iter().map(|alg| mint::shared_key(*alg)).collect();
-    let jwks = JwksServer::start(&keys).await;
-    let iss = unique_issuer();
-    let guard = GuardBuilder::new(&upstream.url())
-        .issuer(&iss, &jwks.url())
-        .start()
-        .await;
-    let client = client();
+    let fx = serving(&keys).await;
     for key in &keys {
-        let token = key.token(&mint::hti_claims(&iss, AUDIENCE));
-        let response = launch(&client, &guard, &token).await;
+        let response = fx.launch(&fx.token_by(key)).await;
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
         assert_eq!(status, 200, "{}: {text}", key.alg.name());
     }
-    assert_eq!(upstream.hits(), Alg::ALL.len());
+    assert_eq!(fx.upstream.hits(), Alg::ALL.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_without_alg_and_use_are_usable() {
-    let upstream = Upstream::start().await;
     let rsa = mint::shared_key(Alg::RS256);
     let ec = mint::shared_key(Alg::ES384);
-    let jwks = JwksServer::start_document(json!({"keys": [rsa.jwk_bare(), ec.jwk_bare()]})).await;
-    let iss = unique_issuer();
-    let guard = GuardBuilder::new(&upstream.url())
-        .issuer(&iss, &jwks.url())
-        .start()
-        .await;
-    let client = client();
+    let fx = serving_document(json!({"keys": [rsa.jwk_bare(), ec.jwk_bare()]})).await;
     for key in [rsa, ec] {
-        let token = key.token(&mint::hti_claims(&iss, AUDIENCE));
         assert_eq!(
-            outcome(launch(&client, &guard, &token).await).await,
+            outcome(fx.launch(&fx.token_by(key)).await).await,
             "accepted",
             "{}",
             key.alg.name()
@@ -136,33 +118,21 @@ async fn unsupported_algorithm_comes_before_issuer() {
     let mut claims = fx.claims();
     claims["iss"] = json!("https://not-configured.example");
     let token = mint::hs_token("HS256", "any", &claims, b"secret");
-    expect_rejection(
-        within(LIMIT, "launch", fx.launch(&token)).await,
-        401,
-        "unsupported_algorithm",
-    )
-    .await;
+    fx.expect_refused(&token, 401, "unsupported_algorithm")
+        .await;
     assert_eq!(fx.upstream.hits(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn algorithm_not_in_the_issuers_list() {
-    let upstream = Upstream::start().await;
     let rsa = mint::shared_key(Alg::RS512);
     let ec = mint::shared_key(Alg::ES256);
     let jwks = JwksServer::start(&[rsa, ec]).await;
-    let iss = unique_issuer();
-    let guard = GuardBuilder::new(&upstream.url())
-        .issuer_with_algorithms(&iss, &jwks.url(), &["ES256"])
-        .start()
-        .await;
-    let client = client();
-    let token = rsa.token(&mint::hti_claims(&iss, AUDIENCE));
-    let response = launch(&client, &guard, &token).await;
+    let fx = Fixture::with_jwks(jwks, |b| b.algorithms(&["ES256"])).await;
+    let response = fx.launch(&fx.token_by(rsa)).await;
     expect_rejection(response, 401, "unsupported_algorithm").await;
-    assert_eq!(upstream.hits(), 0);
-    let token = ec.token(&mint::hti_claims(&iss, AUDIENCE));
-    expect_echo(launch(&client, &guard, &token).await).await;
+    assert_eq!(fx.upstream.hits(), 0);
+    expect_echo(fx.launch(&fx.token_by(ec)).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,12 +141,7 @@ async fn missing_kid_is_malformed() {
     let token = fx
         .key
         .token_with_header(&json!({"alg": "RS512", "typ": "JWT"}), &fx.claims());
-    expect_rejection(
-        within(LIMIT, "launch", fx.launch(&token)).await,
-        401,
-        "malformed_token",
-    )
-    .await;
+    fx.expect_refused(&token, 401, "malformed_token").await;
     assert_eq!(fx.upstream.hits(), 0);
 }
 
@@ -194,12 +159,7 @@ async fn unknown_key() {
     let fx = Fixture::start().await;
     let stranger = SigningKey::generate(Alg::RS512);
     let token = stranger.token(&fx.claims());
-    expect_rejection(
-        within(LIMIT, "launch", fx.launch(&token)).await,
-        401,
-        "unknown_key",
-    )
-    .await;
+    fx.expect_refused(&token, 401, "unknown_key").await;
     assert_eq!(
         fx.jwks.hits(),
         2,
@@ -270,58 +230,38 @@ async fn signature_is_checked_before_claims() {
     let forged = mint::compact(&fx.key.header(), &claims, |input| {
         stranger.sign_as(Alg::RS512, input)
     });
-    expect_rejection(
-        within(LIMIT, "launch", fx.launch(&forged)).await,
-        401,
-        "bad_signature",
-    )
-    .await;
+    fx.expect_refused(&forged, 401, "bad_signature").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ec_signature_of_other_curve_size_is_bad() {
     let fx_key = mint::shared_key(Alg::ES256);
-    let upstream = Upstream::start().await;
-    let jwks = JwksServer::start(&[fx_key]).await;
-    let iss = unique_issuer();
-    let guard = GuardBuilder::new(&upstream.url())
-        .issuer(&iss, &jwks.url())
-        .start()
-        .await;
-    let client = client();
+    let fx = serving(&[fx_key]).await;
     // An ES256 token whose signature is 96 bytes (P-384 size) or DER-encoded-like garbage.
-    let claims = mint::hti_claims(&iss, AUDIENCE);
+    let claims = fx.claims();
     let long = mint::compact(&fx_key.header(), &claims, |_| mint::random_bytes(96));
     let short = mint::compact(&fx_key.header(), &claims, |_| mint::random_bytes(10));
     for token in [long, short] {
-        let reason = outcome(launch(&client, &guard, &token).await).await;
+        let reason = outcome(fx.launch(&token).await).await;
         assert!(
             reason == "bad_signature" || reason == "malformed_token",
             "wrong-size ECDSA signature: {reason}"
         );
     }
-    assert_eq!(upstream.hits(), 0);
+    assert_eq!(fx.upstream.hits(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_that_do_not_fit_the_algorithm_are_never_used() {
-    let upstream = Upstream::start().await;
     let rsa = SigningKey::generate(Alg::RS256);
     let p384 = SigningKey::generate(Alg::ES384);
     let enc = SigningKey::generate(Alg::RS512);
     let pinned = SigningKey::generate(Alg::RS384);
     let mut enc_jwk = enc.jwk();
     enc_jwk["use"] = json!("enc");
-    let jwks =
-        JwksServer::start_document(json!({"keys": [rsa.jwk(), p384.jwk(), enc_jwk, pinned.jwk()]}))
-            .await;
-    let iss = unique_issuer();
-    let guard = GuardBuilder::new(&upstream.url())
-        .issuer(&iss, &jwks.url())
-        .start()
-        .await;
-    let client = client();
-    let claims = || mint::hti_claims(&iss, AUDIENCE);
+    let fx =
+        serving_document(json!({"keys": [rsa.jwk(), p384.jwk(), enc_jwk, pinned.jwk()]})).await;
+    let claims = || fx.claims();
     let cases = vec![
         // An EC token under an RSA key's kid.
         (
@@ -363,43 +303,32 @@ async fn keys_that_do_not_fit_the_algorithm_are_never_used() {
         ),
     ];
     for (name, token) in cases {
-        let reason = outcome(launch(&client, &guard, &token).await).await;
+        let reason = outcome(fx.launch(&token).await).await;
         assert_eq!(reason, "unknown_key", "{name}");
     }
-    assert_eq!(upstream.hits(), 0);
+    assert_eq!(fx.upstream.hits(), 0);
     // The fitting use of each key works.
     for key in [&rsa, &p384, &pinned] {
-        let reason = outcome(launch(&client, &guard, &key.token(&claims())).await).await;
+        let reason = outcome(fx.launch(&fx.token_by(key)).await).await;
         assert_eq!(reason, "accepted", "{}", key.alg.name());
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weak_rsa_keys_are_refused_at_load() {
-    let upstream = Upstream::start().await;
     let good = mint::shared_key(Alg::RS512);
     let weak = mint::weak_rsa_jwk("weak-1024");
-    let jwks = JwksServer::start_document(json!({"keys": [weak, good.jwk()]})).await;
-    let iss = unique_issuer();
-    let guard = GuardBuilder::new(&upstream.url())
-        .issuer(&iss, &jwks.url())
-        .start()
-        .await;
-    let client = client();
+    let fx = serving_document(json!({"keys": [weak, good.jwk()]})).await;
     let token = mint::compact(
         &json!({"alg": "RS256", "kid": "weak-1024"}),
-        &mint::hti_claims(&iss, AUDIENCE),
+        &fx.claims(),
         |_| mint::random_bytes(128),
     );
-    assert_eq!(
-        outcome(launch(&client, &guard, &token).await).await,
-        "unknown_key"
-    );
-    assert_eq!(upstream.hits(), 0);
+    assert_eq!(outcome(fx.launch(&token).await).await, "unknown_key");
+    assert_eq!(fx.upstream.hits(), 0);
     // The other key of the same set loaded.
-    let token = good.token(&mint::hti_claims(&iss, AUDIENCE));
     assert_eq!(
-        outcome(launch(&client, &guard, &token).await).await,
+        outcome(fx.launch(&fx.token_by(good)).await).await,
         "accepted"
     );
 }
@@ -417,12 +346,7 @@ async fn keys_are_never_taken_from_the_token() {
         "jwk": attacker_key.jwk(),
     });
     let token = attacker_key.token_with_header(&header, &fx.claims());
-    expect_rejection(
-        within(LIMIT, "jku", fx.launch(&token)).await,
-        401,
-        "unknown_key",
-    )
-    .await;
+    fx.expect_refused(&token, 401, "unknown_key").await;
 
     // The same under the portal's own kid: the embedded key is not used either.
     let header = json!({
@@ -434,12 +358,7 @@ async fn keys_are_never_taken_from_the_token() {
         "x5c": [mint::b64(&mint::random_bytes(300))],
     });
     let token = attacker_key.token_with_header(&header, &fx.claims());
-    expect_rejection(
-        within(LIMIT, "jwk", fx.launch(&token)).await,
-        401,
-        "bad_signature",
-    )
-    .await;
+    fx.expect_refused(&token, 401, "bad_signature").await;
     assert_eq!(fx.upstream.hits(), 0);
 
     // A genuine token carrying these headers is verified with the portal's key as usual.
@@ -456,196 +375,156 @@ async fn keys_are_never_taken_from_the_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_by_max_age_refresh() {
-    let upstream = Upstream::start().await;
     let old = SigningKey::generate(Alg::RS512);
     let new = SigningKey::generate(Alg::ES256);
     let jwks = JwksServer::start(&[&old]).await;
     jwks.set_cache_control(Some("max-age=1"));
-    let iss = unique_issuer();
-    let guard = GuardBuilder::new(&upstream.url())
-        .issuer(&iss, &jwks.url())
-        .set_str("keys.refresh_min", "1s")
-        .set_str("keys.unknown_kid_cooldown", "1h")
-        .start()
-        .await;
-    let client = client();
-    let claims = || mint::hti_claims(&iss, AUDIENCE);
+    let fx = Fixture::with_jwks(jwks, |b| {
+        b.set_str("keys.refresh_min", "1s")
+            .set_str("keys.unknown_kid_cooldown", "1h")
+    })
+    .await;
     assert_eq!(
-        outcome(launch(&client, &guard, &old.token(&claims())).await).await,
+        outcome(fx.launch(&fx.token_by(&old)).await).await,
         "accepted"
     );
 
     // Use up the one unknown-kid refetch of the cooldown, so only the interval can bring keys.
     let stranger = SigningKey::generate(Alg::ES384);
     assert_eq!(
-        outcome(launch(&client, &guard, &stranger.token(&claims())).await).await,
+        outcome(fx.launch(&fx.token_by(&stranger)).await).await,
         "unknown_key"
     );
 
-    jwks.set_keys(&[&new]);
-    let seen = jwks.hits();
-    jwks.wait_for_hits(seen + 1, Duration::from_secs(10)).await;
+    fx.jwks.set_keys(&[&new]);
+    fx.jwks.wait_for_more_hits(1, Duration::from_secs(10)).await;
     // Allow the refreshed set to be swapped in.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
-        outcome(launch(&client, &guard, &new.token(&claims())).await).await,
+        outcome(fx.launch(&fx.token_by(&new)).await).await,
         "accepted"
     );
     assert_eq!(
-        outcome(launch(&client, &guard, &old.token(&claims())).await).await,
+        outcome(fx.launch(&fx.token_by(&old)).await).await,
         "unknown_key"
     );
-    assert_eq!(upstream.hits(), 2);
+    assert_eq!(fx.upstream.hits(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_by_unknown_kid() {
-    let upstream = Upstream::start().await;
     let old = SigningKey::generate(Alg::RS256);
     let new = SigningKey::generate(Alg::RS256);
-    let jwks = JwksServer::start(&[&old]).await;
-    let iss = unique_issuer();
-    let guard = GuardBuilder::new(&upstream.url())
-        .issuer(&iss, &jwks.url())
-        .start()
-        .await;
-    let client = client();
-    let claims = || mint::hti_claims(&iss, AUDIENCE);
+    let fx = serving(&[&old]).await;
     assert_eq!(
-        outcome(launch(&client, &guard, &old.token(&claims())).await).await,
+        outcome(fx.launch(&fx.token_by(&old)).await).await,
         "accepted"
     );
-    assert_eq!(jwks.hits(), 1);
-    jwks.set_keys(&[&old, &new]);
+    assert_eq!(fx.jwks.hits(), 1);
+    fx.jwks.set_keys(&[&old, &new]);
     assert_eq!(
-        outcome(launch(&client, &guard, &new.token(&claims())).await).await,
-        "accepted"
-    );
-    assert_eq!(jwks.hits(), 2, "the unknown kid caused exactly one refetch");
-    assert_eq!(
-        outcome(launch(&client, &guard, &old.token(&claims())).await).await,
+        outcome(fx.launch(&fx.token_by(&new)).await).await,
         "accepted"
     );
     assert_eq!(
-        outcome(launch(&client, &guard, &new.token(&claims())).await).await,
+        fx.jwks.hits(),
+        2,
+        "the unknown kid caused exactly one refetch"
+    );
+    assert_eq!(
+        outcome(fx.launch(&fx.token_by(&old)).await).await,
         "accepted"
     );
-    assert_eq!(jwks.hits(), 2, "known kids cause no fetch");
+    assert_eq!(
+        outcome(fx.launch(&fx.token_by(&new)).await).await,
+        "accepted"
+    );
+    assert_eq!(fx.jwks.hits(), 2, "known kids cause no fetch");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_age_is_clamped_to_refresh_max() {
-    let upstream = Upstream::start().await;
     let key = SigningKey::generate(Alg::RS512);
     let jwks = JwksServer::start(&[&key]).await;
     jwks.set_cache_control(Some("public, max-age=86400"));
-    let iss = unique_issuer();
-    let _guard = GuardBuilder::new(&upstream.url())
-        .issuer(&iss, &jwks.url())
-        .set_str("keys.refresh_min", "1s")
-        .set_str("keys.refresh_max", "2s")
-        .start()
-        .await;
-    jwks.wait_for_hits(3, Duration::from_secs(10)).await;
+    let fx = Fixture::with_jwks(jwks, |b| {
+        b.set_str("keys.refresh_min", "1s")
+            .set_str("keys.refresh_max", "2s")
+    })
+    .await;
+    fx.jwks.wait_for_hits(3, Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_age_is_clamped_to_refresh_min() {
-    let upstream = Upstream::start().await;
     let key = SigningKey::generate(Alg::RS512);
     let jwks = JwksServer::start(&[&key]).await;
     jwks.set_cache_control(Some("max-age=0"));
-    let iss = unique_issuer();
-    let _guard = GuardBuilder::new(&upstream.url())
-        .issuer(&iss, &jwks.url())
-        .set_str("keys.refresh_min", "3s")
-        .start()
-        .await;
+    let fx = Fixture::with_jwks(jwks, |b| b.set_str("keys.refresh_min", "3s")).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
-        jwks.hits(),
+        fx.jwks.hits(),
         1,
         "max-age=0 does not refetch before refresh_min"
     );
-    jwks.wait_for_hits(2, Duration::from_secs(10)).await;
+    fx.jwks.wait_for_hits(2, Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_kid_refetch_is_limited_by_the_cooldown() {
-    let upstream = Upstream::start().await;
     let key = SigningKey::generate(Alg::RS512);
     let jwks = JwksServer::start(&[&key]).await;
-    let iss = unique_issuer();
-    let guard = GuardBuilder::new(&upstream.url())
-        .issuer(&iss, &jwks.url())
-        .set_str("keys.unknown_kid_cooldown", "3s")
-        .start()
-        .await;
-    let client = client();
-    let claims = || mint::hti_claims(&iss, AUDIENCE);
-    assert_eq!(jwks.hits(), 1, "startup fetch");
+    let fx = Fixture::with_jwks(jwks, |b| b.set_str("keys.unknown_kid_cooldown", "3s")).await;
+    assert_eq!(fx.jwks.hits(), 1, "startup fetch");
 
     let stranger = SigningKey::generate(Alg::RS512);
     assert_eq!(
-        outcome(launch(&client, &guard, &stranger.token(&claims())).await).await,
+        outcome(fx.launch(&fx.token_by(&stranger)).await).await,
         "unknown_key"
     );
-    assert_eq!(jwks.hits(), 2, "first unknown kid: one refetch");
+    assert_eq!(fx.jwks.hits(), 2, "first unknown kid: one refetch");
 
     for _ in 0..5 {
         let other = SigningKey::generate(Alg::ES256);
         assert_eq!(
-            outcome(launch(&client, &guard, &other.token(&claims())).await).await,
+            outcome(fx.launch(&fx.token_by(&other)).await).await,
             "unknown_key"
         );
     }
-    assert_eq!(jwks.hits(), 2, "within the cooldown: no further fetch");
+    assert_eq!(fx.jwks.hits(), 2, "within the cooldown: no further fetch");
 
     // A key published within the cooldown is not seen until it passes.
     let late = SigningKey::generate(Alg::RS512);
-    jwks.set_keys(&[&key, &late]);
+    fx.jwks.set_keys(&[&key, &late]);
     assert_eq!(
-        outcome(launch(&client, &guard, &late.token(&claims())).await).await,
+        outcome(fx.launch(&fx.token_by(&late)).await).await,
         "unknown_key"
     );
-    assert_eq!(jwks.hits(), 2);
+    assert_eq!(fx.jwks.hits(), 2);
 
     tokio::time::sleep(Duration::from_millis(3500)).await;
     assert_eq!(
-        outcome(launch(&client, &guard, &late.token(&claims())).await).await,
+        outcome(fx.launch(&fx.token_by(&late)).await).await,
         "accepted"
     );
-    assert_eq!(jwks.hits(), 3, "after the cooldown: one more refetch");
-    assert_eq!(upstream.hits(), 1);
+    assert_eq!(fx.jwks.hits(), 3, "after the cooldown: one more refetch");
+    assert_eq!(fx.upstream.hits(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_unknown_kids_share_one_refetch() {
-    let upstream = Upstream::start().await;
     let key = SigningKey::generate(Alg::RS512);
     let jwks = JwksServer::start(&[&key]).await;
-    let iss = unique_issuer();
-    let guard = GuardBuilder::new(&upstream.url())
-        .issuer(&iss, &jwks.url())
-        .set_str("keys.unknown_kid_cooldown", "1h")
-        .start()
-        .await;
+    let fx = Fixture::with_jwks(jwks, |b| b.set_str("keys.unknown_kid_cooldown", "1h")).await;
     let new = SigningKey::generate(Alg::ES256);
-    jwks.set_keys(&[&key, &new]);
+    fx.jwks.set_keys(&[&key, &new]);
     let mut tasks = Vec::new();
     for _ in 0..16 {
         let client = client();
-        let url = guard.url("/launch");
-        let token = new.token(&mint::hti_claims(&iss, AUDIENCE));
+        let url = fx.guard.url("/launch");
+        let token = fx.token_by(&new);
         tasks.push(tokio::spawn(async move {
-            let response = client
-                .post(url)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .header("accept", "application/json")
-                .body(form(&[("token", &token)]))
-                .send()
-                .await
-                .expect("launch");
+            let response = post_form(&client, &url, &[("token", &token)]).await;
             response.status().as_u16()
         }));
     }
@@ -655,7 +534,7 @@ async fn concurrent_unknown_kids_share_one_refetch() {
             accepted += 1;
         }
     }
-    assert_eq!(jwks.hits(), 2, "one refetch for all of them");
+    assert_eq!(fx.jwks.hits(), 2, "one refetch for all of them");
     assert!(
         accepted >= 1,
         "the requests that waited for the refetch were accepted"
@@ -664,148 +543,83 @@ async fn concurrent_unknown_kids_share_one_refetch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_keys_stay_usable_while_the_jwks_is_down() {
-    let upstream = Upstream::start().await;
     let key = SigningKey::generate(Alg::RS512);
     let jwks = JwksServer::start(&[&key]).await;
     jwks.set_cache_control(Some("max-age=1"));
-    let iss = unique_issuer();
-    let guard = GuardBuilder::new(&upstream.url())
-        .issuer(&iss, &jwks.url())
-        .set_str("keys.max_stale", "1h")
-        .start()
-        .await;
-    let client = client();
-    let claims = || mint::hti_claims(&iss, AUDIENCE);
+    let fx = Fixture::with_jwks(jwks, |b| b.set_str("keys.max_stale", "1h")).await;
     assert_eq!(
-        outcome(launch(&client, &guard, &key.token(&claims())).await).await,
+        outcome(fx.launch(&fx.token_by(&key)).await).await,
         "accepted"
     );
 
     for mode in [Mode::Error500, Mode::Close, Mode::NotJson] {
-        jwks.set_mode(mode);
-        let seen = jwks.hits();
-        jwks.wait_for_hits(seen + 2, Duration::from_secs(15)).await;
+        fx.jwks.set_mode(mode);
+        fx.jwks.wait_for_more_hits(2, Duration::from_secs(15)).await;
         assert_eq!(
-            outcome(launch(&client, &guard, &key.token(&claims())).await).await,
+            outcome(fx.launch(&fx.token_by(&key)).await).await,
             "accepted",
             "stale keys while the JWKS answers {mode:?}"
         );
-        let ready = within(
-            LIMIT,
-            "readyz",
-            client.get(guard.admin_url("/readyz")).send(),
-        )
-        .await
-        .expect("readyz");
+        let ready = fx.guard.admin_get("/readyz").await;
         assert_eq!(ready.status(), 200, "stale keys are usable keys ({mode:?})");
     }
-    assert_eq!(upstream.hits(), 4);
+    assert_eq!(fx.upstream.hits(), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_kid_while_the_jwks_is_down_is_keys_unavailable() {
-    let upstream = Upstream::start().await;
     let key = SigningKey::generate(Alg::RS512);
     let jwks = JwksServer::start(&[&key]).await;
     jwks.set_cache_control(Some("max-age=1"));
-    let iss = unique_issuer();
-    let guard = GuardBuilder::new(&upstream.url())
-        .issuer(&iss, &jwks.url())
-        .start()
-        .await;
-    let client = client();
-    jwks.set_mode(Mode::Error500);
-    let seen = jwks.hits();
-    jwks.wait_for_hits(seen + 1, Duration::from_secs(10)).await;
+    let fx = Fixture::with_jwks(jwks, |b| b).await;
+    fx.jwks.set_mode(Mode::Error500);
+    fx.jwks.wait_for_more_hits(1, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let stranger = SigningKey::generate(Alg::RS512);
-    let response = launch(
-        &client,
-        &guard,
-        &stranger.token(&mint::hti_claims(&iss, AUDIENCE)),
-    )
-    .await;
+    let response = fx.launch(&fx.token_by(&stranger)).await;
     expect_rejection(response, 503, "keys_unavailable").await;
-    assert_eq!(upstream.hits(), 0);
+    assert_eq!(fx.upstream.hits(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_keys_expire_after_max_stale() {
-    let upstream = Upstream::start().await;
     let key = SigningKey::generate(Alg::RS512);
     let jwks = JwksServer::start(&[&key]).await;
     jwks.set_cache_control(Some("max-age=1"));
-    let iss = unique_issuer();
-    let guard = GuardBuilder::new(&upstream.url())
-        .issuer(&iss, &jwks.url())
-        .set_str("keys.max_stale", "2s")
-        .start()
-        .await;
-    let client = client();
-    jwks.set_mode(Mode::Error500);
+    let fx = Fixture::with_jwks(jwks, |b| b.set_str("keys.max_stale", "2s")).await;
+    fx.jwks.set_mode(Mode::Error500);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let response = launch(
-        &client,
-        &guard,
-        &key.token(&mint::hti_claims(&iss, AUDIENCE)),
-    )
-    .await;
+    let response = fx.launch(&fx.token_by(&key)).await;
     expect_rejection(response, 503, "keys_unavailable").await;
-    let ready = within(
-        LIMIT,
-        "readyz",
-        client.get(guard.admin_url("/readyz")).send(),
-    )
-    .await
-    .expect("readyz");
+    let ready = fx.guard.admin_get("/readyz").await;
     assert_eq!(ready.status(), 503, "no usable keys: not ready");
-    assert_eq!(upstream.hits(), 0);
+    assert_eq!(fx.upstream.hits(), 0);
 
     // The JWKS comes back: keys and readiness return without a restart.
-    jwks.set_mode(Mode::Serve);
-    let seen = jwks.hits();
-    jwks.wait_for_hits(seen + 1, Duration::from_secs(10)).await;
+    fx.jwks.set_mode(Mode::Serve);
+    fx.jwks.wait_for_more_hits(1, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let response = launch(
-        &client,
-        &guard,
-        &key.token(&mint::hti_claims(&iss, AUDIENCE)),
-    )
-    .await;
+    let response = fx.launch(&fx.token_by(&key)).await;
     assert_eq!(outcome(response).await, "accepted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_unavailable_when_the_jwks_was_never_reachable() {
     let upstream = Upstream::start().await;
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap()
-    };
     let iss = unique_issuer();
     let guard = GuardBuilder::new(&upstream.url())
-        .issuer(&iss, &format!("http://{closed}/jwks"))
+        .issuer(&iss, &closed_url())
         .no_wait_ready()
         .start()
         .await;
-    let client = client();
     let key = mint::shared_key(Alg::RS512);
-    let response = launch(
-        &client,
-        &guard,
-        &key.token(&mint::hti_claims(&iss, AUDIENCE)),
-    )
-    .await;
+    let response = guard
+        .launch(&client(), &key.token(&mint::hti_claims(&iss, AUDIENCE)))
+        .await;
     expect_rejection(response, 503, "keys_unavailable").await;
     assert_eq!(upstream.hits(), 0);
 
-    let ready = within(
-        LIMIT,
-        "readyz",
-        client.get(guard.admin_url("/readyz")).send(),
-    )
-    .await
-    .expect("readyz");
+    let ready = guard.admin_get("/readyz").await;
     assert_eq!(ready.status(), 503);
     let text = ready.text().await.unwrap_or_default();
     let _: Value =
@@ -819,114 +633,64 @@ async fn keys_unavailable_when_the_jwks_was_never_reachable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unusable_jwks_at_startup_is_not_ready() {
     for mode in [Mode::Error500, Mode::Close, Mode::NotJson] {
-        let upstream = Upstream::start().await;
         let key = mint::shared_key(Alg::RS512);
         let jwks = JwksServer::start(&[key]).await;
         jwks.set_mode(mode);
-        let iss = unique_issuer();
-        let guard = GuardBuilder::new(&upstream.url())
-            .issuer(&iss, &jwks.url())
-            .no_wait_ready()
-            .start()
-            .await;
-        let client = client();
-        jwks.wait_for_hits(1, Duration::from_secs(10)).await;
-        let response = launch(
-            &client,
-            &guard,
-            &key.token(&mint::hti_claims(&iss, AUDIENCE)),
-        )
-        .await;
+        let fx = Fixture::with_jwks(jwks, |b| b.no_wait_ready()).await;
+        fx.jwks.wait_for_hits(1, Duration::from_secs(10)).await;
+        let response = fx.launch(&fx.token_by(key)).await;
         expect_rejection(response, 503, "keys_unavailable").await;
-        let ready = within(
-            LIMIT,
-            "readyz",
-            client.get(guard.admin_url("/readyz")).send(),
-        )
-        .await
-        .expect("readyz");
+        let ready = fx.guard.admin_get("/readyz").await;
         assert_eq!(ready.status(), 503, "{mode:?}");
-        assert_eq!(upstream.hits(), 0);
+        assert_eq!(fx.upstream.hits(), 0);
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwks_that_comes_up_late_makes_the_guard_ready() {
-    let upstream = Upstream::start().await;
     let key = mint::shared_key(Alg::ES512);
     let jwks = JwksServer::start(&[key]).await;
     jwks.set_mode(Mode::Error500);
-    let iss = unique_issuer();
-    let guard = GuardBuilder::new(&upstream.url())
-        .issuer(&iss, &jwks.url())
-        .no_wait_ready()
-        .start()
-        .await;
-    jwks.wait_for_hits(1, Duration::from_secs(10)).await;
-    jwks.set_mode(Mode::Serve);
-    let client = client();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let ready = within(
-            LIMIT,
-            "readyz",
-            client.get(guard.admin_url("/readyz")).send(),
-        )
-        .await
-        .expect("readyz");
-        if ready.status() == 200 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not ready after the JWKS came up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let response = launch(
-        &client,
-        &guard,
-        &key.token(&mint::hti_claims(&iss, AUDIENCE)),
+    let fx = Fixture::with_jwks(jwks, |b| b.no_wait_ready()).await;
+    fx.jwks.wait_for_hits(1, Duration::from_secs(10)).await;
+    fx.jwks.set_mode(Mode::Serve);
+    let ready = wait_ok(
+        &fx.guard.admin_url("/readyz"),
+        Duration::from_secs(15),
+        || false,
     )
     .await;
+    assert!(ready, "not ready after the JWKS came up");
+    let response = fx.launch(&fx.token_by(key)).await;
     assert_eq!(outcome(response).await, "accepted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_issuers_failure_does_not_affect_another() {
-    let upstream = Upstream::start().await;
     let good_key = mint::shared_key(Alg::RS384);
     let good_jwks = JwksServer::start(&[good_key]).await;
     let bad_key = mint::shared_key(Alg::PS256);
     let bad_jwks = JwksServer::start(&[bad_key]).await;
     bad_jwks.set_mode(Mode::Hang);
-    let (good_iss, bad_iss) = (unique_issuer(), unique_issuer());
-    let guard = GuardBuilder::new(&upstream.url())
-        .issuer(&bad_iss, &bad_jwks.url())
-        .issuer(&good_iss, &good_jwks.url())
-        .set_str("keys.fetch_timeout", "20s")
-        .no_wait_ready()
-        .start()
-        .await;
+    let good_iss = unique_issuer();
+    let fx = Fixture::with_jwks(bad_jwks, |b| {
+        b.issuer(&good_iss, &good_jwks.url())
+            .set_str("keys.fetch_timeout", "20s")
+            .no_wait_ready()
+    })
+    .await;
+    let bad_iss = &fx.iss;
     good_jwks.wait_for_hits(1, Duration::from_secs(10)).await;
-    let client = client();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         let token = good_key.token(&mint::hti_claims(&good_iss, AUDIENCE));
-        let request = client
-            .post(guard.url("/launch"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("accept", "application/json")
-            .body(form(&[("token", &token)]))
-            .send();
         // Well under the other issuer's 20 s fetch timeout.
         let response = within(
             Duration::from_secs(8),
             "launch for the healthy issuer",
-            request,
+            fx.launch(&token),
         )
-        .await
-        .expect("launch");
+        .await;
         let reason = outcome(response).await;
         if reason == "accepted" {
             break;
@@ -938,18 +702,12 @@ async fn one_issuers_failure_does_not_affect_another() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let ready = within(
-        LIMIT,
-        "readyz",
-        client.get(guard.admin_url("/readyz")).send(),
-    )
-    .await
-    .expect("readyz");
+    let ready = fx.guard.admin_get("/readyz").await;
     let status = ready.status();
     let text = ready.text().await.unwrap_or_default();
     assert_eq!(status, 503, "{text}");
     assert!(
-        text.contains(&bad_iss),
+        text.contains(bad_iss),
         "readyz names the issuer without keys: {text}"
     );
 }

@@ -219,12 +219,7 @@ async fn signature_segment_that_is_not_base64url_is_malformed() {
     let good = fx.good_token();
     let (input, _) = good.rsplit_once('.').unwrap();
     let token = format!("{input}.***");
-    expect_rejection(
-        within(LIMIT, "launch", fx.launch(&token)).await,
-        401,
-        "malformed_token",
-    )
-    .await;
+    fx.expect_refused(&token, 401, "malformed_token").await;
     assert_eq!(fx.upstream.hits(), 0);
 }
 
@@ -495,12 +490,7 @@ async fn failed_checks_do_not_burn_the_jti() {
     let stranger = mint::shared_key(Alg::RS256);
     let header = json!({"alg": "RS512", "kid": fx.key.kid, "typ": "JWT"});
     let forged = mint::compact(&header, &good, |input| stranger.sign_as(Alg::RS512, input));
-    expect_rejection(
-        within(LIMIT, "forged", fx.launch(&forged)).await,
-        401,
-        "bad_signature",
-    )
-    .await;
+    fx.expect_refused(&forged, 401, "bad_signature").await;
 
     let mut wrong_aud = good.clone();
     wrong_aud["aud"] = json!("Device/other");
@@ -577,12 +567,8 @@ async fn expired_replay_entries_free_their_room() {
     let mut short = fx.claims();
     short["exp"] = json!(now() + 2);
     expect_echo(within(LIMIT, "short-lived", fx.launch(&fx.token(&short))).await).await;
-    expect_rejection(
-        within(LIMIT, "full", fx.launch(&fx.good_token())).await,
-        503,
-        "replay_store_unavailable",
-    )
-    .await;
+    fx.expect_refused(&fx.good_token(), 503, "replay_store_unavailable")
+        .await;
     // Once exp + clock_skew has passed, the entry goes and a new launch fits again.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
@@ -755,19 +741,13 @@ async fn configured_paths_and_fields() {
     assert!(echo.hti_headers().is_empty(), "{:?}", echo.hti_headers());
 
     // `token` is not a configured field any more.
-    let response = fx
-        .client
-        .post(fx.guard.url("/hti/start"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("accept", "application/json")
-        .body(form(&[("token", &token)]))
-        .send();
-    expect_rejection(
-        within(LIMIT, "launch", response).await.expect("POST"),
-        400,
-        "missing_token",
+    let response = post_form(
+        &fx.client,
+        &fx.guard.url("/hti/start"),
+        &[("token", &token)],
     )
     .await;
+    expect_rejection(response, 400, "missing_token").await;
 
     let response = fx
         .client
@@ -788,12 +768,7 @@ async fn rejection_is_json_or_html_by_accept() {
     claims["aud"] = json!("Device/other");
     let token = fx.token(&claims);
 
-    let body = expect_rejection(
-        within(LIMIT, "json", fx.launch(&token)).await,
-        401,
-        "wrong_audience",
-    )
-    .await;
+    let body = fx.expect_refused(&token, 401, "wrong_audience").await;
     let object = body.as_object().expect("object");
     assert_eq!(object.len(), 3, "exactly error, message, reference: {body}");
 
@@ -838,17 +813,7 @@ async fn rejection_is_json_or_html_by_accept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_rejection_has_its_own_reference() {
     let fx = Fixture::start().await;
-    let first = expect_rejection(
-        within(LIMIT, "a", fx.launch("x.y.z")).await,
-        401,
-        "malformed_token",
-    )
-    .await;
-    let second = expect_rejection(
-        within(LIMIT, "b", fx.launch("x.y.z")).await,
-        401,
-        "malformed_token",
-    )
-    .await;
+    let first = fx.expect_refused("x.y.z", 401, "malformed_token").await;
+    let second = fx.expect_refused("x.y.z", 401, "malformed_token").await;
     assert_ne!(first["reference"], second["reference"]);
 }

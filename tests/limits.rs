@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,17 +20,14 @@ use tokio::net::TcpStream;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-/// A guard in front of `upstream` with these extra settings (raw TOML values).
-async fn guard(upstream: &Upstream, settings: &[(&str, &str)]) -> Guard {
-    let jwks = JwksServer::start(&[mint::shared_key(Alg::RS512)]).await;
-    let mut builder = GuardBuilder::new(&upstream.url()).issuer(&unique_issuer(), &jwks.url());
-    for (key, value) in settings {
-        builder = builder.set(key, value);
-    }
-    // The key set is fetched once at start; the JWKS server may go after that.
-    let guard = builder.start().await;
-    std::mem::forget(jwks);
-    guard
+/// A guard with these extra settings (raw TOML values) in front of a mock upstream.
+async fn limited(settings: &[(&str, &str)]) -> Fixture {
+    Fixture::start_with(|builder| {
+        settings
+            .iter()
+            .fold(builder, |builder, (key, value)| builder.set(key, value))
+    })
+    .await
 }
 
 /// Reads until the peer closes (Ok(bytes read)) or the connection breaks (Err).
@@ -76,21 +71,13 @@ async fn read_response(stream: &mut TcpStream) -> u16 {
 }
 
 async fn metric(guard: &Guard, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let text = client()
-        .get(guard.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metrics::value(&text, name, labels)
+    metrics::value(&guard.metrics().await, name, labels)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_never_sends_a_byte_is_closed_after_the_idle_timeout() {
-    let upstream = Upstream::start().await;
-    let guard = guard(&upstream, &[("timeouts.idle", "\"1s\"")]).await;
+    let fx = limited(&[("timeouts.idle", "\"1s\"")]).await;
+    let guard = &fx.guard;
     let mut silent = TcpStream::connect(guard.public).await.unwrap();
     let read = within(
         LIMIT,
@@ -103,17 +90,14 @@ async fn a_connection_that_never_sends_a_byte_is_closed_after_the_idle_timeout()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_alive_connection_is_closed_after_the_idle_timeout_but_not_while_busy() {
-    let upstream = Upstream::start().await;
     // hyper's header timeout also ends an HTTP/1 connection waiting for its next request:
     // long here, so that only the idle timeout can close it within the bound.
-    let guard = guard(
-        &upstream,
-        &[
-            ("timeouts.idle", "\"1s\""),
-            ("timeouts.request_headers", "\"60s\""),
-        ],
-    )
+    let fx = limited(&[
+        ("timeouts.idle", "\"1s\""),
+        ("timeouts.request_headers", "\"60s\""),
+    ])
     .await;
+    let guard = &fx.guard;
     let mut stream = TcpStream::connect(guard.public).await.unwrap();
     // A response that takes three idle timeouts to come: the connection is busy, not idle.
     let status = within(
@@ -135,8 +119,8 @@ async fn a_kept_alive_connection_is_closed_after_the_idle_timeout_but_not_while_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_http2_connection_is_closed() {
-    let upstream = Upstream::start().await;
-    let guard = guard(&upstream, &[("timeouts.idle", "\"1s\"")]).await;
+    let fx = limited(&[("timeouts.idle", "\"1s\"")]).await;
+    let guard = &fx.guard;
     let mut stream = TcpStream::connect(guard.public).await.unwrap();
     // The h2c preface and an empty SETTINGS frame, then nothing: no stream is ever opened.
     stream
@@ -170,8 +154,8 @@ fn frames(mut bytes: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_launch_body_gets_408() {
-    let upstream = Upstream::start().await;
-    let guard = guard(&upstream, &[("timeouts.request_body", "\"1s\"")]).await;
+    let fx = limited(&[("timeouts.request_body", "\"1s\"")]).await;
+    let (upstream, guard) = (&fx.upstream, &fx.guard);
     let mut stream = TcpStream::connect(guard.public).await.unwrap();
     stream
         .write_all(
@@ -185,7 +169,7 @@ async fn a_stalled_launch_body_gets_408() {
     assert_eq!(upstream.hits(), 0, "nothing reached the upstream");
     assert_eq!(
         metric(
-            &guard,
+            guard,
             "hti_guard_launches_total",
             &[("reason", "request_timeout")]
         )
@@ -196,8 +180,8 @@ async fn a_stalled_launch_body_gets_408() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_upload_aborts_the_upstream_request() {
-    let upstream = Upstream::start().await;
-    let guard = guard(&upstream, &[("timeouts.request_body", "\"1s\"")]).await;
+    let fx = limited(&[("timeouts.request_body", "\"1s\"")]).await;
+    let (upstream, guard) = (&fx.upstream, &fx.guard);
     let mut stream = TcpStream::connect(guard.public).await.unwrap();
     let head = "POST /upload HTTP/1.1\r\nHost: guard.test\r\nContent-Length: 100000\r\n\r\n";
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -213,8 +197,8 @@ async fn a_stalled_upload_aborts_the_upstream_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_reads_nothing_is_cut_off() {
-    let upstream = Upstream::start().await;
-    let guard = guard(&upstream, &[("timeouts.idle", "\"1s\"")]).await;
+    let fx = limited(&[("timeouts.idle", "\"1s\"")]).await;
+    let guard = &fx.guard;
     let mut stream = TcpStream::connect(guard.public).await.unwrap();
     // 64 MiB is far more than the socket buffers on both sides hold.
     let total = 64 * 1024 * 1024;
@@ -224,7 +208,7 @@ async fn a_client_that_reads_nothing_is_cut_off() {
     // the guard gives the connection up.
     let deadline = tokio::time::Instant::now() + LIMIT;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    while metric(&guard, "hti_guard_open_connections", &[]).await > 0.0 {
+    while metric(guard, "hti_guard_open_connections", &[]).await > 0.0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the connection of a client that reads nothing stayed open"
@@ -261,9 +245,9 @@ fn h2_get(path: &str) -> hyper::Request<Empty<Bytes>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_client_that_withholds_flow_control_credit_is_cut_off() {
-    let upstream = Upstream::start().await;
-    let guard = guard(&upstream, &[("timeouts.idle", "\"1s\"")]).await;
-    let (mut sender, conn) = h2_client(&guard).await;
+    let fx = limited(&[("timeouts.idle", "\"1s\"")]).await;
+    let guard = &fx.guard;
+    let (mut sender, conn) = h2_client(guard).await;
     // The guard's clock for this stream starts after the request was sent.
     let begun = tokio::time::Instant::now();
     let response = within(
@@ -289,7 +273,7 @@ async fn an_http2_client_that_withholds_flow_control_credit_is_cut_off() {
         "not before the idle timeout: {:?}",
         begun.elapsed()
     );
-    assert_eq!(metric(&guard, "hti_guard_open_connections", &[]).await, 0.0);
+    assert_eq!(metric(guard, "hti_guard_open_connections", &[]).await, 0.0);
     let read = within(LIMIT, "the held body", async {
         let mut got = 0;
         while let Some(frame) = body.frame().await {
@@ -310,9 +294,9 @@ async fn an_http2_client_that_withholds_flow_control_credit_is_cut_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_response_whose_upstream_is_quiet_longer_than_idle_is_not_cut() {
-    let upstream = Upstream::start().await;
-    let guard = guard(&upstream, &[("timeouts.idle", "\"1s\"")]).await;
-    let (mut sender, _conn) = h2_client(&guard).await;
+    let fx = limited(&[("timeouts.idle", "\"1s\"")]).await;
+    let (upstream, guard) = (&fx.upstream, &fx.guard);
+    let (mut sender, _conn) = h2_client(guard).await;
 
     // A quiet upstream mid-body (server-sent events): the first line, three idle timeouts of
     // nothing, then the rest. The client reads everything.
@@ -357,8 +341,8 @@ async fn an_http2_response_whose_upstream_is_quiet_longer_than_idle_is_not_cut()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_max_connections_new_ones_wait_while_established_ones_are_served() {
-    let upstream = Upstream::start().await;
-    let guard = guard(&upstream, &[("limits.max_connections", "2")]).await;
+    let fx = limited(&[("limits.max_connections", "2")]).await;
+    let guard = &fx.guard;
     let mut first = TcpStream::connect(guard.public).await.unwrap();
     let mut second = TcpStream::connect(guard.public).await.unwrap();
     assert_eq!(within(LIMIT, "first", get_on(&mut first, "/1")).await, 200);
@@ -379,7 +363,7 @@ async fn beyond_max_connections_new_ones_wait_while_established_ones_are_served(
         waited.is_err(),
         "the third connection was served beyond the limit"
     );
-    assert_eq!(metric(&guard, "hti_guard_open_connections", &[]).await, 2.0);
+    assert_eq!(metric(guard, "hti_guard_open_connections", &[]).await, 2.0);
 
     // Established traffic goes on.
     assert_eq!(
@@ -398,16 +382,9 @@ async fn beyond_max_connections_new_ones_wait_while_established_ones_are_served(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn near_the_memory_limit_new_requests_get_503_overloaded() {
-    let upstream = Upstream::start().await;
-    let jwks = JwksServer::start(&[mint::shared_key(Alg::RS512)]).await;
     // Any running guard is above 90 % of 1 MiB.
-    let guard = GuardBuilder::new(&upstream.url())
-        .issuer(&unique_issuer(), &jwks.url())
-        .set_str("limits.max_memory", "1MiB")
-        .no_wait_ready()
-        .start()
-        .await;
-    let client = client();
+    let fx = Fixture::start_with(|b| b.set_str("limits.max_memory", "1MiB").no_wait_ready()).await;
+    let (upstream, guard, client) = (&fx.upstream, &fx.guard, &fx.client);
     let deadline = tokio::time::Instant::now() + LIMIT;
     let response = loop {
         let response = client
@@ -435,7 +412,7 @@ async fn near_the_memory_limit_new_requests_get_503_overloaded() {
     assert!(body.contains("limits.max_memory"), "{body}");
     assert!(
         metric(
-            &guard,
+            guard,
             "hti_guard_refused_total",
             &[("reason", "overloaded")]
         )
@@ -447,8 +424,8 @@ async fn near_the_memory_limit_new_requests_get_503_overloaded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_a_roomy_memory_limit_requests_are_served() {
-    let upstream = Upstream::start().await;
-    let guard = guard(&upstream, &[("limits.max_memory", "\"4GiB\"")]).await;
+    let fx = limited(&[("limits.max_memory", "\"4GiB\"")]).await;
+    let guard = &fx.guard;
     // Let the monitor read a few times.
     tokio::time::sleep(Duration::from_millis(600)).await;
     let response = client().get(guard.url("/x")).send().await.unwrap();
@@ -458,42 +435,14 @@ async fn under_a_roomy_memory_limit_requests_are_served() {
 /// The guard binary, run with an open-files limit of `nofile` through the shell's ulimit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_file_descriptors_the_accept_loop_neither_stalls_nor_gives_up() {
-    let upstream = Upstream::start().await;
-    let jwks = JwksServer::start(&[mint::shared_key(Alg::RS512)]).await;
-    let port = |l: std::net::TcpListener| l.local_addr().unwrap().port();
-    let public_port = port(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
-    let admin_port = port(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
-    let text = GuardBuilder::new(&upstream.url())
-        .issuer(&unique_issuer(), &jwks.url())
-        .set_str("listen", &format!("127.0.0.1:{public_port}"))
-        .set_str("admin_listen", &format!("127.0.0.1:{admin_port}"))
+    let backends = Backends::start(JwksServer::start(&[mint::shared_key(Alg::RS512)]).await).await;
+    let builder = backends
+        .builder()
         .set("workers", "1")
         // The limit must not keep the guard from running out.
-        .set("limits.max_connections", "10000")
-        .toml();
-    let dir = std::env::temp_dir().join(format!("hti-guard-limits-{}", mint::random_hex(6)));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("config.toml");
-    std::fs::write(&config, text).unwrap();
-    let mut child = shell_with_nofile(64, &config)
-        .spawn()
-        .expect("spawn hti-guard");
-    let public = format!("127.0.0.1:{public_port}");
-    let client = client();
-    let ready = async {
-        loop {
-            if let Ok(r) = client
-                .get(format!("http://127.0.0.1:{admin_port}/readyz"))
-                .send()
-                .await
-                && r.status() == 200
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    within(LIMIT, "guard ready", ready).await;
+        .set("limits.max_connections", "10000");
+    let served = Served::start_with(builder, |config| shell_with_nofile(64, config)).await;
+    let public = served.public;
 
     // An established connection, with its upstream connection pooled.
     let mut established = TcpStream::connect(&public).await.unwrap();
@@ -531,11 +480,7 @@ async fn out_of_file_descriptors_the_accept_loop_neither_stalls_nor_gives_up() {
         200
     );
 
-    let _ = child.start_kill();
-    let output = within(LIMIT, "guard exit", child.wait_with_output())
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = served.kill().await.stdout;
     let failures = stdout.matches("accept failed").count();
     assert!(
         failures >= 1,
@@ -543,27 +488,11 @@ async fn out_of_file_descriptors_the_accept_loop_neither_stalls_nor_gives_up() {
     );
     // Logged at most once a second, not once per retry.
     assert!(failures <= 30, "{failures} accept failure lines");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
-fn shell_with_nofile(nofile: u32, config: &Path) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new("sh");
-    command
-        .arg("-c")
-        .arg(format!(
-            "ulimit -n {nofile} && exec \"$0\" serve --config \"$1\""
-        ))
-        .arg(env!("CARGO_BIN_EXE_hti-guard"))
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("HTI_GUARD_") {
-            command.env_remove(key);
-        }
-    }
+fn shell_with_nofile(nofile: u32, config: &str) -> tokio::process::Command {
+    let script = format!("ulimit -n {nofile} && exec \"$0\" serve --config \"$1\"");
+    let mut command = program("sh", &["-c", &script, BIN, config]);
+    command.env("RUST_LOG", "info");
     command
 }

@@ -13,15 +13,7 @@ use serde_json::json;
 const LIMIT: Duration = Duration::from_secs(30);
 
 async fn scrape(fx: &Fixture) -> String {
-    let response = within(
-        LIMIT,
-        "metrics",
-        fx.client.get(fx.guard.admin_url("/metrics")).send(),
-    )
-    .await
-    .expect("GET /metrics");
-    assert_eq!(response.status(), 200);
-    response.text().await.expect("metrics text")
+    fx.guard.metrics().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,29 +50,15 @@ async fn metrics_count_launches_fetches_replays_and_requests() {
     let token = fx.good_token();
     expect_echo(within(LIMIT, "launch", fx.launch(&token)).await).await;
     expect_echo(within(LIMIT, "launch", fx.launch(&fx.good_token())).await).await;
-    expect_rejection(
-        within(LIMIT, "replay", fx.launch(&token)).await,
-        401,
-        "replayed",
-    )
-    .await;
+    fx.expect_refused(&token, 401, "replayed").await;
     let mut expired = fx.claims();
     expired["iat"] = json!(now() - 400);
     expired["exp"] = json!(now() - 100);
-    expect_rejection(
-        within(LIMIT, "expired", fx.launch(&fx.token(&expired))).await,
-        401,
-        "expired",
-    )
-    .await;
+    fx.expect_refused(&fx.token(&expired), 401, "expired").await;
     let mut foreign = fx.claims();
     foreign["iss"] = json!("https://not-configured.example");
-    expect_rejection(
-        within(LIMIT, "foreign", fx.launch(&fx.token(&foreign))).await,
-        401,
-        "unknown_issuer",
-    )
-    .await;
+    fx.expect_refused(&fx.token(&foreign), 401, "unknown_issuer")
+        .await;
     let stranger = SigningKey::generate(Alg::ES256);
     expect_rejection(
         within(LIMIT, "stranger", fx.launch(&stranger.token(&fx.claims()))).await,
@@ -221,10 +199,7 @@ async fn metrics_count_launches_fetches_replays_and_requests() {
     )
     .await;
     fx.jwks.set_mode(Mode::Error500);
-    let seen = fx.jwks.hits();
-    fx.jwks
-        .wait_for_hits(seen + 1, Duration::from_secs(10))
-        .await;
+    fx.jwks.wait_for_more_hits(1, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let failing = scrape(&fx).await;
     assert!(

@@ -16,11 +16,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn closed_port_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("http://{}", listener.local_addr().unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passthrough_keeps_method_path_host_and_sets_forwarded_headers() {
     let fx = Fixture::start().await;
@@ -385,7 +380,7 @@ async fn upstream_unavailable() {
     let key = mint::shared_key(Alg::RS512);
     let jwks = JwksServer::start(&[key]).await;
     let iss = unique_issuer();
-    let guard = GuardBuilder::new(&closed_port_url())
+    let guard = GuardBuilder::new(&closed_origin())
         .issuer(&iss, &jwks.url())
         .start()
         .await;
@@ -415,18 +410,8 @@ async fn upstream_unavailable() {
     );
 
     let token = key.token(&mint::hti_claims(&iss, AUDIENCE));
-    let response = client
-        .post(guard.url("/launch"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("accept", "application/json")
-        .body(form(&[("token", &token)]))
-        .send();
-    expect_rejection(
-        within(LIMIT, "launch", response).await.unwrap(),
-        502,
-        "upstream_unavailable",
-    )
-    .await;
+    let response = guard.launch(&client, &token).await;
+    expect_rejection(response, 502, "upstream_unavailable").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -494,16 +479,13 @@ async fn h2c_prior_knowledge_is_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_listener() {
-    let dir = std::env::temp_dir().join(format!("hti-guard-tls-{}", mint::random_hex(6)));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new();
     let certified =
         rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
             .unwrap();
     let cert_pem = certified.cert.pem();
-    let cert_file = dir.join("cert.pem");
-    let key_file = dir.join("key.pem");
-    std::fs::write(&cert_file, &cert_pem).unwrap();
-    std::fs::write(&key_file, certified.signing_key.serialize_pem()).unwrap();
+    let cert_file = dir.write("cert.pem", &cert_pem);
+    let key_file = dir.write("key.pem", certified.signing_key.serialize_pem());
 
     let upstream = Upstream::start().await;
     let key = mint::shared_key(Alg::ES384);
@@ -552,7 +534,6 @@ async fn tls_listener() {
         assert_ne!(response.status(), 200);
     }
     assert_eq!(upstream.hits(), 2);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -612,31 +593,29 @@ struct CountingUpstream {
 impl CountingUpstream {
     async fn start(close_idle: Option<Duration>) -> CountingUpstream {
         use std::sync::atomic::Ordering;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (listener, addr) = loopback("counting upstream").await;
+        let url = format!("http://{addr}");
         let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = accepted.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(|_request| async {
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                            http_body_util::Full::new(Bytes::from_static(b"ok")),
-                        ))
-                    });
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                    match close_idle {
-                        Some(after) => {
-                            let _ = tokio::time::timeout(after, conn).await;
-                        }
-                        None => {
-                            let _ = conn.await;
-                        }
-                    }
+        let task = accept_each(listener, move |stream| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_request| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(Bytes::from_static(b"ok")),
+                    ))
                 });
-            }
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                match close_idle {
+                    Some(after) => {
+                        let _ = tokio::time::timeout(after, conn).await;
+                    }
+                    None => {
+                        let _ = conn.await;
+                    }
+                }
+            });
         });
         CountingUpstream {
             url,
@@ -656,6 +635,17 @@ impl Drop for CountingUpstream {
     }
 }
 
+/// A guard with one worker in front of `upstream`, and the JWKS it was started with.
+async fn one_worker_before(upstream: &CountingUpstream) -> (Guard, JwksServer) {
+    let jwks = JwksServer::start(&[mint::shared_key(Alg::RS512)]).await;
+    let guard = GuardBuilder::new(&upstream.url)
+        .issuer(&unique_issuer(), &jwks.url())
+        .set("workers", "1")
+        .start()
+        .await;
+    (guard, jwks)
+}
+
 async fn get_ok(client: &reqwest::Client, url: &str) {
     let response = within(LIMIT, "passthrough", client.get(url).send())
         .await
@@ -667,13 +657,7 @@ async fn get_ok(client: &reqwest::Client, url: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_are_reused() {
     let upstream = CountingUpstream::start(None).await;
-    let key = mint::shared_key(Alg::RS512);
-    let jwks = JwksServer::start(&[key]).await;
-    let guard = GuardBuilder::new(&upstream.url)
-        .issuer(&unique_issuer(), &jwks.url())
-        .set("workers", "1")
-        .start()
-        .await;
+    let (guard, _jwks) = one_worker_before(&upstream).await;
     let client = client();
     for _ in 0..20 {
         get_ok(&client, &guard.url("/page")).await;
@@ -692,13 +676,7 @@ async fn upstream_connections_are_reused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_the_upstream_closed_are_not_used() {
     let upstream = CountingUpstream::start(Some(Duration::from_millis(100))).await;
-    let key = mint::shared_key(Alg::RS512);
-    let jwks = JwksServer::start(&[key]).await;
-    let guard = GuardBuilder::new(&upstream.url)
-        .issuer(&unique_issuer(), &jwks.url())
-        .set("workers", "1")
-        .start()
-        .await;
+    let (guard, _jwks) = one_worker_before(&upstream).await;
     let client = client();
     for _ in 0..4 {
         get_ok(&client, &guard.url("/page")).await;

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::net::TcpListener as StdListener;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -24,26 +23,18 @@ struct RedisServer {
 impl RedisServer {
     /// Start one, or `None` (with a note) when redis-server is not installed outside CI.
     async fn start() -> Option<RedisServer> {
-        let installed = std::process::Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !installed {
-            if std::env::var_os("CI").is_some() {
-                panic!(
-                    "redis-server is not installed, and CI is set: install it (apt-get install redis-server)"
-                );
-            }
-            eprintln!("note: redis-server not installed; skipping the Redis store tests");
+        let installed = probe("redis-server", &["--version"]);
+        if !needs(
+            (!installed).then(|| {
+                "redis-server is not installed (apt-get install redis-server)".to_string()
+            }),
+        ) {
             return None;
         }
-        let port = StdListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut server = RedisServer { port, child: None };
+        let mut server = RedisServer {
+            port: free_port(),
+            child: None,
+        };
         server.run().await;
         Some(server)
     }
@@ -109,21 +100,6 @@ async fn two_guards(redis: &RedisServer) -> (Fixture, Guard) {
     (first, second)
 }
 
-async fn launch_at(client: &reqwest::Client, guard: &Guard, token: &str) -> reqwest::Response {
-    within(
-        LIMIT,
-        "launch",
-        client
-            .post(guard.url("/launch"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("accept", "application/json")
-            .body(form(&[("token", token)]))
-            .send(),
-    )
-    .await
-    .expect("POST /launch")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_replayed_at_another_replica_is_refused() {
     let Some(redis) = RedisServer::start().await else {
@@ -131,28 +107,15 @@ async fn a_token_replayed_at_another_replica_is_refused() {
     };
     let (a, b) = two_guards(&redis).await;
     let token = a.good_token();
-    expect_echo(launch_at(&a.client, &a.guard, &token).await).await;
-    expect_rejection(launch_at(&a.client, &b, &token).await, 401, "replayed").await;
-    expect_rejection(
-        launch_at(&a.client, &a.guard, &token).await,
-        401,
-        "replayed",
-    )
-    .await;
+    expect_echo(a.guard.launch(&a.client, &token).await).await;
+    expect_rejection(b.launch(&a.client, &token).await, 401, "replayed").await;
+    expect_rejection(a.guard.launch(&a.client, &token).await, 401, "replayed").await;
     assert_eq!(
         a.upstream.hits(),
         1,
         "only the first launch reached the upstream"
     );
-    let metrics = a
-        .client
-        .get(a.guard.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = a.guard.metrics().await;
     assert!(
         metrics.contains(r#"hti_guard_replay_checks_total{result="fresh",store="redis"} 1"#),
         "{metrics}"
@@ -178,16 +141,10 @@ async fn sixty_four_submissions_over_two_replicas_accept_exactly_one() {
         } else {
             b.url("/launch")
         };
-        let body = form(&[("token", &token)]);
+        let token = token.clone();
         tasks.push(tokio::spawn(async move {
-            client
-                .post(url)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .header("accept", "application/json")
-                .body(body)
-                .send()
+            post_form(&client, &url, &[("token", &token)])
                 .await
-                .expect("POST /launch")
                 .status()
                 .as_u16()
         }));
@@ -218,15 +175,10 @@ async fn redis_down_refuses_with_503_and_back_accepts_again() {
     redis.stop().await;
 
     let token = a.good_token();
-    let response = launch_at(&a.client, &a.guard, &token).await;
+    let response = a.guard.launch(&a.client, &token).await;
     expect_rejection(response, 503, "replay_store_unavailable").await;
     assert_eq!(a.upstream.hits(), 0, "nothing accepted unchecked");
-    let ready = a
-        .client
-        .get(a.guard.admin_url("/readyz"))
-        .send()
-        .await
-        .unwrap();
+    let ready = a.guard.admin_get("/readyz").await;
     assert_eq!(ready.status(), 503);
     assert!(ready.text().await.unwrap().contains("replay store (redis)"));
 
@@ -235,7 +187,7 @@ async fn redis_down_refuses_with_503_and_back_accepts_again() {
     // so it is still good.
     let deadline = tokio::time::Instant::now() + LIMIT;
     loop {
-        let response = launch_at(&a.client, &a.guard, &token).await;
+        let response = a.guard.launch(&a.client, &token).await;
         if response.status() == 200 {
             break;
         }
@@ -247,11 +199,6 @@ async fn redis_down_refuses_with_503_and_back_accepts_again() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(a.upstream.hits(), 1);
-    let ready = a
-        .client
-        .get(a.guard.admin_url("/readyz"))
-        .send()
-        .await
-        .unwrap();
+    let ready = a.guard.admin_get("/readyz").await;
     assert_eq!(ready.status(), 200);
 }

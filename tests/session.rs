@@ -46,14 +46,7 @@ async fn get(fx: &Fixture, path: &str, cookie: Option<&str>) -> reqwest::Respons
 }
 
 async fn metrics(fx: &Fixture) -> String {
-    fx.client
-        .get(fx.guard.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    fx.guard.metrics().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,7 +205,7 @@ async fn a_replayed_launch_does_not_touch_the_session() {
     let fx = start().await;
     let token = fx.good_token();
     let cookie = session_cookie(&fx.launch(&token).await).unwrap();
-    expect_rejection(fx.launch(&token).await, 401, "replayed").await;
+    fx.expect_refused(&token, 401, "replayed").await;
     // The earlier session still works: reloading the landing page is a GET with the cookie.
     let echo = expect_echo(get(&fx, "/task/abc", Some(&cookie)).await).await;
     assert_eq!(

@@ -4,109 +4,28 @@
 
 mod common;
 
-use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::mint::{payload_of, random_hex};
+use common::mint::payload_of;
 use common::{
-    GuardBuilder, JwksServer, Upstream, client, expect_echo, expect_rejection, form, unique_issuer,
-    within,
+    Backends, Finished, JwksServer, Served, TempDir, client, command, expect_echo,
+    expect_rejection, needs, path_str, post_form, probe, program,
 };
 use hti_guard::jose::Alg;
 use hti_guard::jose::sign::SigningKey;
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hti-guard");
-const LIMIT: Duration = Duration::from_secs(60);
 const AUD: &str = "Device/module-1";
 const ISS: &str = "https://portal.example";
 
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let dir = std::env::temp_dir().join(format!("hti-guard-tools-{}", random_hex(6)));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Finished {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Finished {
-    fn output(&self) -> String {
-        format!(
-            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-
-    fn assert_ok(&self) -> &Finished {
-        assert_eq!(self.code, Some(0), "{}", self.output());
-        self
-    }
-
-    /// Asserts exit `code`, nothing on stdout, and one `hti-guard: ` message holding
-    /// every one of `words`.
-    fn assert_error(&self, code: i32, words: &[&str]) {
-        assert_eq!(self.code, Some(code), "{}", self.output());
-        assert!(self.stdout.is_empty(), "{}", self.output());
-        assert!(self.stderr.starts_with("hti-guard: "), "{}", self.output());
-        assert!(!self.stderr.contains("panicked"), "{}", self.output());
-        for word in words {
-            assert!(self.stderr.contains(word), "{word:?} in {}", self.output());
-        }
-    }
-}
-
-async fn run_program(program: &str, args: &[&str]) -> Finished {
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let output = within(LIMIT, program, command.output())
-        .await
-        .unwrap_or_else(|e| panic!("run {program}: {e}"));
-    Finished {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+async fn run_program(name: &str, args: &[&str]) -> Finished {
+    common::run(program(name, args)).await
 }
 
 async fn run(args: &[&str]) -> Finished {
-    run_program(BIN, args).await
-}
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 temp path")
+    common::run(command(args)).await
 }
 
 /// `keygen --alg ALG --kid KID --out DIR`; gives the key and JWKS paths.
@@ -509,26 +428,12 @@ async fn jwks_publishes_the_public_key() {
 
 /// Whether PyJWT and cryptography can be imported. Missing: a failure under CI, a note and
 /// `false` elsewhere.
-async fn pyjwt_available() -> bool {
-    let probe = Command::new("python3")
-        .args(["-c", "import jwt, cryptography"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await;
-    if matches!(probe, Ok(status) if status.success()) {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI is set but python3 cannot import jwt and cryptography: \
-         python3 -m pip install pyjwt cryptography"
-    );
-    eprintln!(
-        "skipped: python3 with PyJWT and cryptography not found (pip install pyjwt cryptography)"
-    );
-    false
+fn pyjwt_available() -> bool {
+    let present = probe("python3", &["-c", "import jwt, cryptography"]);
+    needs((!present).then(|| {
+        "python3 cannot import jwt and cryptography: python3 -m pip install pyjwt cryptography"
+            .to_string()
+    }))
 }
 
 fn pyjwt_script() -> String {
@@ -537,7 +442,7 @@ fn pyjwt_script() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minted_tokens_verify_in_pyjwt() {
-    if !pyjwt_available().await {
+    if !pyjwt_available() {
         return;
     }
     let script = pyjwt_script();
@@ -582,7 +487,7 @@ async fn minted_tokens_verify_in_pyjwt() {
             "intent=order",
         ];
         let verified = run_program("python3", &args).await;
-        assert_eq!(verified.code, Some(0), "{alg}: {}", verified.output());
+        assert_eq!(verified.code(), Some(0), "{alg}: {}", verified.output());
         assert_eq!(verified.stdout.trim(), format!("ok {alg}"));
 
         // The check is real: a changed payload fails under PyJWT too.
@@ -592,7 +497,7 @@ async fn minted_tokens_verify_in_pyjwt() {
         parts[1] = URL_SAFE_NO_PAD.encode(claims.to_string());
         std::fs::write(&token_file, parts.join(".")).unwrap();
         let refused = run_program("python3", &args).await;
-        assert_eq!(refused.code, Some(1), "{alg}: {}", refused.output());
+        assert_eq!(refused.code(), Some(1), "{alg}: {}", refused.output());
         assert!(
             refused.stderr.contains("InvalidSignatureError"),
             "{}",
@@ -601,93 +506,10 @@ async fn minted_tokens_verify_in_pyjwt() {
     }
 }
 
-/// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `hti-guard serve` with a config file; killed on drop.
-struct Served {
-    child: Child,
-    public: String,
-}
-
-impl Served {
-    async fn start(builder: GuardBuilder, dir: &Path) -> Served {
-        let (public_port, admin_port) = (free_port(), free_port());
-        let config = dir.join("config.toml");
-        let text = builder
-            .set_str("listen", &format!("127.0.0.1:{public_port}"))
-            .set_str("admin_listen", &format!("127.0.0.1:{admin_port}"))
-            .toml();
-        std::fs::write(&config, text).unwrap();
-        let mut command = Command::new(BIN);
-        command.args(["serve", "--config", path_str(&config)]);
-        for (key, _) in std::env::vars() {
-            if key.starts_with("HTI_GUARD_") {
-                command.env_remove(key);
-            }
-        }
-        let mut child = command
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn hti-guard serve");
-        let client = client();
-        let ready = format!("http://127.0.0.1:{admin_port}/readyz");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("hti-guard serve exited early with {status}");
-            }
-            if let Ok(response) = client
-                .get(&ready)
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-                && response.status() == 200
-            {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "hti-guard serve not ready in 15 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Served {
-            child,
-            public: format!("http://127.0.0.1:{public_port}"),
-        }
-    }
-
-    async fn launch(&self, token: &str) -> reqwest::Response {
-        client()
-            .post(format!("{}/launch", self.public))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("accept", "application/json")
-            .body(form(&[("token", token), ("iss", "https://fhir.example")]))
-            .send()
-            .await
-            .expect("POST /launch")
-    }
-
-    async fn stop(mut self) {
-        let _ = self.child.start_kill();
-        let _ = within(
-            Duration::from_secs(10),
-            "hti-guard serve to stop",
-            self.child.wait(),
-        )
-        .await;
-    }
+/// POSTs `token` with another form field to `/launch` of `served`.
+async fn launch(served: &Served, token: &str) -> reqwest::Response {
+    let fields = [("token", token), ("iss", "https://fhir.example")];
+    post_form(&client(), &served.url("/launch"), &fields).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -703,15 +525,9 @@ async fn keygen_mint_and_serve_accept_the_launch_once() {
         minted.push((alg, key, kid));
     }
     let jwks = JwksServer::start_document(json!({ "keys": published })).await;
-    let upstream = Upstream::start().await;
-    let iss = unique_issuer();
-    let served = Served::start(
-        GuardBuilder::new(&upstream.url())
-            .issuer(&iss, &jwks.url())
-            .set_str("launch.audience", AUD),
-        temp.path(),
-    )
-    .await;
+    let backends = Backends::start(jwks).await;
+    let served = Served::start(backends.builder().set_str("launch.audience", AUD), "warn").await;
+    let (upstream, iss) = (&backends.upstream, &backends.iss);
 
     let mut first = None;
     for (alg, key, kid) in &minted {
@@ -724,7 +540,7 @@ async fn keygen_mint_and_serve_accept_the_launch_once() {
             "--alg",
             alg.name(),
             "--iss",
-            &iss,
+            iss,
             "--aud",
             AUD,
             "--sub",
@@ -743,7 +559,7 @@ async fn keygen_mint_and_serve_accept_the_launch_once() {
         let token = finished.stdout.trim_end().to_string();
         let claims = payload_of(&token);
 
-        let echo = expect_echo(served.launch(&token).await).await;
+        let echo = expect_echo(launch(&served, &token).await).await;
         assert_eq!(echo.path(), "/launch", "{alg}");
         assert_eq!(echo.header("x-hti-iss"), Some(iss.as_str()), "{alg}");
         assert_eq!(echo.header("x-hti-sub"), Some("RelatedPerson/rp-1"));
@@ -775,7 +591,7 @@ async fn keygen_mint_and_serve_accept_the_launch_once() {
     let hits = upstream.hits();
 
     // The same token again: refused, and nothing reaches the module.
-    let replay = served.launch(first.as_deref().unwrap()).await;
+    let replay = launch(&served, first.as_deref().unwrap()).await;
     expect_rejection(replay, 401, "replayed").await;
 
     // An over-long token is minted (with a warning) and refused.
@@ -789,7 +605,7 @@ async fn keygen_mint_and_serve_accept_the_launch_once() {
         "--alg",
         alg.name(),
         "--iss",
-        &iss,
+        iss,
         "--aud",
         AUD,
         "--sub",
@@ -802,12 +618,12 @@ async fn keygen_mint_and_serve_accept_the_launch_once() {
     let finished = run(&args).await;
     finished.assert_ok();
     assert!(finished.stderr.contains("warning"), "{}", finished.output());
-    let long = served.launch(finished.stdout.trim_end()).await;
+    let long = launch(&served, finished.stdout.trim_end()).await;
     expect_rejection(long, 401, "lifetime_too_long").await;
     assert_eq!(
         upstream.hits(),
         hits,
         "no refused launch reached the module"
     );
-    served.stop().await;
+    served.kill().await;
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -22,8 +22,10 @@ use hyper_util::rt::TokioIo;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value, json};
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+use super::host::{accept_each, loopback};
+use super::upstream::read_body;
 
 /// How the introspection endpoint answers (after checking the assertion).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,10 +70,7 @@ impl AuthServer {
     /// A server that expects assertions from `client_id`, signed with a key published at
     /// `guard_jwks_url` (settable later, once the guard runs).
     pub async fn start(client_id: &str, portal_keys: Vec<Value>) -> AuthServer {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind auth server");
-        let addr = listener.local_addr().unwrap();
+        let (listener, addr) = loopback("auth server").await;
         let state = Arc::new(State {
             client_id: client_id.to_string(),
             guard_jwks_url: Mutex::new(String::new()),
@@ -86,22 +85,13 @@ impl AuthServer {
             discoveries: AtomicUsize::new(0),
         });
         let accept_state = state.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let state = accept_state.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(handle(req, state, addr).await) }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+        let task = accept_each(listener, move |stream| {
+            let state = accept_state.clone();
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(req, state, addr).await) }
+            });
+            tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
         });
         AuthServer { addr, state, task }
     }
@@ -195,12 +185,7 @@ async fn handle(
         }
         ("POST", "/oauth2/introspect") => {
             state.introspections.fetch_add(1, Ordering::SeqCst);
-            let body = req
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
+            let body = read_body(req).await;
             let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
             let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
             if let Some(claims) = field("client_assertion").and_then(|a| unverified_claims(&a)) {

@@ -13,9 +13,13 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::host::wait_ok;
 use super::jwks::JwksServer;
 use super::mint::{self, Alg, SigningKey};
 use super::upstream::{Echo, Upstream};
+
+/// How long one request of the harness may take.
+const LIMIT: Duration = Duration::from_secs(60);
 
 /// The audience every test config accepts.
 pub const AUDIENCE: &str = "Device/hti-guard-test";
@@ -106,6 +110,13 @@ impl GuardBuilder {
             jwks_url: jwks_url.to_string(),
             algorithms: Some(algorithms.iter().map(|alg| alg.to_string()).collect()),
         });
+        self
+    }
+
+    /// Limits the last issuer added to these algorithms.
+    pub fn algorithms(mut self, algorithms: &[&str]) -> GuardBuilder {
+        let issuer = self.issuers.last_mut().expect("an issuer to limit");
+        issuer.algorithms = Some(algorithms.iter().map(|alg| alg.to_string()).collect());
         self
     }
 
@@ -231,38 +242,30 @@ impl Guard {
     }
 
     async fn wait_admin_ok(&mut self, path: &str, limit: Duration) {
-        let client = client();
-        let deadline = tokio::time::Instant::now() + limit;
-        let mut last;
-        loop {
-            if let Some(task) = &self.task
-                && task.is_finished()
-            {
-                let result = self.task.take().expect("task").await;
-                panic!("guard stopped before {path} was OK: {result:?}");
-            }
-            match client
-                .get(self.admin_url(path))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-            {
-                Ok(response) if response.status() == 200 => return,
-                Ok(response) => {
-                    last = format!(
-                        "{} {}",
-                        response.status(),
-                        response.text().await.unwrap_or_default()
-                    )
-                }
-                Err(error) => last = error.to_string(),
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "guard {path} not 200 within {limit:?}; last: {last}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let task = self.task.as_ref().expect("guard task");
+        if !wait_ok(&self.admin_url(path), limit, || task.is_finished()).await {
+            let result = self.task.take().expect("task").await;
+            panic!("guard stopped before {path} was OK: {result:?}");
         }
+    }
+
+    /// GETs `path` on the admin listener (bounded).
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        within(LIMIT, path, client().get(self.admin_url(path)).send())
+            .await
+            .unwrap_or_else(|error| panic!("GET {path}: {error}"))
+    }
+
+    /// The text of `/metrics`, which answers 200.
+    pub async fn metrics(&self) -> String {
+        let response = self.admin_get("/metrics").await;
+        assert_eq!(response.status(), 200, "GET /metrics");
+        response.text().await.expect("metrics text")
+    }
+
+    /// POSTs `token=<token>` to `/launch` with `Accept: application/json`.
+    pub async fn launch(&self, client: &Client, token: &str) -> reqwest::Response {
+        post_form(client, &self.url("/launch"), &[("token", token)]).await
     }
 
     /// Signals shutdown (drain) without waiting.
@@ -303,6 +306,19 @@ pub fn client() -> Client {
         .expect("build client")
 }
 
+/// POSTs a form to `url` with `Accept: application/json` (bounded).
+pub async fn post_form(client: &Client, url: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+    let request = client
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", "application/json")
+        .body(form(fields))
+        .send();
+    within(LIMIT, "POST form", request)
+        .await
+        .unwrap_or_else(|error| panic!("POST {url}: {error}"))
+}
+
 /// `application/x-www-form-urlencoded` text for these fields.
 pub fn form(fields: &[(&str, &str)]) -> String {
     form_urlencoded::Serializer::new(String::new())
@@ -310,11 +326,36 @@ pub fn form(fields: &[(&str, &str)]) -> String {
         .finish()
 }
 
-/// The usual test setup: a mock upstream, one issuer whose JWKS serves one RS512 key, and a
-/// guard in front, ready.
+/// What a guard stands between: a mock upstream, and a fresh issuer whose keys `jwks` serves.
+/// [`Fixture`] runs a guard between them in-process, [`super::Served`] as the binary.
+pub struct Backends {
+    pub upstream: Upstream,
+    pub jwks: JwksServer,
+    pub iss: String,
+}
+
+impl Backends {
+    pub async fn start(jwks: JwksServer) -> Backends {
+        Backends {
+            upstream: Upstream::start().await,
+            jwks,
+            iss: unique_issuer(),
+        }
+    }
+
+    /// A config for a guard in front of the upstream, trusting the issuer.
+    pub fn builder(&self) -> GuardBuilder {
+        GuardBuilder::new(&self.upstream.url()).issuer(&self.iss, &self.jwks.url())
+    }
+}
+
+/// The usual test setup: a mock upstream, one issuer whose JWKS serves keys, and a guard in
+/// front, ready.
 pub struct Fixture {
     pub upstream: Upstream,
     pub jwks: JwksServer,
+    /// The key [`Fixture::start`] publishes (the shared RS512 key); a fixture made
+    /// [`Fixture::with_jwks`] serves the test's own key set, and the test signs with those.
     pub key: &'static SigningKey,
     pub iss: String,
     pub guard: Guard,
@@ -328,20 +369,37 @@ impl Fixture {
 
     /// As [`Fixture::start`], with extra settings.
     pub async fn start_with(configure: impl FnOnce(GuardBuilder) -> GuardBuilder) -> Fixture {
-        let upstream = Upstream::start().await;
-        let key = mint::shared_key(Alg::RS512);
-        let jwks = JwksServer::start(&[key]).await;
-        let iss = unique_issuer();
-        let builder = GuardBuilder::new(&upstream.url()).issuer(&iss, &jwks.url());
-        let guard = configure(builder).start().await;
+        let jwks = JwksServer::start(&[mint::shared_key(Alg::RS512)]).await;
+        Fixture::with_jwks(jwks, configure).await
+    }
+
+    /// A mock upstream, a fresh issuer whose keys `jwks` serves (set up as the test needs,
+    /// before the guard starts), and a guard configured by `configure`, started (ready unless
+    /// `configure` says [`GuardBuilder::no_wait_ready`]).
+    pub async fn with_jwks(
+        jwks: JwksServer,
+        configure: impl FnOnce(GuardBuilder) -> GuardBuilder,
+    ) -> Fixture {
+        let backends = Backends::start(jwks).await;
+        let guard = configure(backends.builder()).start().await;
+        let Backends {
+            upstream,
+            jwks,
+            iss,
+        } = backends;
         Fixture {
             upstream,
             jwks,
-            key,
+            key: mint::shared_key(Alg::RS512),
             iss,
             guard,
             client: client(),
         }
+    }
+
+    /// Good HTI claims for this issuer, signed with `key`.
+    pub fn token_by(&self, key: &SigningKey) -> String {
+        key.token(&self.claims())
     }
 
     /// Good HTI claims for this issuer and the test audience.
@@ -361,19 +419,17 @@ impl Fixture {
 
     /// POSTs a form to `/launch` with `Accept: application/json`.
     pub async fn post_form(&self, fields: &[(&str, &str)]) -> reqwest::Response {
-        self.client
-            .post(self.guard.url("/launch"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("accept", "application/json")
-            .body(form(fields))
-            .send()
-            .await
-            .expect("POST /launch")
+        post_form(&self.client, &self.guard.url("/launch"), fields).await
     }
 
     /// POSTs `token=<token>` to `/launch`.
     pub async fn launch(&self, token: &str) -> reqwest::Response {
         self.post_form(&[("token", token)]).await
+    }
+
+    /// Launches `token` and asserts the JSON rejection (see [`expect_rejection`]).
+    pub async fn expect_refused(&self, token: &str, status: u16, reason: &str) -> Value {
+        expect_rejection(self.launch(token).await, status, reason).await
     }
 }
 

@@ -16,9 +16,9 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use super::host::{accept_each, loopback};
 use super::mint::SigningKey;
 
 /// How the endpoint answers.
@@ -60,8 +60,7 @@ impl JwksServer {
 
     /// Serves an arbitrary JSON document.
     pub async fn start_document(document: Value) -> JwksServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind JWKS");
-        let addr = listener.local_addr().expect("JWKS addr");
+        let (listener, addr) = loopback("JWKS").await;
         let state = Arc::new(State {
             hits: AtomicUsize::new(0),
             document: Mutex::new(document),
@@ -69,36 +68,28 @@ impl JwksServer {
             cache_control: Mutex::new(Some("max-age=3600".to_string())),
         });
         let accept_state = state.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let state = accept_state.clone();
-                let mode = *state.mode.lock().unwrap();
-                match mode {
-                    Mode::Close => {
-                        state.hits.fetch_add(1, Ordering::SeqCst);
-                        drop(stream);
-                        continue;
-                    }
-                    Mode::Hang => {
-                        state.hits.fetch_add(1, Ordering::SeqCst);
-                        tokio::spawn(async move {
-                            tokio::time::sleep(Duration::from_secs(60)).await;
-                            drop(stream);
-                        });
-                        continue;
-                    }
-                    Mode::Serve | Mode::Error500 | Mode::NotJson => {}
+        let task = accept_each(listener, move |stream| {
+            let state = accept_state.clone();
+            let mode = *state.mode.lock().unwrap();
+            match mode {
+                Mode::Close => {
+                    state.hits.fetch_add(1, Ordering::SeqCst);
+                    drop(stream);
                 }
-                tokio::spawn(async move {
+                Mode::Hang => {
+                    state.hits.fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        drop(stream);
+                    });
+                }
+                Mode::Serve | Mode::Error500 | Mode::NotJson => {
                     let service = service_fn(move |request| handle(state.clone(), request));
-                    let _ = http1::Builder::new()
+                    let connection = http1::Builder::new()
                         .keep_alive(false)
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
+                        .serve_connection(TokioIo::new(stream), service);
+                    tokio::spawn(connection);
+                }
             }
         });
         JwksServer { addr, state, task }
@@ -130,6 +121,11 @@ impl JwksServer {
     /// The `Cache-Control` header of successful responses (`None`: no header).
     pub fn set_cache_control(&self, value: Option<&str>) {
         *self.state.cache_control.lock().unwrap() = value.map(str::to_string);
+    }
+
+    /// Waits for `count` more hits than there are now; panics after `limit`.
+    pub async fn wait_for_more_hits(&self, count: usize, limit: Duration) {
+        self.wait_for_hits(self.hits() + count, limit).await;
     }
 
     /// Waits until the hit count reaches `count`; panics after `limit`.

@@ -1,20 +1,28 @@
-//! Shared helpers for the integration tests: a mock upstream that echoes, a mock JWKS server
-//! that counts hits, a token minter with real keys, and a launcher for the guard. Everything
-//! runs on loopback ephemeral ports.
+//! The one harness of the integration tests: a mock upstream that echoes, a mock JWKS server
+//! that counts hits, a token minter with real keys, the guard in-process ([`Fixture`],
+//! [`GuardBuilder`]) or as the binary ([`Served`], [`DemoRun`], [`command`]), and temp
+//! directories, config files and free ports. Everything runs on loopback.
 #![allow(dead_code, unused_imports)]
 
 pub mod authserver;
 pub mod guard;
+pub mod host;
 pub mod jwks;
 pub mod metrics;
 pub mod mint;
+pub mod process;
 pub mod upstream;
 
 pub use authserver::{AuthMode, AuthServer};
 pub use guard::{
-    AUDIENCE, Fixture, Guard, GuardBuilder, client, expect_echo, expect_rejection, form,
-    unique_issuer, within,
+    AUDIENCE, Backends, Fixture, Guard, GuardBuilder, client, expect_echo, expect_rejection, form,
+    post_form, toml_str, unique_issuer, within,
+};
+pub use host::{
+    ConfigFile, TempDir, accept_each, closed_origin, closed_url, free_port, loopback, needs,
+    path_str, probe, temp_file, wait_ok,
 };
 pub use jwks::{JwksServer, Mode};
 pub use mint::{Alg, SigningKey};
+pub use process::{BIN, DemoRun, Finished, Served, command, program, run};
 pub use upstream::{Echo, Upstream};

@@ -19,12 +19,13 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
+
+use super::host::{accept_each, loopback};
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -64,26 +65,16 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start() -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind upstream");
-        let addr = listener.local_addr().expect("upstream addr");
+        let (listener, addr) = loopback("upstream").await;
         let state = Arc::new(State::default());
         let accept_state = state.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let state = accept_state.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |request| handle(state.clone(), request));
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades()
-                        .await;
-                });
-            }
+        let task = accept_each(listener, move |stream| {
+            let state = accept_state.clone();
+            let service = service_fn(move |request| handle(state.clone(), request));
+            let connection = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::spawn(connection);
         });
         Upstream { addr, state, task }
     }
@@ -199,6 +190,16 @@ fn query_map(request: &Request<Incoming>) -> HashMap<String, String> {
         .collect()
 }
 
+/// The whole body of `request` (empty when it breaks off).
+pub async fn read_body(request: Request<Incoming>) -> Bytes {
+    request
+        .into_body()
+        .collect()
+        .await
+        .map(|collected| collected.to_bytes())
+        .unwrap_or_default()
+}
+
 fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never: Infallible| match never {})
@@ -261,12 +262,7 @@ async fn handle(
         _ => {
             let hop = request.headers().contains_key("x-echo-hop");
             let mut echo = echo_json(&request);
-            let body = request
-                .into_body()
-                .collect()
-                .await
-                .map(|collected| collected.to_bytes())
-                .unwrap_or_default();
+            let body = read_body(request).await;
             echo["body"] = String::from_utf8_lossy(&body).into_owned().into();
             let mut response = json_response(echo);
             if hop {

@@ -1,0 +1,180 @@
+//! What the tests take from the machine: temp directories and config files in them, loopback
+//! ports, and waiting until a server answers `/readyz`.
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use super::guard::client;
+use super::mint::random_hex;
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let dir = std::env::temp_dir().join(format!("hti-guard-test-{}", random_hex(6)));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// Writes `contents` to `name` in this directory and gives its path.
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.join(name);
+        std::fs::write(&path, contents).expect("write temp file");
+        path
+    }
+
+    /// Leaves the directory in place and gives its path.
+    pub fn keep(self) -> PathBuf {
+        let dir = std::mem::ManuallyDrop::new(self);
+        dir.0.clone()
+    }
+}
+
+/// Writes `contents` to `name` in a fresh temp directory that stays (for a file a guard may
+/// read at any time while the test runs), and gives its path.
+pub fn temp_file(name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+    let dir = TempDir::new();
+    let path = dir.write(name, contents);
+    dir.keep();
+    path
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A config file in its own temp directory, removed on drop.
+pub struct ConfigFile {
+    pub dir: TempDir,
+    path: PathBuf,
+}
+
+impl ConfigFile {
+    pub fn new(text: &str) -> ConfigFile {
+        let dir = TempDir::new();
+        let path = dir.write("guard.toml", text);
+        ConfigFile { dir, path }
+    }
+
+    pub fn path(&self) -> &str {
+        path_str(&self.path)
+    }
+}
+
+/// A path as the `&str` a command line takes.
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 temp path")
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+/// `http://127.0.0.1:PORT` where nothing listens.
+pub fn closed_origin() -> String {
+    format!("http://127.0.0.1:{}", free_port())
+}
+
+/// A JWKS URL where nothing listens.
+pub fn closed_url() -> String {
+    format!("{}/jwks", closed_origin())
+}
+
+/// Whether `program args...` runs and exits 0: a probe for a tool a test may need.
+pub fn probe(program: &str, args: &[&str]) -> bool {
+    std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Whether a test has what it needs outside Rust: `missing` says what is not there (and how
+/// to get it). Missing is a failure under CI (`CI` set), elsewhere a note, and the test
+/// passes without running.
+pub fn needs(missing: Option<String>) -> bool {
+    let Some(what) = missing else {
+        return true;
+    };
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "the test cannot run, and CI is set: {what}"
+    );
+    eprintln!("note: skipping: {what}");
+    false
+}
+
+/// A listener on an ephemeral loopback port, for the mock `what`.
+pub async fn loopback(what: &str) -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|error| panic!("bind {what}: {error}"));
+    let addr = listener.local_addr().expect("local addr");
+    (listener, addr)
+}
+
+/// Accepts connections on `listener` until the task is aborted, handing each to `serve`
+/// (which spawns what it needs).
+pub fn accept_each(
+    listener: TcpListener,
+    mut serve: impl FnMut(TcpStream) + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Ok((stream, _)) = listener.accept().await {
+                serve(stream);
+            }
+        }
+    })
+}
+
+/// Polls `url` until it answers 200. Gives `false` as soon as `gone` says the server has
+/// stopped; panics with the last answer after `limit`.
+pub async fn wait_ok(url: &str, limit: Duration, mut gone: impl FnMut() -> bool) -> bool {
+    let client = client();
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut last;
+    loop {
+        if gone() {
+            return false;
+        }
+        match client.get(url).timeout(Duration::from_secs(2)).send().await {
+            Ok(response) if response.status() == 200 => return true,
+            Ok(response) => {
+                last = format!(
+                    "{} {}",
+                    response.status(),
+                    response.text().await.unwrap_or_default()
+                )
+            }
+            Err(error) => last = error.to_string(),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{url} not 200 within {limit:?}; last: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
