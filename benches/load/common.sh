@@ -149,3 +149,21 @@ upstream_conf() {
 }
 EOF
 }
+
+# proxy_conf PORT UPSTREAM_PORT: the whole configuration of nginx as a reverse proxy on PORT
+# to the upstream, with a keepalive pool (HTTP/1.1), files under $WORK named "proxy".
+proxy_conf() {
+  nginx_common proxy
+  cat <<EOF
+  upstream app { server 127.0.0.1:$2; keepalive 256; }
+  server {
+    listen 127.0.0.1:$1;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+}

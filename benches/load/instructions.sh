@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Instructions per passthrough request, counted by valgrind's callgrind: the same figure
-# from run to run whatever else the machine does, so it can A/B a change where wrk's
-# requests/s cannot. For each proxy (hti-guard, examples/hyper_floor.rs, nginx), with one
+# Instructions per passthrough request, counted by valgrind's callgrind: within 0.5 % from
+# run to run on an idle machine (3 % on a busy one, where timing still decides how often a
+# read returns short), so it can A/B a change where wrk's requests/s cannot. For each proxy (hti-guard, examples/hyper_floor.rs, nginx), with one
 # worker and one keep-alive client connection:
 #
 #   1. start it under `valgrind --tool=callgrind`, wait until it answers, warm it up
@@ -73,21 +73,8 @@ jwks_url = "http://127.0.0.1:$P_UP/jwks.json"
 algorithms = ["RS512"]
 EOF
 
-{
-  nginx_common proxy | sed 's/^worker_processes .*/worker_processes 1;/; s/^master_process on;/master_process off;/'
-  cat <<EOF
-  upstream app { server 127.0.0.1:$P_UP; keepalive 256; }
-  server {
-    listen 127.0.0.1:$P_SUBJECT;
-    location / {
-      proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-}
-EOF
-} >"$WORK/proxy.conf"
+# One worker (CORES=1) and no master process, so that callgrind sees the process that works.
+proxy_conf "$P_SUBJECT" "$P_UP" | sed 's/^master_process on;/master_process off;/' >"$WORK/proxy.conf"
 
 # client COUNT [launch]: COUNT requests on one new keep-alive connection, each answer read
 # whole; fails on any answer but 200 (passthrough) or 303/200 (a launch). A launch takes

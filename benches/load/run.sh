@@ -70,21 +70,7 @@ issuer_keys RS512
 openssl pkey -in "$WORK/keys/bench.key.pem" -pubout -out "$WORK/keys/bench.pub.pem"
 
 upstream_conf "$P_UP" >"$WORK/upstream.conf"
-{
-  nginx_common proxy
-  cat <<EOF
-  upstream app { server 127.0.0.1:$P_UP; keepalive 256; }
-  server {
-    listen 127.0.0.1:$P_NGINX;
-    location / {
-      proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-}
-EOF
-} >"$WORK/proxy.conf"
+proxy_conf "$P_NGINX" "$P_UP" >"$WORK/proxy.conf"
 
 cat >"$WORK/haproxy.cfg" <<EOF
 global
