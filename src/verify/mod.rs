@@ -172,10 +172,9 @@ impl Verifier {
         let Some(kid) = decoded.kid.as_deref() else {
             return Err(malformed("header has no kid"));
         };
-        let keys = self
-            .keys
-            .issuer(iss)
-            .ok_or_else(|| Rejection::new(Reason::KeysUnavailable, "no key cache for issuer"))?;
+        let keys = self.keys.issuer(iss).ok_or_else(|| {
+            Rejection::internal(Reason::KeysUnavailable, "no key cache for issuer")
+        })?;
         let key = keys.key_for(kid, decoded.alg).await?;
         if key.verify(
             decoded.alg,
