@@ -409,11 +409,14 @@ mod tests {
                 Reason::MissingToken
                 | Reason::ConflictingTokens
                 | Reason::SessionTooLarge
-                | Reason::InvalidPath => 400,
+                | Reason::InvalidPath
+                | Reason::UnknownFhirBase
+                | Reason::LoginStateMismatch => 400,
                 Reason::CrossSiteRequest => 403,
                 Reason::KeysUnavailable
                 | Reason::ReplayStoreUnavailable
                 | Reason::IntrospectionUnavailable
+                | Reason::LoginUnavailable
                 | Reason::Overloaded => 503,
                 Reason::RequestTimeout => 408,
                 Reason::UpstreamUnavailable => 502,

@@ -247,6 +247,7 @@ fn keys_name_every_field() {
         "module",
         "introspection",
         "session",
+        "shof",
     ];
     let mut fields = std::collections::BTreeSet::new();
     for section in std::iter::once("").chain(sections) {
