@@ -951,10 +951,7 @@ mod tests {
             .unwrap();
         let one = vec![sealed.clone()];
         assert!(!sealed.contains("state-a"));
-        assert_eq!(
-            open_login(&one, &a, "state-a", &s, 999).unwrap(),
-            login
-        );
+        assert_eq!(open_login(&one, &a, "state-a", &s, 999).unwrap(), login);
         // Expired, another state, another cookie's name, nothing, tampered.
         let reason = |r: Result<LoginData, Rejection>| r.unwrap_err().reason;
         assert_eq!(
