@@ -1,6 +1,7 @@
 //! The order of the stages, and the only place that knows it: `receive` (strip reserved and
 //! hop-by-hop headers, normalise the path, read the session) -> one `match` on the route
-//! (module JWKS | logout | `admit` | `launch`: read the token, verify, set trusted headers)
+//! (module JWKS | logout | SHOF `callback` | `admit` | `login`: a SHOF launch, the redirect
+//! to the auth server | `launch`: read the token, verify, set trusted headers)
 //! -> `forward` -> `finish`. The stages use `?` and record what they decide in an
 //! [`Exchange`]; `finish` alone writes it out: the error response (`respond::error`), the
 //! session cookie, the metrics and the log lines, a launch's audit line (on the target
