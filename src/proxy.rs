@@ -866,4 +866,32 @@ mod tests {
         // The request itself was never answered.
         assert!(!text.contains("hti_guard_requests_total{"), "{text}");
     }
+
+    #[test]
+    fn a_login_is_counted_once_with_its_exchange_time() {
+        let metrics = Metrics::new();
+        let mut exchange = Exchange::new(&metrics, &http::HeaderMap::new());
+        exchange.login = Some(LoginDecision::Accepted {
+            iss: "portal-1".into(),
+            jti: "j-1".into(),
+        });
+        exchange.login_time = Some(Duration::from_millis(20));
+        exchange.settle();
+        drop(exchange);
+        let text = rendered(&metrics);
+        assert!(
+            text.contains("hti_guard_logins_total{reason=\"none\",result=\"accepted\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hti_guard_login_duration_seconds_count 1"),
+            "{text}"
+        );
+        // A login that only started is no login counted yet.
+        let metrics = Metrics::new();
+        let mut exchange = Exchange::new(&metrics, &http::HeaderMap::new());
+        exchange.login = Some(LoginDecision::Started);
+        drop(exchange);
+        assert!(!rendered(&metrics).contains("hti_guard_logins_total{"));
+    }
 }
