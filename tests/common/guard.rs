@@ -185,10 +185,16 @@ impl GuardBuilder {
     /// Validates the config, binds both listeners on `127.0.0.1:0`, runs the guard and waits
     /// (at most 10 s) until `/readyz` answers 200 (or `/healthz`, see [`Self::no_wait_ready`]).
     pub async fn start(self) -> Guard {
+        let public = TcpListener::bind("127.0.0.1:0").await.expect("bind public");
+        self.start_on(public).await
+    }
+
+    /// As [`Self::start`], on a public listener the test bound before (so that the config
+    /// can name the guard's own address, e.g. a callback URL).
+    pub async fn start_on(self, public: TcpListener) -> Guard {
         let text = self.toml();
         let config = Config::from_toml_str(&text)
             .unwrap_or_else(|error| panic!("test config rejected: {error}\n---\n{text}"));
-        let public = TcpListener::bind("127.0.0.1:0").await.expect("bind public");
         let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
         let public_addr = public.local_addr().expect("public addr");
         let admin_addr = admin.local_addr().expect("admin addr");

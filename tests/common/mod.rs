@@ -11,6 +11,7 @@ pub mod jwks;
 pub mod metrics;
 pub mod mint;
 pub mod process;
+pub mod shof_auth;
 pub mod upstream;
 
 pub use authserver::{AuthMode, AuthServer};
@@ -25,4 +26,5 @@ pub use host::{
 pub use jwks::{JwksServer, Mode};
 pub use mint::{Alg, SigningKey};
 pub use process::{BIN, DemoRun, Finished, Served, command, program, run};
+pub use shof_auth::{AuthorizeRequest, IdToken, TokenMode};
 pub use upstream::{Echo, Upstream};
