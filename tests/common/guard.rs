@@ -37,6 +37,14 @@ pub fn unique_issuer() -> String {
     format!("https://portal-{}.example", mint::random_hex(4))
 }
 
+/// A module signing key (RS512, PKCS#8 PEM, made by the guard's own code) in a fresh temp
+/// file, for `module.signing_key_files`.
+pub fn module_key_file() -> std::path::PathBuf {
+    let key =
+        hti_guard::jose::sign::SigningKey::generate(hti_guard::jose::Alg::RS512, 2048).unwrap();
+    super::host::temp_file("module.pem", key.to_pem().unwrap())
+}
+
 /// A TOML string literal.
 pub fn toml_str(value: &str) -> String {
     serde_json::to_string(value).expect("quote string")

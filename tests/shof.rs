@@ -1,0 +1,789 @@
+//! The SHOF login (CONTRACT.md "SHOF"), black-box over real sockets: a portal's launch becomes
+//! a SMART EHR launch at the mock auth server (which verifies the launch token, burns its jti,
+//! checks PKCE, the registered redirect_uri and the guard's client assertion like the
+//! reference server), the callback exchanges the code, and the session carries the launch
+//! context to the app. A cookie-keeping client that follows no redirect plays the browser, so
+//! every hop is asserted; every failure mode ends without a session, with its reason counted,
+//! and nothing of a login ever reaches the upstream.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::metrics;
+use common::mint::{self, Alg as MintAlg};
+use common::*;
+use serde_json::Value;
+
+const CLIENT_ID: &str = "module-shof-7";
+const JWKS_PATH: &str = "/hti/module-keys";
+const CALLBACK: &str = "/hti-guard/callback";
+const SESSION: &str = "hti_guard_session";
+const SECRET: &str = "c2Vzc2lvbi1zZWNyZXQtZm9yLXRoZS10ZXN0cy0wMTIzNDU2Nzg5"; // 40 bytes
+const JSON: &str = "application/json";
+const HTML: &str = "text/html";
+/// `shof.timeout` of these guards.
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A guard with SHOF on, between the mock auth server and the echo upstream.
+struct Shof {
+    auth: AuthServer,
+    upstream: Upstream,
+    portal: &'static SigningKey,
+    /// The portal's client_id: the launch token's `iss`.
+    portal_iss: String,
+    guard: Guard,
+    redirect_uri: String,
+}
+
+/// A login the guard started: its redirect to authorize and the login cookie it set.
+struct Started {
+    location: String,
+    params: Vec<(String, String)>,
+    cookie: SetCookie,
+}
+
+impl Started {
+    fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+fn query_of(url: &str) -> Vec<(String, String)> {
+    let query = url.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect()
+}
+
+fn location(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get("location")
+        .map(|value| value.to_str().expect("ASCII Location").to_string())
+}
+
+/// The session cookie `response` sets (not one it clears), if any.
+fn session_set(response: &reqwest::Response) -> Option<SetCookie> {
+    set_cookies(response)
+        .into_iter()
+        .find(|cookie| cookie.name == SESSION && !cookie.clears())
+}
+
+impl Shof {
+    async fn start() -> Shof {
+        Shof::start_with(|builder| builder).await
+    }
+
+    async fn start_with(configure: impl FnOnce(GuardBuilder) -> GuardBuilder) -> Shof {
+        let portal = mint::shared_key(MintAlg::RS512);
+        let auth = AuthServer::start(CLIENT_ID, vec![portal.jwk()]).await;
+        let upstream = Upstream::start().await;
+        // Bound first: the callback URL names the guard's own address.
+        let (listener, addr) = loopback("guard").await;
+        let redirect_uri = format!("http://{addr}{CALLBACK}");
+        auth.set_redirect_uri(&redirect_uri);
+        let key_file = module_key_file();
+        let builder = GuardBuilder::new(&upstream.url())
+            .set("launch.methods", r#"["GET", "POST"]"#)
+            .set_str("module.client_id", CLIENT_ID)
+            .set(
+                "module.signing_key_files",
+                &format!("[{}]", toml_str(key_file.to_str().unwrap())),
+            )
+            .set_str("module.jwks_path", JWKS_PATH)
+            .set("session.enabled", "true")
+            .set_str("session.secret", SECRET)
+            .set_str("session.landing", "/task/{resource_id}")
+            .set("shof.enabled", "true")
+            .set_str("shof.fhir_base", &auth.fhir_base())
+            .set_str("shof.redirect_uri", &redirect_uri)
+            .set_str("shof.timeout", "2s");
+        let guard = configure(builder).start_on(listener).await;
+        auth.set_guard_jwks_url(&guard.url(JWKS_PATH));
+        Shof {
+            auth,
+            upstream,
+            portal,
+            portal_iss: unique_issuer(),
+            guard,
+            redirect_uri,
+        }
+    }
+
+    fn browser(&self) -> Browser {
+        Browser::new(&self.guard.url(""))
+    }
+
+    /// A fresh launch token of the portal for this module.
+    fn token(&self) -> String {
+        self.portal
+            .token(&mint::hti_claims(&self.portal_iss, AUDIENCE))
+    }
+
+    /// The portal's launch as the PoC module takes it: GET `/launch?iss=..&launch=..`.
+    async fn launch(&self, browser: &Browser, iss: &str, token: &str) -> reqwest::Response {
+        let query = form(&[("iss", iss), ("launch", token)]);
+        browser
+            .get(&self.guard.url(&format!("/launch?{query}")), JSON)
+            .await
+    }
+
+    /// Asserts the launch response is the redirect to authorize with its login cookie.
+    fn started(&self, response: &reqwest::Response) -> Started {
+        assert_eq!(response.status(), 302, "the launch redirects to authorize");
+        let location = location(response).expect("a Location");
+        assert!(
+            location.starts_with(&format!("{}?", self.auth.authorization_endpoint())),
+            "{location}"
+        );
+        let cookie = set_cookies(response)
+            .into_iter()
+            .find(|cookie| cookie.path() == CALLBACK && !cookie.clears())
+            .unwrap_or_else(|| {
+                panic!(
+                    "a login cookie scoped to {CALLBACK}: {:?}",
+                    response.headers().get_all("set-cookie")
+                )
+            });
+        assert!(session_set(response).is_none(), "no session yet");
+        Started {
+            params: query_of(&location),
+            location,
+            cookie,
+        }
+    }
+
+    /// Launches `token` in `browser` and gives the started login.
+    async fn start_login(&self, browser: &Browser, token: &str) -> Started {
+        let response = self.launch(browser, &self.auth.fhir_base(), token).await;
+        self.started(&response)
+    }
+
+    /// The browser at the auth server (which logs the person in at once): gives the URL it
+    /// redirects to, on the guard's callback.
+    async fn authorize(&self, started: &Started) -> String {
+        let response = within(
+            Duration::from_secs(30),
+            "authorize",
+            client().get(&started.location).send(),
+        )
+        .await
+        .expect("GET authorize");
+        let status = response.status();
+        let back = location(&response);
+        let page = response.text().await.unwrap_or_default();
+        assert_eq!(status, 302, "authorize answered {status}: {page}");
+        let back = back.expect("a Location from authorize");
+        assert!(
+            back.starts_with(&format!("{}?", self.redirect_uri)),
+            "{back}"
+        );
+        back
+    }
+
+    /// The browser back at the guard's callback.
+    async fn callback(&self, browser: &Browser, url: &str) -> reqwest::Response {
+        browser.get(url, JSON).await
+    }
+
+    /// A whole login: launch, authorize, callback; gives the callback's response.
+    async fn login(&self, browser: &Browser, token: &str) -> reqwest::Response {
+        let started = self.start_login(browser, token).await;
+        let back = self.authorize(&started).await;
+        let response = self.callback(browser, &back).await;
+        self.assert_cleared(browser, &started);
+        response
+    }
+
+    fn assert_cleared(&self, browser: &Browser, started: &Started) {
+        assert!(
+            browser
+                .cookies()
+                .iter()
+                .all(|cookie| !(cookie.name == started.cookie.name && cookie.path() == CALLBACK)),
+            "the login cookie {} is cleared by the callback",
+            started.cookie.name
+        );
+    }
+
+    async fn logins(&self, result: &str, reason: &str) -> f64 {
+        metrics::value(
+            &self.guard.metrics().await,
+            "hti_guard_logins_total",
+            &[("result", result), ("reason", reason)],
+        )
+    }
+
+    /// Asserts a refused callback: no session cookie, the JSON rejection, counted once as
+    /// rejected with `reason`, and nothing upstream.
+    async fn expect_refused(&self, response: reqwest::Response, status: u16, reason: &str) {
+        assert!(
+            session_set(&response).is_none(),
+            "no session on {reason}: {:?}",
+            response.headers().get_all("set-cookie")
+        );
+        expect_rejection(response, status, reason).await;
+        assert_eq!(
+            self.logins("rejected", reason).await,
+            1.0,
+            "{reason} counted"
+        );
+        assert_eq!(self.logins("accepted", "none").await, 0.0);
+        assert_eq!(
+            self.upstream.hits(),
+            0,
+            "nothing of a login reaches the app"
+        );
+    }
+}
+
+/// The claims of `X-HTI-Claims`.
+fn claims_header(echo: &Echo) -> Value {
+    let value = echo.header("x-hti-claims").expect("X-HTI-Claims");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(value).expect("base64url")).expect("JSON")
+}
+
+/// Asserts a completed login and that the session carries the launch's person to the app.
+async fn expect_session(shof: &Shof, browser: &Browser, response: reqwest::Response, token: &str) {
+    let status = response.status();
+    let landing = location(&response);
+    let session = session_set(&response);
+    let text = response.text().await.unwrap_or_default();
+    assert_eq!(status, 303, "the callback ends the login: {text}");
+    assert_eq!(landing.as_deref(), Some("/task/abc"));
+    let session = session.expect("a session cookie");
+    assert!(session.attribute("httponly").is_some(), "{}", session.raw);
+    let hits = shof.upstream.hits();
+    let echo = expect_echo(browser.get(&shof.guard.url("/task/abc"), JSON).await).await;
+    assert_eq!(shof.upstream.hits(), hits + 1);
+    let launch = mint::payload_of(token);
+    assert_eq!(echo.header("x-hti-sub"), Some("Practitioner/123"));
+    assert_eq!(echo.header("x-hti-resource"), Some("Task/abc"));
+    assert_eq!(echo.header("x-hti-jti"), launch["jti"].as_str());
+    let context = claims_header(&echo);
+    for name in ["iss", "sub", "resource", "jti"] {
+        assert_eq!(
+            context[name], launch[name],
+            "{name} of the context: {context}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_logs_in_at_the_auth_server_and_the_app_sees_the_person() {
+    let shof = Shof::start().await;
+    let browser = shof.browser();
+    let token = shof.token();
+    let response = shof.launch(&browser, &shof.auth.fhir_base(), &token).await;
+    let started = shof.started(&response);
+
+    // Every SMART parameter of the contract.
+    assert_eq!(started.param("response_type"), Some("code"));
+    assert_eq!(started.param("client_id"), Some(CLIENT_ID));
+    assert_eq!(
+        started.param("redirect_uri"),
+        Some(shof.redirect_uri.as_str())
+    );
+    assert_eq!(started.param("launch"), Some(token.as_str()));
+    assert_eq!(started.param("scope"), Some("launch openid fhirUser"));
+    assert_eq!(
+        started.param("aud"),
+        Some(shof.auth.fhir_base().as_str()),
+        "aud is fhir_base byte for byte"
+    );
+    assert_eq!(started.param("code_challenge_method"), Some("S256"));
+    let challenge = started.param("code_challenge").expect("code_challenge");
+    assert_eq!(challenge.len(), 43, "S256 of a verifier: {challenge}");
+    assert!(
+        URL_SAFE_NO_PAD
+            .decode(challenge)
+            .is_ok_and(|d| d.len() == 32)
+    );
+    let state = started.param("state").expect("state");
+    let state_bits = URL_SAFE_NO_PAD
+        .decode(state)
+        .unwrap_or_else(|e| panic!("state {state} is not base64url: {e}"));
+    assert!(state_bits.len() >= 16, "state has >= 128 bits: {state}");
+    assert_eq!(
+        started.param("nonce"),
+        None,
+        "no nonce while shof.nonce is off"
+    );
+
+    // The login cookie.
+    let cookie = &started.cookie;
+    assert!(cookie.attribute("httponly").is_some(), "{}", cookie.raw);
+    assert!(
+        cookie
+            .attribute("samesite")
+            .is_some_and(|v| v.eq_ignore_ascii_case("lax")),
+        "{}",
+        cookie.raw
+    );
+    assert_eq!(cookie.path(), CALLBACK, "{}", cookie.raw);
+    assert!(!cookie.value.contains(state), "the login cookie is sealed");
+    assert_eq!(shof.upstream.hits(), 0);
+
+    // The auth server saw exactly what the redirect said, and accepted it.
+    let back = shof.authorize(&started).await;
+    let authorizes = shof.auth.authorizes();
+    assert_eq!(authorizes.len(), 1);
+    assert_eq!(authorizes[0].refused, None);
+    assert_eq!(
+        query_of(&back)
+            .iter()
+            .find(|(k, _)| k == "state")
+            .map(|(_, v)| v.as_str()),
+        Some(state)
+    );
+
+    let response = shof.callback(&browser, &back).await;
+    shof.assert_cleared(&browser, &started);
+    assert_eq!(shof.upstream.hits(), 0, "the callback is not forwarded");
+    expect_session(&shof, &browser, response, &token).await;
+    assert_eq!(shof.auth.token_requests(), 1);
+    assert!(
+        shof.auth.token_failures().is_empty(),
+        "{:?}",
+        shof.auth.token_failures()
+    );
+    let text = shof.guard.metrics().await;
+    assert_eq!(
+        metrics::value(
+            &text,
+            "hti_guard_logins_total",
+            &[("result", "accepted"), ("reason", "none")]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metrics::value(&text, "hti_guard_login_duration_seconds_count", &[]),
+        1.0,
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_posted_launch_logs_in_as_well() {
+    let shof = Shof::start().await;
+    let browser = shof.browser();
+    let token = shof.token();
+    let fields = [("iss", shof.auth.fhir_base()), ("launch", token.clone())];
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let response = browser
+        .post_form(&shof.guard.url("/launch"), &fields, JSON)
+        .await;
+    let started = shof.started(&response);
+    assert_eq!(started.param("launch"), Some(token.as_str()));
+    let back = shof.authorize(&started).await;
+    let response = shof.callback(&browser, &back).await;
+    expect_session(&shof, &browser, response, &token).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_for_another_fhir_base_is_refused_without_a_redirect() {
+    let shof = Shof::start().await;
+    let browser = shof.browser();
+    let base = shof.auth.fhir_base();
+    for iss in [
+        "https://evil.example/fhir".to_string(),
+        format!("{base}/"),
+        base.to_uppercase(),
+        String::new(),
+    ] {
+        let response = shof.launch(&browser, &iss, &shof.token()).await;
+        assert!(location(&response).is_none(), "no redirect for iss {iss:?}");
+        assert!(set_cookies(&response).iter().all(SetCookie::clears));
+        expect_rejection(response, 400, "unknown_fhir_base").await;
+    }
+    assert!(shof.auth.authorizes().is_empty());
+    assert_eq!(shof.upstream.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_without_a_token_is_missing_token() {
+    let shof = Shof::start().await;
+    let browser = shof.browser();
+    let query = form(&[("iss", &shof.auth.fhir_base())]);
+    let response = browser
+        .get(&shof.guard.url(&format!("/launch?{query}")), JSON)
+        .await;
+    assert!(location(&response).is_none());
+    expect_rejection(response, 400, "missing_token").await;
+    assert!(shof.auth.authorizes().is_empty());
+    assert_eq!(shof.upstream.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_callback_is_a_state_mismatch() {
+    let shof = Shof::start().await;
+    let browser = shof.browser();
+    let token = shof.token();
+    let started = shof.start_login(&browser, &token).await;
+    let back = shof.authorize(&started).await;
+    let first = shof.callback(&browser, &back).await;
+    assert_eq!(first.status(), 303);
+    let sessions = shof.upstream.hits();
+    // The same URL again: the login cookie is gone, so the state matches nothing.
+    let second = shof.callback(&browser, &back).await;
+    assert!(session_set(&second).is_none());
+    expect_rejection(second, 400, "login_state_mismatch").await;
+    assert_eq!(shof.auth.token_requests(), 1, "no second token request");
+    assert_eq!(shof.logins("rejected", "login_state_mismatch").await, 1.0);
+    assert_eq!(shof.upstream.hits(), sessions);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_in_a_browser_that_did_not_start_the_login_is_refused() {
+    // Login CSRF: the attacker's own login, finished in the victim's browser.
+    let shof = Shof::start().await;
+    let attacker = shof.browser();
+    let started = shof.start_login(&attacker, &shof.token()).await;
+    let back = shof.authorize(&started).await;
+    let victim = shof.browser();
+    let response = shof.callback(&victim, &back).await;
+    shof.expect_refused(response, 400, "login_state_mismatch")
+        .await;
+    assert_eq!(shof.auth.token_requests(), 0, "no token request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_from_another_login_is_refused() {
+    let shof = Shof::start().await;
+    let other = shof.browser();
+    let other_login = shof.start_login(&other, &shof.token()).await;
+    let other_back = shof.authorize(&other_login).await;
+    let browser = shof.browser();
+    shof.start_login(&browser, &shof.token()).await;
+    let response = shof.callback(&browser, &other_back).await;
+    shof.expect_refused(response, 400, "login_state_mismatch")
+        .await;
+    assert_eq!(shof.auth.token_requests(), 0, "no token request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injected_code_is_refused_by_pkce() {
+    // Another login's code with this browser's own state: the verifier does not fit.
+    let shof = Shof::start().await;
+    let other = shof.browser();
+    let other_login = shof.start_login(&other, &shof.token()).await;
+    let other_back = shof.authorize(&other_login).await;
+    let stolen_code = query_of(&other_back)
+        .into_iter()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1;
+    let browser = shof.browser();
+    let started = shof.start_login(&browser, &shof.token()).await;
+    let state = started.param("state").unwrap();
+    let injected = format!(
+        "{}?{}",
+        shof.redirect_uri,
+        form(&[("code", &stolen_code), ("state", state)])
+    );
+    let response = shof.callback(&browser, &injected).await;
+    shof.assert_cleared(&browser, &started);
+    shof.expect_refused(response, 401, "login_failed").await;
+    assert_eq!(shof.auth.token_requests(), 1);
+    let failures = shof.auth.token_failures();
+    assert!(
+        failures.len() == 1 && failures[0].contains("PKCE"),
+        "{failures:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_from_the_auth_server_is_login_denied_and_its_markup_stays_out() {
+    let shof = Shof::start().await;
+    const MARKUP: &str = "<script>alert('pwned')</script><b>Nope</b>";
+    shof.auth.deny_with(Some(MARKUP));
+    let browser = shof.browser();
+    let response = shof.login(&browser, &shof.token()).await;
+    shof.expect_refused(response, 401, "login_denied").await;
+    assert_eq!(shof.auth.token_requests(), 0, "no token request");
+
+    // The page a person sees.
+    let started = shof.start_login(&browser, &shof.token()).await;
+    let back = shof.authorize(&started).await;
+    assert!(back.contains("error=access_denied"), "{back}");
+    let response = browser.get(&back, HTML).await;
+    shof.assert_cleared(&browser, &started);
+    assert_eq!(response.status(), 401);
+    assert!(session_set(&response).is_none());
+    let page = response.text().await.unwrap();
+    for piece in ["<script", "alert(", "<b>Nope"] {
+        assert!(!page.contains(piece), "{piece} in the page: {page}");
+    }
+    assert_eq!(shof.upstream.hits(), 0);
+}
+
+/// A login whose token answer carries `kind` of id_token ends in `invalid_id_token`.
+async fn id_token_refused(kind: IdToken) {
+    let shof = Shof::start().await;
+    shof.auth.set_id_token(kind);
+    let browser = shof.browser();
+    let response = shof.login(&browser, &shof.token()).await;
+    shof.expect_refused(response, 401, "invalid_id_token").await;
+    assert_eq!(shof.auth.token_requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_token_with_a_bad_signature_is_invalid() {
+    id_token_refused(IdToken::BadSignature).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_token_for_another_client_is_invalid() {
+    id_token_refused(IdToken::WrongAud).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_token_from_another_issuer_is_invalid() {
+    id_token_refused(IdToken::WrongIss).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_id_token_is_invalid() {
+    id_token_refused(IdToken::Expired).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_answer_without_an_id_token_is_invalid() {
+    id_token_refused(IdToken::Missing).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_answer_without_the_launch_resource_is_invalid() {
+    let shof = Shof::start().await;
+    shof.auth.set_without_resource(true);
+    let browser = shof.browser();
+    let response = shof.login(&browser, &shof.token()).await;
+    shof.expect_refused(response, 401, "invalid_id_token").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_token_from_an_unknown_key_is_invalid_after_one_refetch() {
+    let shof = Shof::start().await;
+    let fetched = shof.auth.jwks_hits();
+    assert!(
+        fetched >= 1,
+        "the auth server's keys are fetched before ready"
+    );
+    shof.auth.set_id_token(IdToken::UnknownKey);
+    let browser = shof.browser();
+    let response = shof.login(&browser, &shof.token()).await;
+    shof.expect_refused(response, 401, "invalid_id_token").await;
+    assert_eq!(
+        shof.auth.jwks_hits(),
+        fetched + 1,
+        "one refetch for the unknown kid"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_auth_server_key_is_fetched_once_and_accepted() {
+    // The reference server makes a new key at each start.
+    let shof = Shof::start().await;
+    let fetched = shof.auth.jwks_hits();
+    shof.auth.rotate_key();
+    let browser = shof.browser();
+    let token = shof.token();
+    let response = shof.login(&browser, &token).await;
+    expect_session(&shof, &browser, response, &token).await;
+    assert_eq!(shof.auth.jwks_hits(), fetched + 1, "refetched once");
+    assert_eq!(shof.logins("accepted", "none").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_token_endpoint_is_login_failed() {
+    let shof = Shof::start().await;
+    shof.auth.set_token_mode(TokenMode::Refuse);
+    let browser = shof.browser();
+    let response = shof.login(&browser, &shof.token()).await;
+    shof.expect_refused(response, 401, "login_failed").await;
+    assert_eq!(shof.auth.token_requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_token_endpoint_is_login_unavailable() {
+    let shof = Shof::start().await;
+    shof.auth.set_token_mode(TokenMode::Fail);
+    let browser = shof.browser();
+    let response = shof.login(&browser, &shof.token()).await;
+    shof.expect_refused(response, 503, "login_unavailable")
+        .await;
+    assert_eq!(shof.auth.token_requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_token_endpoint_is_login_unavailable_within_the_timeout() {
+    let shof = Shof::start().await;
+    shof.auth.set_token_mode(TokenMode::Hang);
+    let browser = shof.browser();
+    let started = shof.start_login(&browser, &shof.token()).await;
+    let back = shof.authorize(&started).await;
+    let began = Instant::now();
+    let response = shof.callback(&browser, &back).await;
+    let took = began.elapsed();
+    shof.assert_cleared(&browser, &started);
+    // The mock holds the answer for a minute; the guard gives up after shof.timeout.
+    assert!(
+        took < TIMEOUT + Duration::from_secs(8),
+        "answered after {took:?}"
+    );
+    shof.expect_refused(response, 503, "login_unavailable")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_token_seen_before_is_replayed_after_the_exchange() {
+    // The reference server forgets the jtis it burned when it restarts; the guard does not.
+    let shof = Shof::start().await;
+    let token = shof.token();
+    let browser = shof.browser();
+    let first = shof.login(&browser, &token).await;
+    expect_session(&shof, &browser, first, &token).await;
+    let hits = shof.upstream.hits();
+    shof.auth.forget_jtis();
+    let again = shof.browser();
+    let response = shof.login(&again, &token).await;
+    assert!(session_set(&response).is_none());
+    expect_rejection(response, 401, "replayed").await;
+    assert_eq!(
+        shof.auth.token_requests(),
+        2,
+        "refused after a good exchange"
+    );
+    assert_eq!(shof.logins("rejected", "replayed").await, 1.0);
+    assert_eq!(shof.logins("accepted", "none").await, 1.0);
+    assert_eq!(shof.upstream.hits(), hits);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_logins_started_in_two_tabs_both_complete() {
+    let shof = Shof::start().await;
+    let browser = shof.browser();
+    let (first_token, second_token) = (shof.token(), shof.token());
+    let first = shof.start_login(&browser, &first_token).await;
+    let second = shof.start_login(&browser, &second_token).await;
+    assert_ne!(first.param("state"), second.param("state"));
+    assert_ne!(
+        first.param("code_challenge"),
+        second.param("code_challenge")
+    );
+    let logins: Vec<String> = browser
+        .cookies()
+        .iter()
+        .filter(|cookie| cookie.path() == CALLBACK)
+        .map(|cookie| cookie.name.clone())
+        .collect();
+    assert_eq!(
+        logins.len(),
+        2,
+        "one login cookie per started login: {logins:?}"
+    );
+    let first_back = shof.authorize(&first).await;
+    let second_back = shof.authorize(&second).await;
+    // The second tab finishes first.
+    let response = shof.callback(&browser, &second_back).await;
+    shof.assert_cleared(&browser, &second);
+    expect_session(&shof, &browser, response, &second_token).await;
+    let response = shof.callback(&browser, &first_back).await;
+    shof.assert_cleared(&browser, &first);
+    expect_session(&shof, &browser, response, &first_token).await;
+    assert_eq!(shof.logins("accepted", "none").await, 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shof_configuration_errors_name_their_keys() {
+    let key_file = module_key_file();
+    let base = || {
+        GuardBuilder::new("http://127.0.0.1:9")
+            .set_str("module.client_id", CLIENT_ID)
+            .set(
+                "module.signing_key_files",
+                &format!("[{}]", toml_str(key_file.to_str().unwrap())),
+            )
+            .set("session.enabled", "true")
+            .set_str("session.secret", SECRET)
+            .set("shof.enabled", "true")
+            .set_str("shof.fhir_base", "https://fhir.example/fhir")
+            .set_str(
+                "shof.redirect_uri",
+                "https://module.example/hti-guard/callback",
+            )
+    };
+    // The base itself is valid (offline: nothing is fetched).
+    let dir = TempDir::new();
+    let config = dir.write("config.toml", base().toml());
+    let finished = run(command(&[
+        "check",
+        "--offline",
+        "--config",
+        path_str(&config),
+    ]))
+    .await;
+    finished.assert_ok();
+
+    let cases: Vec<(&str, String)> = vec![
+        ("session", base().unset("session.enabled").toml()),
+        ("session", base().set("session.enabled", "false").toml()),
+        (
+            "shof.redirect_uri",
+            base()
+                .set_str(
+                    "shof.redirect_uri",
+                    "https://module.example/hti-guard/callback?from=kt",
+                )
+                .toml(),
+        ),
+        (
+            "shof.redirect_uri",
+            base()
+                .set_str(
+                    "shof.redirect_uri",
+                    "https://module.example/hti-guard/callback#top",
+                )
+                .toml(),
+        ),
+        ("shof.fhir_base", base().unset("shof.fhir_base").toml()),
+        (
+            "shof.redirect_uri",
+            base().unset("shof.redirect_uri").toml(),
+        ),
+        ("module", base().unset("module.client_id").toml()),
+        (
+            "shof.timeout",
+            base().set_str("shof.timeout", "soon").toml(),
+        ),
+        ("shof.colour", base().set_str("shof.colour", "blue").toml()),
+    ];
+    for (key, text) in cases {
+        let config = dir.write("config.toml", &text);
+        let finished = run(command(&[
+            "check",
+            "--offline",
+            "--config",
+            path_str(&config),
+        ]))
+        .await;
+        assert_eq!(
+            finished.code(),
+            Some(2),
+            "{key}: {}\n---\n{text}",
+            finished.output()
+        );
+        assert!(
+            finished.stderr.contains(key),
+            "the message names {key}: {}\n---\n{text}",
+            finished.output()
+        );
+    }
+}
