@@ -787,3 +787,185 @@ async fn shof_configuration_errors_name_their_keys() {
         );
     }
 }
+
+/// The mock itself, driven as a module would (no guard): it refuses what the reference
+/// auth server refuses, so that the tests above prove something.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mock_auth_server_refuses_what_the_reference_refuses() {
+    let portal = mint::shared_key(MintAlg::RS512);
+    let auth = AuthServer::start(CLIENT_ID, vec![portal.jwk()]).await;
+    let redirect_uri = "https://module.example/hti-guard/callback";
+    auth.set_redirect_uri(redirect_uri);
+    let module = mint::shared_key(MintAlg::RS512);
+    let weak_alg = mint::shared_key(MintAlg::RS256);
+    let jwks = JwksServer::start(&[module, weak_alg]).await;
+    auth.set_guard_jwks_url(&jwks.url());
+    let http = client();
+    let portal_iss = unique_issuer();
+
+    let authorize = |token: &str, aud: &str, verifier: &str| {
+        let query = form(&[
+            ("response_type", "code"),
+            ("client_id", CLIENT_ID),
+            ("redirect_uri", redirect_uri),
+            ("scope", "launch openid fhirUser"),
+            ("aud", aud),
+            ("state", "st-1"),
+            ("code_challenge", &common::shof_auth::s256(verifier)),
+            ("code_challenge_method", "S256"),
+            ("launch", token),
+        ]);
+        format!("{}?{query}", auth.authorization_endpoint())
+    };
+    let code_of = |response: &reqwest::Response| {
+        let back = location(response).expect("a redirect back");
+        assert!(back.starts_with(redirect_uri), "{back}");
+        let query = query_of(&back);
+        assert!(query.contains(&("state".into(), "st-1".into())), "{back}");
+        query
+            .into_iter()
+            .find(|(k, _)| k == "code")
+            .expect("a code")
+            .1
+    };
+    let assertion = |key: &SigningKey, aud: &str, iat: i64| {
+        key.token(&serde_json::json!({
+            "iss": CLIENT_ID, "sub": CLIENT_ID, "aud": aud,
+            "iat": iat, "exp": iat + 60, "jti": mint::random_jti(),
+        }))
+    };
+    let exchange = |code: String, verifier: String, assertion: String| {
+        let http = http.clone();
+        let url = auth.token_endpoint();
+        async move {
+            let body = form(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", redirect_uri),
+                ("code_verifier", &verifier),
+                ("client_id", CLIENT_ID),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", &assertion),
+            ]);
+            let response = http
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let token_url = auth.token_endpoint();
+    let now = mint::now();
+
+    // Authorize: aud byte for byte, a launch token it verifies, each jti once.
+    let token = portal.token(&mint::hti_claims(&portal_iss, AUDIENCE));
+    let verifier = mint::random_hex(32);
+    let fhir_base = auth.fhir_base();
+    let refused = http
+        .get(authorize(&token, &format!("{fhir_base}/"), &verifier))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let stranger = SigningKey::generate(MintAlg::RS512);
+    let forged = stranger.token(&mint::hti_claims(&portal_iss, AUDIENCE));
+    let refused = http
+        .get(authorize(&forged, &fhir_base, &verifier))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let response = http
+        .get(authorize(&token, &fhir_base, &verifier))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 302);
+    let code = code_of(&response);
+    let again = http
+        .get(authorize(&token, &fhir_base, &verifier))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 400, "the launch jti is burned");
+    let refusals: Vec<Option<String>> = auth.authorizes().into_iter().map(|a| a.refused).collect();
+    assert!(
+        refusals[0].is_some() && refusals[1].is_some() && refusals[2].is_none(),
+        "{refusals:?}"
+    );
+
+    // Token endpoint: the client assertion as the reference checks it.
+    let bad = [
+        assertion(weak_alg, &token_url, now),
+        assertion(module, &auth.introspection_endpoint(), now),
+        assertion(module, &token_url, now + 60),
+        assertion(&stranger, &token_url, now),
+    ];
+    for bad in bad {
+        let (status, body) = exchange(code.clone(), verifier.clone(), bad).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client"))
+        );
+    }
+    // PKCE: a wrong verifier is refused, and the code is spent.
+    let (status, body) = exchange(
+        code.clone(),
+        mint::random_hex(32),
+        assertion(module, &token_url, now),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    let (status, _) = exchange(code, verifier, assertion(module, &token_url, now)).await;
+    assert_eq!(status, 500, "an unknown code");
+
+    // A good exchange.
+    let token = portal.token(&mint::hti_claims(&portal_iss, AUDIENCE));
+    let verifier = mint::random_hex(32);
+    let response = http
+        .get(authorize(&token, &fhir_base, &verifier))
+        .send()
+        .await
+        .unwrap();
+    let code = code_of(&response);
+    let (status, body) = exchange(code, verifier, assertion(module, &token_url, now)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["access_token"], "NOOP");
+    let launch = mint::payload_of(&token);
+    for name in ["iss", "sub", "resource", "aud", "exp", "jti"] {
+        assert_eq!(body[name], launch[name], "{name}");
+    }
+    let id_token = body["id_token"].as_str().unwrap();
+    let header = jsonwebtoken::decode_header(id_token).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::RS512);
+    let keys: jsonwebtoken::jwk::JwkSet = http
+        .get(auth.jwks_uri())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key =
+        jsonwebtoken::DecodingKey::from_jwk(keys.find(&header.kid.unwrap()).unwrap()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(header.alg);
+    validation.set_audience(&[CLIENT_ID]);
+    validation.set_issuer(&[auth.issuer()]);
+    let claims = jsonwebtoken::decode::<Value>(id_token, &key, &validation)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["azp"], CLIENT_ID);
+    assert_eq!(claims["sub"], launch["sub"]);
+    assert!(claims["nonce"].as_str().is_some_and(|n| !n.is_empty()));
+    assert_eq!(auth.token_requests(), 7);
+}
