@@ -14,29 +14,17 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::metrics;
 use common::mint::{self, Alg as MintAlg};
+use common::shof_fixture::{CALLBACK, CLIENT_ID, SESSION_SECRET as SECRET};
 use common::*;
 use serde_json::Value;
 
-const CLIENT_ID: &str = "module-shof-7";
-const JWKS_PATH: &str = "/hti/module-keys";
-const CALLBACK: &str = "/hti-guard/callback";
 const SESSION: &str = "hti_guard_session";
-const SECRET: &str = "c2Vzc2lvbi1zZWNyZXQtZm9yLXRoZS10ZXN0cy0wMTIzNDU2Nzg5"; // 40 bytes
 const JSON: &str = "application/json";
 const HTML: &str = "text/html";
 /// `shof.timeout` of these guards.
 const TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A guard with SHOF on, between the mock auth server and the echo upstream.
-struct Shof {
-    auth: AuthServer,
-    upstream: Upstream,
-    portal: &'static SigningKey,
-    /// The portal's client_id: the launch token's `iss`.
-    portal_iss: String,
-    guard: Guard,
-    redirect_uri: String,
-}
+type Shof = ShofFixture;
 
 /// A login the guard started: its redirect to authorize and the login cookie it set.
 struct Started {
@@ -77,53 +65,11 @@ fn session_set(response: &reqwest::Response) -> Option<SetCookie> {
 
 impl Shof {
     async fn start() -> Shof {
-        Shof::start_with(|builder| builder).await
-    }
-
-    async fn start_with(configure: impl FnOnce(GuardBuilder) -> GuardBuilder) -> Shof {
-        let portal = mint::shared_key(MintAlg::RS512);
-        let auth = AuthServer::start(CLIENT_ID, vec![portal.jwk()]).await;
-        let upstream = Upstream::start().await;
-        // Bound first: the callback URL names the guard's own address.
-        let (listener, addr) = loopback("guard").await;
-        let redirect_uri = format!("http://{addr}{CALLBACK}");
-        auth.set_redirect_uri(&redirect_uri);
-        let key_file = module_key_file();
-        let builder = GuardBuilder::new(&upstream.url())
-            .set("launch.methods", r#"["GET", "POST"]"#)
-            .set_str("module.client_id", CLIENT_ID)
-            .set(
-                "module.signing_key_files",
-                &format!("[{}]", toml_str(key_file.to_str().unwrap())),
-            )
-            .set_str("module.jwks_path", JWKS_PATH)
-            .set("session.enabled", "true")
-            .set_str("session.secret", SECRET)
-            .set_str("session.landing", "/task/{resource_id}")
-            .set("shof.enabled", "true")
-            .set_str("shof.fhir_base", &auth.fhir_base())
-            .set_str("shof.redirect_uri", &redirect_uri)
-            .set_str("shof.timeout", "2s");
-        let guard = configure(builder).start_on(listener).await;
-        auth.set_guard_jwks_url(&guard.url(JWKS_PATH));
-        Shof {
-            auth,
-            upstream,
-            portal,
-            portal_iss: unique_issuer(),
-            guard,
-            redirect_uri,
-        }
+        ShofFixture::start_at("127.0.0.1", |builder| builder).await
     }
 
     fn browser(&self) -> Browser {
         Browser::new(&self.guard.url(""))
-    }
-
-    /// A fresh launch token of the portal for this module.
-    fn token(&self) -> String {
-        self.portal
-            .token(&mint::hti_claims(&self.portal_iss, AUDIENCE))
     }
 
     /// The portal's launch as the PoC module takes it: GET `/launch?iss=..&launch=..`.

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod mint;
 pub mod process;
 pub mod shof_auth;
+pub mod shof_fixture;
 pub mod upstream;
 
 pub use authserver::{AuthMode, AuthServer};
@@ -29,4 +30,5 @@ pub use jwks::{JwksServer, Mode};
 pub use mint::{Alg, SigningKey};
 pub use process::{BIN, DemoRun, Finished, Served, command, program, run};
 pub use shof_auth::{AuthorizeRequest, IdToken, TokenMode};
+pub use shof_fixture::ShofFixture;
 pub use upstream::{Echo, Upstream};
