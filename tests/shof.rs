@@ -470,48 +470,44 @@ async fn an_error_from_the_auth_server_is_login_denied_and_its_markup_stays_out(
     assert_eq!(shof.upstream.hits(), 0);
 }
 
-/// A login whose token answer carries `kind` of id_token ends in `invalid_id_token`.
-async fn id_token_refused(kind: IdToken) {
+/// A whole login, with the mock auth server set by `knob`, ends in `status` `reason` after
+/// one token request (see [`Shof::expect_refused`]).
+async fn login_refused(knob: impl FnOnce(&AuthServer), status: u16, reason: &str) {
     let shof = Shof::start().await;
-    shof.auth.set_id_token(kind);
+    knob(&shof.auth);
     let browser = shof.browser();
     let response = shof.login(&browser, &shof.token()).await;
-    shof.expect_refused(response, 401, "invalid_id_token").await;
+    shof.expect_refused(response, status, reason).await;
     assert_eq!(shof.auth.token_requests(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_id_token_with_a_bad_signature_is_invalid() {
-    id_token_refused(IdToken::BadSignature).await;
+/// One test per failure mode of the token answer: `name: knob => status reason;`.
+macro_rules! refused_logins {
+    ($($name:ident: $knob:expr => $status:literal $reason:literal;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            login_refused($knob, $status, $reason).await;
+        }
+    )*};
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_id_token_for_another_client_is_invalid() {
-    id_token_refused(IdToken::WrongAud).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_id_token_from_another_issuer_is_invalid() {
-    id_token_refused(IdToken::WrongIss).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_id_token_is_invalid() {
-    id_token_refused(IdToken::Expired).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_answer_without_an_id_token_is_invalid() {
-    id_token_refused(IdToken::Missing).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_answer_without_the_launch_resource_is_invalid() {
-    let shof = Shof::start().await;
-    shof.auth.set_without_resource(true);
-    let browser = shof.browser();
-    let response = shof.login(&browser, &shof.token()).await;
-    shof.expect_refused(response, 401, "invalid_id_token").await;
+refused_logins! {
+    an_id_token_with_a_bad_signature_is_invalid:
+        |auth: &AuthServer| auth.set_id_token(IdToken::BadSignature) => 401 "invalid_id_token";
+    an_id_token_for_another_client_is_invalid:
+        |auth: &AuthServer| auth.set_id_token(IdToken::WrongAud) => 401 "invalid_id_token";
+    an_id_token_from_another_issuer_is_invalid:
+        |auth: &AuthServer| auth.set_id_token(IdToken::WrongIss) => 401 "invalid_id_token";
+    an_expired_id_token_is_invalid:
+        |auth: &AuthServer| auth.set_id_token(IdToken::Expired) => 401 "invalid_id_token";
+    a_token_answer_without_an_id_token_is_invalid:
+        |auth: &AuthServer| auth.set_id_token(IdToken::Missing) => 401 "invalid_id_token";
+    a_token_answer_without_the_launch_resource_is_invalid:
+        |auth: &AuthServer| auth.set_without_resource(true) => 401 "invalid_id_token";
+    a_refusing_token_endpoint_is_login_failed:
+        |auth: &AuthServer| auth.set_token_mode(TokenMode::Refuse) => 401 "login_failed";
+    a_failing_token_endpoint_is_login_unavailable:
+        |auth: &AuthServer| auth.set_token_mode(TokenMode::Fail) => 503 "login_unavailable";
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -545,27 +541,6 @@ async fn a_rotated_auth_server_key_is_fetched_once_and_accepted() {
     expect_session(&shof, &browser, response, &token).await;
     assert_eq!(shof.auth.jwks_hits(), fetched + 1, "refetched once");
     assert_eq!(shof.logins("accepted", "none").await, 1.0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refusing_token_endpoint_is_login_failed() {
-    let shof = Shof::start().await;
-    shof.auth.set_token_mode(TokenMode::Refuse);
-    let browser = shof.browser();
-    let response = shof.login(&browser, &shof.token()).await;
-    shof.expect_refused(response, 401, "login_failed").await;
-    assert_eq!(shof.auth.token_requests(), 1);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_token_endpoint_is_login_unavailable() {
-    let shof = Shof::start().await;
-    shof.auth.set_token_mode(TokenMode::Fail);
-    let browser = shof.browser();
-    let response = shof.login(&browser, &shof.token()).await;
-    shof.expect_refused(response, 503, "login_unavailable")
-        .await;
-    assert_eq!(shof.auth.token_requests(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,20 +12,9 @@
 //                   OUT_DIR (screenshots) and CHROMIUM (default /usr/bin/chromium)
 // Prints one line per step; exits 1 on the first failure (with a screenshot failure.png).
 
-import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { check, need, openBrowser, run, step } from './chromium.mjs';
 
-const need = (name) => {
-  const value = process.env[name];
-  if (!value) {
-    console.error(`shof.mjs: ${name} is not set`);
-    process.exit(2);
-  }
-  return value;
-};
 const guard = need('GUARD_URL').replace(/\/$/, '');
 const fhirBase = need('FHIR_BASE');
 const token = need('TOKEN');
@@ -33,17 +22,9 @@ const authorize = need('AUTHORIZE');
 const callback = need('CALLBACK');
 const person = need('PERSON');
 const out = need('OUT_DIR');
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 const COOKIE = 'hti_guard_session';
 const TASK_PAGE = `${guard}/task/abc`;
 
-class Failure extends Error {}
-function check(condition, message) {
-  if (!condition) throw new Failure(message);
-}
-function step(message) {
-  console.log(`ok: ${message}`);
-}
 const escape = (s) => s.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
 
 // The portal: one page whose form launches the module (as a Koppeltaal portal does: iss and
@@ -61,29 +42,8 @@ const portal = createServer((req, res) => {
 await new Promise((resolve) => portal.listen(0, '127.0.0.1', resolve));
 const portalUrl = `http://127.0.0.1:${portal.address().port}/`;
 
-const profile = mkdtempSync(join(tmpdir(), 'hti-guard-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath,
-  headless: true,
-  args: [
-    '--headless',
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-  ],
-  viewport: { width: 1000, height: 900 },
-});
-context.setDefaultTimeout(15_000);
-const page = context.pages()[0] ?? (await context.newPage());
-const shot = async (name) => {
-  const path = join(out, name);
-  await page.screenshot({ path, fullPage: true });
-  console.log(`screenshot: ${path}`);
-};
+const browser = await openBrowser(out);
+const { context, page, shot } = browser;
 const body = async () => page.locator('body').innerText();
 const cookies = async () => context.cookies(guard);
 // Every document the browser asked for, to see the hops of the login.
@@ -92,8 +52,7 @@ page.on('request', (request) => {
   if (request.isNavigationRequest()) hops.push(request.url());
 });
 
-let failed = false;
-try {
+await run(browser, async () => {
   // 1. The portal on 127.0.0.1; the launch goes to the guard on localhost.
   let response = await page.goto(portalUrl);
   check(response.status() === 200, `portal answered ${response.status()}`);
@@ -141,14 +100,4 @@ try {
   check(!(await body()).includes(person), 'the person is gone after logout');
   step('logout ends the session: the task page is the guard\'s 401 page');
   await shot('shof-logged-out.png');
-} catch (error) {
-  failed = true;
-  console.error(`FAILED: ${error instanceof Failure ? error.message : error.stack}`);
-  console.error(`at ${page.url()}; hops: ${hops.join(' -> ')}`);
-  await shot('failure.png').catch(() => {});
-} finally {
-  await context.close();
-  portal.close();
-  rmSync(profile, { recursive: true, force: true });
-}
-process.exit(failed ? 1 : 0);
+}, () => `; hops: ${hops.join(' -> ')}`);
