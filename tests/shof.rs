@@ -133,6 +133,14 @@ impl Shof {
         back
     }
 
+    /// A login started and approved in another browser (the attacker's): the callback URL
+    /// the auth server sent it to, with its code and state.
+    async fn foreign_callback(&self) -> String {
+        let other = self.browser();
+        let started = self.start_login(&other, &self.token()).await;
+        self.authorize(&started).await
+    }
+
     /// The browser back at the guard's callback.
     async fn callback(&self, browser: &Browser, url: &str) -> reqwest::Response {
         browser.get(url, JSON).await
@@ -390,9 +398,7 @@ async fn a_replayed_callback_is_a_state_mismatch() {
 async fn a_callback_in_a_browser_that_did_not_start_the_login_is_refused() {
     // Login CSRF: the attacker's own login, finished in the victim's browser.
     let shof = Shof::start().await;
-    let attacker = shof.browser();
-    let started = shof.start_login(&attacker, &shof.token()).await;
-    let back = shof.authorize(&started).await;
+    let back = shof.foreign_callback().await;
     let victim = shof.browser();
     let response = shof.callback(&victim, &back).await;
     shof.expect_refused(response, 400, "login_state_mismatch")
@@ -403,9 +409,7 @@ async fn a_callback_in_a_browser_that_did_not_start_the_login_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_from_another_login_is_refused() {
     let shof = Shof::start().await;
-    let other = shof.browser();
-    let other_login = shof.start_login(&other, &shof.token()).await;
-    let other_back = shof.authorize(&other_login).await;
+    let other_back = shof.foreign_callback().await;
     let browser = shof.browser();
     shof.start_login(&browser, &shof.token()).await;
     let response = shof.callback(&browser, &other_back).await;
@@ -418,9 +422,7 @@ async fn a_state_from_another_login_is_refused() {
 async fn an_injected_code_is_refused_by_pkce() {
     // Another login's code with this browser's own state: the verifier does not fit.
     let shof = Shof::start().await;
-    let other = shof.browser();
-    let other_login = shof.start_login(&other, &shof.token()).await;
-    let other_back = shof.authorize(&other_login).await;
+    let other_back = shof.foreign_callback().await;
     let stolen_code = query_of(&other_back)
         .into_iter()
         .find(|(k, _)| k == "code")
