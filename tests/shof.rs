@@ -892,3 +892,91 @@ async fn the_mock_auth_server_refuses_what_the_reference_refuses() {
     assert!(claims["nonce"].as_str().is_some_and(|n| !n.is_empty()));
     assert_eq!(auth.token_requests(), 7);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_nonce_on_the_id_token_must_carry_the_logins_nonce() {
+    let shof = ShofFixture::start_at("127.0.0.1", |b| b.set("shof.nonce", "true")).await;
+    let browser = shof.browser();
+    let token = shof.token();
+    let started = shof.start_login(&browser, &token).await;
+    let nonce = started.param("nonce").expect("a nonce sent").to_string();
+    assert!(nonce.len() >= 16, "{nonce}");
+    shof.auth.set_echo_nonce(true);
+    let back = shof.authorize(&started).await;
+    let response = shof.callback(&browser, &back).await;
+    expect_session(&shof, &browser, response, &token).await;
+    // The reference server's own random nonce does not do.
+    shof.auth.set_echo_nonce(false);
+    let hits = shof.upstream.hits();
+    let response = shof.login(&browser, &shof.token()).await;
+    assert!(session_set(&response).is_none());
+    expect_rejection(response, 401, "invalid_id_token").await;
+    assert_eq!(shof.logins("rejected", "invalid_id_token").await, 1.0);
+    assert_eq!(shof.upstream.hits(), hits);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_older_than_login_ttl_is_a_state_mismatch() {
+    let shof = ShofFixture::start_at("127.0.0.1", |b| b.set_str("shof.login_ttl", "1s")).await;
+    let browser = shof.browser();
+    let started = shof.start_login(&browser, &shof.token()).await;
+    let back = shof.authorize(&started).await;
+    // The browser still sends the cookie (as a client that ignores Max-Age would): the
+    // guard's own check of the sealed time must refuse it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let response = shof.callback(&browser, &back).await;
+    shof.expect_refused(response, 400, "login_state_mismatch")
+        .await;
+    assert_eq!(shof.auth.token_requests(), 0, "no token request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_in_a_browser_that_did_not_start_the_login_is_a_state_mismatch() {
+    // The state is checked before anything else, the error parameter included.
+    let shof = Shof::start().await;
+    shof.auth.deny_with(Some("no"));
+    let back = shof.foreign_callback().await;
+    assert!(back.contains("error=access_denied"), "{back}");
+    let response = shof.callback(&shof.browser(), &back).await;
+    shof.expect_refused(response, 400, "login_state_mismatch")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_waits_for_the_first_discovery() {
+    let upstream = Upstream::start().await;
+    let fhir_base = format!("{}/fhir", closed_origin());
+    let guard = GuardBuilder::new(&upstream.url())
+        .set_str("module.client_id", CLIENT_ID)
+        .set(
+            "module.signing_key_files",
+            &format!("[{}]", toml_str(module_key_file().to_str().unwrap())),
+        )
+        .set("session.enabled", "true")
+        .set_str("session.secret", SECRET)
+        .set("shof.enabled", "true")
+        .set_str("shof.fhir_base", &fhir_base)
+        .set_str("shof.redirect_uri", "http://127.0.0.1:9/hti-guard/callback")
+        .set_str("shof.timeout", "500ms")
+        .no_wait_ready()
+        .start()
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let response = guard.admin_get("/readyz").await;
+    assert_eq!(response.status(), 503);
+    // And a launch cannot be sent anywhere: no redirect.
+    let query = form(&[("iss", &fhir_base), ("launch", "x.y.z")]);
+    let response = within(
+        Duration::from_secs(30),
+        "launch",
+        client()
+            .get(guard.url(&format!("/launch?{query}")))
+            .header("accept", JSON)
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_ne!(response.status(), 302);
+    assert!(response.status().as_u16() >= 500, "{}", response.status());
+    assert_eq!(upstream.hits(), 0);
+}

@@ -177,6 +177,11 @@ impl AuthServer {
     pub fn set_without_resource(&self, without: bool) {
         self.state.shof.set_without_resource(without);
     }
+    /// The id_token carries the authorize request's `nonce` (when it had one) instead of a
+    /// random one of the server's own (what the reference server does).
+    pub fn set_echo_nonce(&self, echo: bool) {
+        self.state.shof.set_echo_nonce(echo);
+    }
     /// Forgets the launch jtis authorize burned, as the reference server does on a restart.
     pub fn forget_jtis(&self) {
         self.state.shof.forget_jtis();

@@ -80,6 +80,8 @@ struct Grant {
     redirect_uri: String,
     challenge: String,
     scope: String,
+    /// The `nonce` parameter of authorize, if any.
+    nonce: Option<String>,
     launch: Map<String, Value>,
 }
 
@@ -96,6 +98,7 @@ pub(super) struct Shof {
     token_mode: Mutex<TokenMode>,
     id_token: Mutex<IdToken>,
     without_resource: AtomicBool,
+    echo_nonce: AtomicBool,
     burned: Mutex<HashSet<String>>,
     codes: Mutex<HashMap<String, Grant>>,
     authorizes: Mutex<Vec<AuthorizeRequest>>,
@@ -114,6 +117,7 @@ impl Shof {
             token_mode: Mutex::new(TokenMode::Answer),
             id_token: Mutex::new(IdToken::Good),
             without_resource: AtomicBool::new(false),
+            echo_nonce: AtomicBool::new(false),
             burned: Mutex::new(HashSet::new()),
             codes: Mutex::new(HashMap::new()),
             authorizes: Mutex::new(Vec::new()),
@@ -155,6 +159,9 @@ impl Shof {
     }
     pub(super) fn set_without_resource(&self, without: bool) {
         self.without_resource.store(without, Ordering::SeqCst);
+    }
+    pub(super) fn set_echo_nonce(&self, echo: bool) {
+        self.echo_nonce.store(echo, Ordering::SeqCst);
     }
     pub(super) fn forget_jtis(&self) {
         self.burned.lock().unwrap().clear();
@@ -309,6 +316,7 @@ fn check_authorize(
             redirect_uri: redirect_uri.to_string(),
             challenge: challenge.to_string(),
             scope: scope.to_string(),
+            nonce: field(params, "nonce").map(str::to_string),
             launch: claims,
         },
     ))
@@ -412,6 +420,11 @@ fn answer(state: &State, grant: &Grant, base: &str) -> Value {
         "exp": now + 300,
         "nonce": mint::random_hex(16),
     });
+    if state.shof.echo_nonce.load(Ordering::SeqCst)
+        && let Some(nonce) = &grant.nonce
+    {
+        claims["nonce"] = json!(nonce);
+    }
     let kind = *state.shof.id_token.lock().unwrap();
     match kind {
         IdToken::WrongAud => claims["aud"] = json!("another-client"),
