@@ -947,6 +947,7 @@ async fn readiness_waits_for_the_first_discovery() {
     let upstream = Upstream::start().await;
     let fhir_base = format!("{}/fhir", closed_origin());
     let guard = GuardBuilder::new(&upstream.url())
+        .set("launch.methods", r#"["GET", "POST"]"#)
         .set_str("module.client_id", CLIENT_ID)
         .set(
             "module.signing_key_files",
