@@ -371,8 +371,57 @@ async fn a_launch_without_a_token_is_missing_token() {
         .await;
     assert!(location(&response).is_none());
     expect_rejection(response, 400, "missing_token").await;
+    // Two different tokens are no token to hand on either.
+    let (one, other) = (shof.token(), shof.token());
+    let query = form(&[
+        ("iss", &shof.auth.fhir_base()),
+        ("token", &one),
+        ("launch", &other),
+    ]);
+    let response = browser
+        .get(&shof.guard.url(&format!("/launch?{query}")), JSON)
+        .await;
+    assert!(location(&response).is_none());
+    expect_rejection(response, 400, "conflicting_tokens").await;
     assert!(shof.auth.authorizes().is_empty());
     assert_eq!(shof.upstream.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callback_path_is_never_forwarded() {
+    let shof = Shof::start().await;
+    let browser = shof.browser();
+    let response = browser.get(&shof.guard.url(CALLBACK), JSON).await;
+    expect_rejection(response, 400, "login_state_mismatch").await;
+    // The path as sent, and forms of it that normalise to it.
+    for path in [
+        CALLBACK,
+        "/hti-guard//callback",
+        "/hti-guard/./callback",
+        "/hti-guard/%63allback",
+    ] {
+        let url = shof.guard.url(&format!("{path}?code=c&state=s"));
+        let response = browser.get(&url, JSON).await;
+        assert_eq!(response.status(), 400, "{path}");
+    }
+    let response = browser
+        .post_form(
+            &shof.guard.url(CALLBACK),
+            &[("code", "c"), ("state", "s")],
+            JSON,
+        )
+        .await;
+    assert!(
+        response.status().is_client_error(),
+        "POST: {}",
+        response.status()
+    );
+    assert_eq!(
+        shof.upstream.hits(),
+        0,
+        "the callback never reaches the app"
+    );
+    assert_eq!(shof.auth.token_requests(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
