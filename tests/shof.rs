@@ -553,6 +553,12 @@ refused_logins! {
         |auth: &AuthServer| auth.set_id_token(IdToken::Expired) => 401 "invalid_id_token";
     a_token_answer_without_an_id_token_is_invalid:
         |auth: &AuthServer| auth.set_id_token(IdToken::Missing) => 401 "invalid_id_token";
+    an_unsigned_id_token_is_invalid:
+        |auth: &AuthServer| auth.set_id_token(IdToken::Unsigned) => 401 "invalid_id_token";
+    an_id_token_issued_in_the_future_is_invalid:
+        |auth: &AuthServer| auth.set_id_token(IdToken::IssuedInFuture) => 401 "invalid_id_token";
+    an_id_token_not_yet_valid_is_invalid:
+        |auth: &AuthServer| auth.set_id_token(IdToken::NotYetValid) => 401 "invalid_id_token";
     a_token_answer_without_the_launch_resource_is_invalid:
         |auth: &AuthServer| auth.set_without_resource(true) => 401 "invalid_id_token";
     a_refusing_token_endpoint_is_login_failed:
@@ -578,6 +584,16 @@ async fn an_id_token_from_an_unknown_key_is_invalid_after_one_refetch() {
         fetched + 1,
         "one refetch for the unknown kid"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_token_for_several_audiences_including_the_client_is_accepted() {
+    let shof = Shof::start().await;
+    shof.auth.set_id_token(IdToken::AudienceList);
+    let browser = shof.browser();
+    let token = shof.token();
+    let response = shof.login(&browser, &token).await;
+    expect_session(&shof, &browser, response, &token).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

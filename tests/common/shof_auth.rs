@@ -55,6 +55,14 @@ pub enum IdToken {
     Missing,
     /// Signed with a key that the JWKS never publishes (a kid unknown to the guard).
     UnknownKey,
+    /// `alg: none` with the current kid and no signature.
+    Unsigned,
+    /// `iat` ten minutes ahead (and `exp` after it).
+    IssuedInFuture,
+    /// `nbf` ten minutes ahead.
+    NotYetValid,
+    /// A good token whose `aud` is a list holding the client and another.
+    AudienceList,
 }
 
 /// One request to `/oauth2/authorize`, as received.
@@ -433,10 +441,21 @@ fn answer(state: &State, grant: &Grant, base: &str) -> Value {
             claims["iat"] = json!(now - 1200);
             claims["exp"] = json!(now - 600);
         }
+        IdToken::IssuedInFuture => {
+            claims["iat"] = json!(now + 600);
+            claims["exp"] = json!(now + 900);
+        }
+        IdToken::NotYetValid => claims["nbf"] = json!(now + 600),
+        IdToken::AudienceList => claims["aud"] = json!(["another-client", grant.client_id]),
         IdToken::Good | IdToken::BadSignature | IdToken::Missing | IdToken::UnknownKey => {}
+        IdToken::Unsigned => {}
     }
     let id_token = match kind {
         IdToken::UnknownKey => SigningKey::generate(Alg::RS512).token(&claims),
+        IdToken::Unsigned => state.shof.with_keys(|keys| {
+            let header = json!({"alg": "none", "kid": keys.signing.kid, "typ": "JWT"});
+            mint::unsigned_token(&header, &claims, b"")
+        }),
         _ => state.shof.with_keys(|keys| keys.signing.token(&claims)),
     };
     let id_token = if kind == IdToken::BadSignature {
