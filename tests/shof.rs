@@ -14,7 +14,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::metrics;
 use common::mint::{self, Alg as MintAlg};
-use common::shof_fixture::{CALLBACK, CLIENT_ID, SESSION_SECRET as SECRET};
+use common::shof_fixture::{
+    CALLBACK, CLIENT_ID, JWKS_PATH, SESSION_SECRET as SECRET, shof_builder,
+};
 use common::*;
 use serde_json::Value;
 
@@ -1010,19 +1012,11 @@ async fn an_error_in_a_browser_that_did_not_start_the_login_is_a_state_mismatch(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_waits_for_the_first_discovery() {
     let upstream = Upstream::start().await;
+    let auth = AuthServer::start(CLIENT_ID, Vec::new()).await;
     let fhir_base = format!("{}/fhir", closed_origin());
-    let guard = GuardBuilder::new(&upstream.url())
-        .set("launch.methods", r#"["GET", "POST"]"#)
-        .set_str("module.client_id", CLIENT_ID)
-        .set(
-            "module.signing_key_files",
-            &format!("[{}]", toml_str(module_key_file().to_str().unwrap())),
-        )
-        .set("session.enabled", "true")
-        .set_str("session.secret", SECRET)
-        .set("shof.enabled", "true")
+    let callback = format!("http://127.0.0.1:9{CALLBACK}");
+    let guard = shof_builder(&auth, &upstream, &callback)
         .set_str("shof.fhir_base", &fhir_base)
-        .set_str("shof.redirect_uri", "http://127.0.0.1:9/hti-guard/callback")
         .set_str("shof.timeout", "500ms")
         .no_wait_ready()
         .start()
@@ -1045,4 +1039,63 @@ async fn readiness_waits_for_the_first_discovery() {
     assert_ne!(response.status(), 302);
     assert!(response.status().as_u16() >= 500, "{}", response.status());
     assert_eq!(upstream.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_logs_no_token_code_state_or_cookie() {
+    let portal = mint::shared_key(MintAlg::RS512);
+    let auth = AuthServer::start(CLIENT_ID, vec![portal.jwk()]).await;
+    let upstream = Upstream::start().await;
+    let public: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let builder = shof_builder(&auth, &upstream, &format!("http://{public}{CALLBACK}"));
+    let served = Served::start_at(builder, public, |config| {
+        let mut serve = command(&["serve", "--config", config]);
+        serve.env("RUST_LOG", "debug");
+        serve
+    })
+    .await;
+    auth.set_guard_jwks_url(&served.url(JWKS_PATH));
+
+    let browser = Browser::new(&served.url(""));
+    let token = portal.token(&mint::hti_claims(&unique_issuer(), AUDIENCE));
+    let query = form(&[("iss", &auth.fhir_base()), ("launch", &token)]);
+    let launched = browser
+        .get(&served.url(&format!("/launch?{query}")), JSON)
+        .await;
+    assert_eq!(launched.status(), 302);
+    let login_cookie = set_cookies(&launched)
+        .into_iter()
+        .find(|cookie| cookie.path() == CALLBACK)
+        .expect("a login cookie");
+    let authorize = location(&launched).unwrap();
+    let approved = client().get(&authorize).send().await.unwrap();
+    let callback = location(&approved).expect("back to the callback");
+    let done = browser.get(&callback, JSON).await;
+    assert_eq!(done.status(), 303);
+    let session = session_set(&done).expect("a session");
+    expect_echo(browser.get(&served.url("/task/abc"), JSON).await).await;
+    let finished = served.kill().await;
+
+    let sent = query_of(&authorize);
+    let back = query_of(&callback);
+    let param = |pairs: &[(String, String)], name: &str| {
+        pairs.iter().find(|(k, _)| k == name).unwrap().1.clone()
+    };
+    let signature = token.rsplit('.').next().unwrap().to_string();
+    let secrets = [
+        ("the launch token's signature", signature),
+        ("the code", param(&back, "code")),
+        ("the state", param(&sent, "state")),
+        ("the code challenge", param(&sent, "code_challenge")),
+        ("the login cookie", login_cookie.value.clone()),
+        ("the session cookie", session.value.clone()),
+    ];
+    assert!(!finished.stdout.is_empty(), "the guard logged: {finished}");
+    for (what, secret) in secrets {
+        assert!(secret.len() >= 16, "{what}: {secret}");
+        assert!(
+            !finished.stdout.contains(&secret) && !finished.stderr.contains(&secret),
+            "{what} is in the log:\n{finished}"
+        );
+    }
 }

@@ -38,23 +38,7 @@ impl ShofFixture {
         // Bound first: the callback URL names the guard's own address.
         let (listener, addr) = loopback("guard").await;
         let redirect_uri = format!("http://{callback_host}:{}{CALLBACK}", addr.port());
-        auth.set_redirect_uri(&redirect_uri);
-        let key_file = module_key_file();
-        let builder = GuardBuilder::new(&upstream.url())
-            .set("launch.methods", r#"["GET", "POST"]"#)
-            .set_str("module.client_id", CLIENT_ID)
-            .set(
-                "module.signing_key_files",
-                &format!("[{}]", toml_str(key_file.to_str().unwrap())),
-            )
-            .set_str("module.jwks_path", JWKS_PATH)
-            .set("session.enabled", "true")
-            .set_str("session.secret", SESSION_SECRET)
-            .set_str("session.landing", "/task/{resource_id}")
-            .set("shof.enabled", "true")
-            .set_str("shof.fhir_base", &auth.fhir_base())
-            .set_str("shof.redirect_uri", &redirect_uri)
-            .set_str("shof.timeout", "2s");
+        let builder = shof_builder(&auth, &upstream, &redirect_uri);
         let guard = configure(builder).start_on(listener).await;
         auth.set_guard_jwks_url(&guard.url(JWKS_PATH));
         ShofFixture {
@@ -72,4 +56,26 @@ impl ShofFixture {
         self.portal
             .token(&mint::hti_claims(&self.portal_iss, AUDIENCE))
     }
+}
+
+/// The config of a SHOF guard in front of `upstream`, logging in at `auth` with this
+/// callback URL (which it registers at the mock).
+pub fn shof_builder(auth: &AuthServer, upstream: &Upstream, redirect_uri: &str) -> GuardBuilder {
+    auth.set_redirect_uri(redirect_uri);
+    let key_file = module_key_file();
+    GuardBuilder::new(&upstream.url())
+        .set("launch.methods", r#"["GET", "POST"]"#)
+        .set_str("module.client_id", CLIENT_ID)
+        .set(
+            "module.signing_key_files",
+            &format!("[{}]", toml_str(key_file.to_str().unwrap())),
+        )
+        .set_str("module.jwks_path", JWKS_PATH)
+        .set("session.enabled", "true")
+        .set_str("session.secret", SESSION_SECRET)
+        .set_str("session.landing", "/task/{resource_id}")
+        .set("shof.enabled", "true")
+        .set_str("shof.fhir_base", &auth.fhir_base())
+        .set_str("shof.redirect_uri", redirect_uri)
+        .set_str("shof.timeout", "2s")
 }
