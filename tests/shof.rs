@@ -470,6 +470,24 @@ async fn a_state_from_another_login_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_login_cookie_is_a_state_mismatch() {
+    let shof = Shof::start().await;
+    let browser = shof.browser();
+    let started = shof.start_login(&browser, &shof.token()).await;
+    let back = shof.authorize(&started).await;
+    let mut cookie = started.cookie.clone();
+    let mut bytes = cookie.value.into_bytes();
+    let i = bytes.len() / 2;
+    bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+    cookie.value = String::from_utf8(bytes).unwrap();
+    browser.keep(cookie);
+    let response = shof.callback(&browser, &back).await;
+    shof.expect_refused(response, 400, "login_state_mismatch")
+        .await;
+    assert_eq!(shof.auth.token_requests(), 0, "no token request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_injected_code_is_refused_by_pkce() {
     // Another login's code with this browser's own state: the verifier does not fit.
     let shof = Shof::start().await;
