@@ -580,7 +580,7 @@ refused_logins! {
     an_id_token_not_yet_valid_is_invalid:
         |auth: &AuthServer| auth.set_id_token(IdToken::NotYetValid) => 401 "invalid_id_token";
     a_token_answer_without_the_launch_resource_is_invalid:
-        |auth: &AuthServer| auth.set_without_resource(true) => 401 "invalid_id_token";
+        |auth: &AuthServer| auth.omit_from_answer("resource") => 401 "invalid_id_token";
     a_refusing_token_endpoint_is_login_failed:
         |auth: &AuthServer| auth.set_token_mode(TokenMode::Refuse) => 401 "login_failed";
     a_failing_token_endpoint_is_login_unavailable:
@@ -614,6 +614,33 @@ async fn an_id_token_for_several_audiences_including_the_client_is_accepted() {
     let token = shof.token();
     let response = shof.login(&browser, &token).await;
     expect_session(&shof, &browser, response, &token).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_sub_in_the_context_the_id_tokens_sub_is_the_person() {
+    let shof = Shof::start().await;
+    shof.auth.omit_from_answer("sub");
+    let browser = shof.browser();
+    let response = shof.login(&browser, &shof.token()).await;
+    assert_eq!(response.status(), 303);
+    let echo = expect_echo(browser.get(&shof.guard.url("/task/abc"), JSON).await).await;
+    // The mock's id_token names the launch's person.
+    assert_eq!(echo.header("x-hti-sub"), Some("Practitioner/123"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_lives_session_ttl_not_the_launch_tokens_exp() {
+    let shof = ShofFixture::start_at("127.0.0.1", |b| b.set_str("launch.clock_skew", "1s")).await;
+    let browser = shof.browser();
+    let mut claims = mint::hti_claims(&shof.portal_iss, AUDIENCE);
+    claims["exp"] = serde_json::json!(mint::now() + 3);
+    let token = shof.portal.token(&claims);
+    let response = shof.login(&browser, &token).await;
+    assert_eq!(response.status(), 303);
+    // Past the launch token's exp and the skew; session.ttl is an hour.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let echo = expect_echo(browser.get(&shof.guard.url("/task/abc"), JSON).await).await;
+    assert_eq!(echo.header("x-hti-sub"), Some("Practitioner/123"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -173,9 +173,9 @@ impl AuthServer {
     pub fn set_id_token(&self, kind: IdToken) {
         self.state.shof.set_id_token(kind);
     }
-    /// Token answers without the launch's `resource`.
-    pub fn set_without_resource(&self, without: bool) {
-        self.state.shof.set_without_resource(without);
+    /// Token answers without `field` (of the launch context, or any other) from now on.
+    pub fn omit_from_answer(&self, field: &str) {
+        self.state.shof.omit(field);
     }
     /// The id_token carries the authorize request's `nonce` (when it had one) instead of a
     /// random one of the server's own (what the reference server does).

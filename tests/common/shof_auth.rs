@@ -105,7 +105,8 @@ pub(super) struct Shof {
     deny: Mutex<Option<String>>,
     token_mode: Mutex<TokenMode>,
     id_token: Mutex<IdToken>,
-    without_resource: AtomicBool,
+    /// Fields left out of the token answer.
+    omitted: Mutex<Vec<String>>,
     echo_nonce: AtomicBool,
     burned: Mutex<HashSet<String>>,
     codes: Mutex<HashMap<String, Grant>>,
@@ -124,7 +125,7 @@ impl Shof {
             deny: Mutex::new(None),
             token_mode: Mutex::new(TokenMode::Answer),
             id_token: Mutex::new(IdToken::Good),
-            without_resource: AtomicBool::new(false),
+            omitted: Mutex::new(Vec::new()),
             echo_nonce: AtomicBool::new(false),
             burned: Mutex::new(HashSet::new()),
             codes: Mutex::new(HashMap::new()),
@@ -165,8 +166,8 @@ impl Shof {
     pub(super) fn set_id_token(&self, kind: IdToken) {
         *self.id_token.lock().unwrap() = kind;
     }
-    pub(super) fn set_without_resource(&self, without: bool) {
-        self.without_resource.store(without, Ordering::SeqCst);
+    pub(super) fn omit(&self, field: &str) {
+        self.omitted.lock().unwrap().push(field.to_string());
     }
     pub(super) fn set_echo_nonce(&self, echo: bool) {
         self.echo_nonce.store(echo, Ordering::SeqCst);
@@ -489,8 +490,8 @@ fn answer(state: &State, grant: &Grant, base: &str) -> Value {
             answer[name] = value.clone();
         }
     }
-    if state.shof.without_resource.load(Ordering::SeqCst) {
-        answer.as_object_mut().unwrap().remove("resource");
+    for field in state.shof.omitted.lock().unwrap().iter() {
+        answer.as_object_mut().unwrap().remove(field);
     }
     answer
 }
