@@ -1144,3 +1144,29 @@ async fn a_login_logs_no_token_code_state_or_cookie() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_fetches_the_auth_servers_configuration_and_keys() {
+    let upstream = Upstream::start().await;
+    let auth = AuthServer::start(CLIENT_ID, Vec::new()).await;
+    let builder = shof_builder(
+        &auth,
+        &upstream,
+        "https://module.example/hti-guard/callback",
+    );
+    let dir = TempDir::new();
+    let config = dir.write("config.toml", builder.toml());
+    let finished = run(command(&["check", "--config", path_str(&config)])).await;
+    finished.assert_ok();
+    assert!(auth.discoveries() >= 1, "{finished}");
+    assert!(auth.jwks_hits() >= 1, "{finished}");
+    assert!(
+        finished.stdout.contains(&auth.authorization_endpoint()),
+        "check says what it found: {finished}"
+    );
+    // An auth server that does not answer: not usable.
+    let dead = builder.set_str("shof.fhir_base", &format!("{}/fhir", closed_origin()));
+    let config = dir.write("config.toml", dead.toml());
+    let finished = run(command(&["check", "--config", path_str(&config)])).await;
+    assert_eq!(finished.code(), Some(1), "{finished}");
+}
