@@ -304,6 +304,19 @@ async fn a_launch_logs_in_at_the_auth_server_and_the_app_sees_the_person() {
     assert_eq!(shof.upstream.hits(), 0, "the callback is not forwarded");
     expect_session(&shof, &browser, response, &token).await;
     assert_eq!(shof.auth.token_requests(), 1);
+    // Every field of the contract's token request (the mock checked their values).
+    let sent = &shof.auth.token_forms()[0];
+    for name in [
+        "grant_type",
+        "code",
+        "redirect_uri",
+        "code_verifier",
+        "client_id",
+        "client_assertion_type",
+        "client_assertion",
+    ] {
+        assert!(sent.iter().any(|(k, _)| k == name), "{name} in {sent:?}");
+    }
     assert!(
         shof.auth.token_failures().is_empty(),
         "{:?}",
@@ -1169,4 +1182,36 @@ async fn check_fetches_the_auth_servers_configuration_and_keys() {
     let config = dir.write("config.toml", dead.toml());
     let finished = run(command(&["check", "--config", path_str(&config)])).await;
     assert_eq!(finished.code(), Some(1), "{finished}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_assertion_is_signed_with_the_first_module_key() {
+    let files = [module_key_file(), module_key_file()];
+    let shof = ShofFixture::start_at("127.0.0.1", |b| {
+        b.set(
+            "module.signing_key_files",
+            &format!(
+                "[{{ file = {}, kid = \"first\" }}, {{ file = {}, kid = \"second\" }}]",
+                toml_str(files[0].to_str().unwrap()),
+                toml_str(files[1].to_str().unwrap())
+            ),
+        )
+    })
+    .await;
+    let browser = shof.browser();
+    let token = shof.token();
+    let response = shof.login(&browser, &token).await;
+    expect_session(&shof, &browser, response, &token).await;
+    let sent = &shof.auth.token_forms()[0];
+    let assertion = &sent
+        .iter()
+        .find(|(k, _)| k == "client_assertion")
+        .unwrap()
+        .1;
+    let header = jsonwebtoken::decode_header(assertion).unwrap();
+    assert_eq!(header.kid.as_deref(), Some("first"));
+    let claims = mint::payload_of(assertion);
+    assert_eq!(claims["iss"], CLIENT_ID);
+    assert_eq!(claims["sub"], CLIENT_ID);
+    assert_eq!(claims["aud"], shof.auth.token_endpoint());
 }

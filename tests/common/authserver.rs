@@ -199,6 +199,10 @@ impl AuthServer {
     pub fn token_requests(&self) -> usize {
         self.state.shof.token_requests()
     }
+    /// The form fields of every token request, in order.
+    pub fn token_forms(&self) -> Vec<Vec<(String, String)>> {
+        self.state.shof.token_forms()
+    }
     /// Why token requests were refused by the checks, in order.
     pub fn token_failures(&self) -> Vec<String> {
         self.state.shof.token_failures()

@@ -112,6 +112,7 @@ pub(super) struct Shof {
     codes: Mutex<HashMap<String, Grant>>,
     authorizes: Mutex<Vec<AuthorizeRequest>>,
     token_requests: AtomicUsize,
+    token_forms: Mutex<Vec<Vec<(String, String)>>>,
     token_failures: Mutex<Vec<String>>,
     keys: Mutex<Option<Keys>>,
     jwks_hits: AtomicUsize,
@@ -131,6 +132,7 @@ impl Shof {
             codes: Mutex::new(HashMap::new()),
             authorizes: Mutex::new(Vec::new()),
             token_requests: AtomicUsize::new(0),
+            token_forms: Mutex::new(Vec::new()),
             token_failures: Mutex::new(Vec::new()),
             keys: Mutex::new(None),
             jwks_hits: AtomicUsize::new(0),
@@ -187,6 +189,9 @@ impl Shof {
     }
     pub(super) fn token_requests(&self) -> usize {
         self.token_requests.load(Ordering::SeqCst)
+    }
+    pub(super) fn token_forms(&self) -> Vec<Vec<(String, String)>> {
+        self.token_forms.lock().unwrap().clone()
     }
     pub(super) fn token_failures(&self) -> Vec<String> {
         self.token_failures.lock().unwrap().clone()
@@ -334,6 +339,7 @@ fn check_authorize(
 /// `POST /oauth2/token`.
 pub(super) async fn token(state: &State, body: &[u8], base: &str) -> Response<Full<Bytes>> {
     state.shof.token_requests.fetch_add(1, Ordering::SeqCst);
+    state.shof.token_forms.lock().unwrap().push(pairs(body));
     let mode = *state.shof.token_mode.lock().unwrap();
     match mode {
         TokenMode::Answer => {}
