@@ -149,7 +149,7 @@ async fn a_shof_login_in_a_real_browser_keeps_the_person_from_launch_to_logout()
         return;
     }
     let out = fresh_output_dir("browser-test-shof");
-    let shof = ShofFixture::start_at("localhost", |builder| builder).await;
+    let shof = ShofFixture::start_at("localhost", |builder, _| builder).await;
     let guard = shof.guard.url("").replace("127.0.0.1", "localhost");
     let token = shof.token();
     run_script(

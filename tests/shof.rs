@@ -67,7 +67,7 @@ fn session_set(response: &reqwest::Response) -> Option<SetCookie> {
 
 impl Shof {
     async fn start() -> Shof {
-        ShofFixture::start_at("127.0.0.1", |builder| builder).await
+        ShofFixture::start_at("127.0.0.1", |builder, _| builder).await
     }
 
     fn browser(&self) -> Browser {
@@ -643,7 +643,8 @@ async fn without_a_sub_in_the_context_the_id_tokens_sub_is_the_person() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_lives_session_ttl_not_the_launch_tokens_exp() {
-    let shof = ShofFixture::start_at("127.0.0.1", |b| b.set_str("launch.clock_skew", "1s")).await;
+    let shof =
+        ShofFixture::start_at("127.0.0.1", |b, _| b.set_str("launch.clock_skew", "1s")).await;
     let browser = shof.browser();
     let mut claims = mint::hti_claims(&shof.portal_iss, AUDIENCE);
     claims["exp"] = serde_json::json!(mint::now() + 3);
@@ -1020,7 +1021,7 @@ async fn the_mock_auth_server_refuses_what_the_reference_refuses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_nonce_on_the_id_token_must_carry_the_logins_nonce() {
-    let shof = ShofFixture::start_at("127.0.0.1", |b| b.set("shof.nonce", "true")).await;
+    let shof = ShofFixture::start_at("127.0.0.1", |b, _| b.set("shof.nonce", "true")).await;
     let browser = shof.browser();
     let token = shof.token();
     let started = shof.start_login(&browser, &token).await;
@@ -1042,7 +1043,7 @@ async fn with_nonce_on_the_id_token_must_carry_the_logins_nonce() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_older_than_login_ttl_is_a_state_mismatch() {
-    let shof = ShofFixture::start_at("127.0.0.1", |b| b.set_str("shof.login_ttl", "1s")).await;
+    let shof = ShofFixture::start_at("127.0.0.1", |b, _| b.set_str("shof.login_ttl", "1s")).await;
     let browser = shof.browser();
     let started = shof.start_login(&browser, &shof.token()).await;
     let back = shof.authorize(&started).await;
@@ -1187,7 +1188,7 @@ async fn check_fetches_the_auth_servers_configuration_and_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_assertion_is_signed_with_the_first_module_key() {
     let files = [module_key_file(), module_key_file()];
-    let shof = ShofFixture::start_at("127.0.0.1", |b| {
+    let shof = ShofFixture::start_at("127.0.0.1", |b, _| {
         b.set(
             "module.signing_key_files",
             &format!(
@@ -1214,4 +1215,26 @@ async fn the_client_assertion_is_signed_with_the_first_module_key() {
     assert_eq!(claims["iss"], CLIENT_ID);
     assert_eq!(claims["sub"], CLIENT_ID);
     assert_eq!(claims["aud"], shof.auth.token_endpoint());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fhir_base_with_a_trailing_slash_goes_out_byte_for_byte() {
+    // The reference server compares aud exactly, the slash included.
+    let shof = ShofFixture::start_at("127.0.0.1", |b, auth| {
+        b.set_str("shof.fhir_base", &format!("{}/", auth.fhir_base()))
+    })
+    .await;
+    let with_slash = format!("{}/", shof.auth.fhir_base());
+    shof.auth.expect_aud(&with_slash);
+    let browser = shof.browser();
+    let token = shof.token();
+    // The launch's iss must be the configured base, slash and all.
+    let response = shof.launch(&browser, &shof.auth.fhir_base(), &token).await;
+    expect_rejection(response, 400, "unknown_fhir_base").await;
+    let response = shof.launch(&browser, &with_slash, &token).await;
+    let started = shof.started(&response);
+    assert_eq!(started.param("aud"), Some(with_slash.as_str()));
+    let back = shof.authorize(&started).await;
+    let response = shof.callback(&browser, &back).await;
+    expect_session(&shof, &browser, response, &token).await;
 }

@@ -158,6 +158,10 @@ impl AuthServer {
     pub fn set_redirect_uri(&self, uri: &str) {
         self.state.shof.set_redirect_uri(uri);
     }
+    /// The `aud` authorize requires from now on (default [`Self::fhir_base`], exactly).
+    pub fn expect_aud(&self, aud: &str) {
+        self.state.shof.set_aud(aud);
+    }
     /// The `aud` a launch token must have (default [`super::AUDIENCE`]).
     pub fn set_launch_audience(&self, aud: &str) {
         self.state.shof.set_launch_audience(aud);
@@ -235,7 +239,11 @@ async fn handle(
 ) -> Response<Full<Bytes>> {
     let base = format!("http://{addr}");
     match (req.method().as_str(), req.uri().path()) {
-        ("GET", "/fhir/.well-known/smart-configuration") => {
+        // Also under a base written with a trailing slash, as a client may join it.
+        (
+            "GET",
+            "/fhir/.well-known/smart-configuration" | "/fhir//.well-known/smart-configuration",
+        ) => {
             state.discoveries.fetch_add(1, Ordering::SeqCst);
             let document = state.discovery_document.lock().unwrap().clone();
             let mut response = json_response(
@@ -313,7 +321,8 @@ async fn handle(
         }
         ("GET", "/oauth2/authorize") => {
             let query = req.uri().query().unwrap_or_default().to_string();
-            shof_auth::authorize(&state, &query, &format!("{base}/fhir"))
+            let aud = state.shof.aud().unwrap_or_else(|| format!("{base}/fhir"));
+            shof_auth::authorize(&state, &query, &aud)
         }
         ("POST", "/oauth2/token") => {
             let body = read_body(req).await;

@@ -101,6 +101,8 @@ struct Keys {
 /// The SHOF state of the mock.
 pub(super) struct Shof {
     redirect_uri: Mutex<String>,
+    /// The `aud` authorize requires, when not the FHIR base.
+    aud: Mutex<Option<String>>,
     launch_audience: Mutex<String>,
     deny: Mutex<Option<String>>,
     token_mode: Mutex<TokenMode>,
@@ -122,6 +124,7 @@ impl Shof {
     pub(super) fn new() -> Shof {
         Shof {
             redirect_uri: Mutex::new(String::new()),
+            aud: Mutex::new(None),
             launch_audience: Mutex::new(AUDIENCE.to_string()),
             deny: Mutex::new(None),
             token_mode: Mutex::new(TokenMode::Answer),
@@ -155,6 +158,12 @@ impl Shof {
 
     pub(super) fn set_redirect_uri(&self, uri: &str) {
         *self.redirect_uri.lock().unwrap() = uri.to_string();
+    }
+    pub(super) fn set_aud(&self, aud: &str) {
+        *self.aud.lock().unwrap() = Some(aud.to_string());
+    }
+    pub(super) fn aud(&self) -> Option<String> {
+        self.aud.lock().unwrap().clone()
     }
     pub(super) fn set_launch_audience(&self, aud: &str) {
         *self.launch_audience.lock().unwrap() = aud.to_string();

@@ -27,10 +27,10 @@ impl ShofFixture {
     /// The guard's callback on `callback_host` (`127.0.0.1`, or `localhost` for a browser
     /// that must see the guard on another site than the auth server), landing on
     /// `/task/{resource_id}`, with `shof.timeout` 2 s, GET and POST launches, and the test's
-    /// own settings from `configure`.
+    /// own settings from `configure` (which sees the auth server).
     pub async fn start_at(
         callback_host: &str,
-        configure: impl FnOnce(GuardBuilder) -> GuardBuilder,
+        configure: impl FnOnce(GuardBuilder, &AuthServer) -> GuardBuilder,
     ) -> ShofFixture {
         let portal = mint::shared_key(Alg::RS512);
         let auth = AuthServer::start(CLIENT_ID, vec![portal.jwk()]).await;
@@ -39,7 +39,7 @@ impl ShofFixture {
         let (listener, addr) = loopback("guard").await;
         let redirect_uri = format!("http://{callback_host}:{}{CALLBACK}", addr.port());
         let builder = shof_builder(&auth, &upstream, &redirect_uri);
-        let guard = configure(builder).start_on(listener).await;
+        let guard = configure(builder, &auth).start_on(listener).await;
         auth.set_guard_jwks_url(&guard.url(JWKS_PATH));
         ShofFixture {
             auth,
