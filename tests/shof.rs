@@ -598,6 +598,8 @@ refused_logins! {
         |auth: &AuthServer| auth.set_token_mode(TokenMode::Refuse) => 401 "login_failed";
     a_failing_token_endpoint_is_login_unavailable:
         |auth: &AuthServer| auth.set_token_mode(TokenMode::Fail) => 503 "login_unavailable";
+    a_token_endpoint_that_breaks_off_is_login_unavailable:
+        |auth: &AuthServer| auth.set_token_mode(TokenMode::BreakOff) => 503 "login_unavailable";
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

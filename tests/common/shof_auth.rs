@@ -37,6 +37,8 @@ pub enum TokenMode {
     Fail,
     /// Never answers (held for a minute).
     Hang,
+    /// Starts a 200 answer and breaks the connection off inside its body.
+    BreakOff,
 }
 
 /// What the id_token of a 200 answer looks like.
@@ -367,6 +369,14 @@ pub(super) async fn token(state: &State, body: &[u8], base: &str) -> Response<Fu
         TokenMode::Hang => {
             tokio::time::sleep(Duration::from_secs(60)).await;
             return json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({}));
+        }
+        TokenMode::BreakOff => {
+            // A Content-Length the body never reaches: hyper closes the connection.
+            let mut response = json_response(StatusCode::OK, &json!({"access_token": "NO"}));
+            response
+                .headers_mut()
+                .insert("content-length", "4096".parse().unwrap());
+            return response;
         }
     }
     let form = pairs(body);
