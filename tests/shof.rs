@@ -4,7 +4,9 @@
 //! reference server), the callback exchanges the code, and the session carries the launch
 //! context to the app. A cookie-keeping client that follows no redirect plays the browser, so
 //! every hop is asserted; every failure mode ends without a session, with its reason counted,
-//! and nothing of a login ever reaches the upstream.
+//! and nothing of a login ever reaches the upstream. Also: configuration errors naming their
+//! keys, `check` and readiness against the auth server, no secret of a login in the logs, and
+//! the mock itself driven directly (it must refuse what the reference refuses).
 
 mod common;
 
