@@ -6,6 +6,11 @@
 //! protected page is the guard's "start from your portal" page. The replay refusal ends on
 //! the guard's error page. Screenshots go to `target/browser-test/`.
 //!
+//! The SHOF login (`tests/browser/shof.mjs`): a portal page sends the launch to the guard,
+//! which sends the browser through the mock auth server's authorize (approving at once, for
+//! the IdP) and back to its callback; the task page shows the person, through a reload, a
+//! second page and logout. Screenshots go to `target/browser-test-shof/`.
+//!
 //! Needs node, the packages of `npm ci --prefix tests/browser`, and Chromium
 //! (`/usr/bin/chromium`, or `HTI_GUARD_CHROMIUM`). Without them the test says so and
 //! passes, except under CI (`CI` set), where it fails.
@@ -16,7 +21,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{DemoRun, needs, probe, within};
+use common::shof_fixture::CALLBACK;
+use common::{DemoRun, ShofFixture, needs, probe, within};
 use tokio::process::Command;
 
 /// The whole browser walk: Chromium's start and a dozen pages.
@@ -69,10 +75,7 @@ async fn a_visit_in_a_real_browser_keeps_the_person_from_launch_to_logout() {
     if !needs(missing()) {
         return;
     }
-    let out = output_dir();
-    let _ = std::fs::remove_dir_all(&out);
-    std::fs::create_dir_all(&out).unwrap();
-
+    let out = fresh_output_dir("browser-test");
     let demo = DemoRun::start(&["--guard-host", "localhost"], 4).await;
     let urls = &demo.urls;
     let portal = &urls["portal"];
@@ -80,18 +83,29 @@ async fn a_visit_in_a_real_browser_keeps_the_person_from_launch_to_logout() {
     assert!(portal.starts_with("http://127.0.0.1:"), "{portal}");
     assert!(guard.starts_with("http://localhost:"), "{guard}");
 
+    run_script(
+        "session.mjs",
+        &[("PORTAL_URL", portal.as_str()), ("GUARD_URL", guard)],
+        &out,
+    )
+    .await;
+    expect_screenshots(&out, &SCREENSHOTS);
+}
+
+/// Runs `node script` in `tests/browser` with these variables (and `OUT_DIR`, `CHROMIUM`),
+/// bounded, and asserts it exits 0.
+async fn run_script(script: &str, vars: &[(&str, &str)], out: &Path) {
     println!("screenshots: {}", out.display());
-    let run = Command::new("node")
-        .arg("session.mjs")
+    let mut command = Command::new("node");
+    command
+        .arg(script)
         .current_dir(script_dir())
-        .env("PORTAL_URL", portal)
-        .env("GUARD_URL", guard)
-        .env("OUT_DIR", &out)
+        .envs(vars.iter().copied())
+        .env("OUT_DIR", out)
         .env("CHROMIUM", chromium())
         .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let run = within(SCRIPT_LIMIT, "the browser script", run)
+        .kill_on_drop(true);
+    let run = within(SCRIPT_LIMIT, "the browser script", command.output())
         .await
         .expect("run node");
     let stdout = String::from_utf8_lossy(&run.stdout);
@@ -100,11 +114,14 @@ async fn a_visit_in_a_real_browser_keeps_the_person_from_launch_to_logout() {
     eprintln!("{stderr}");
     assert!(
         run.status.success(),
-        "the browser walk failed ({}); screenshots in {}\n{stdout}\n{stderr}",
+        "the browser walk {script} failed ({}); screenshots in {}\n{stdout}\n{stderr}",
         run.status,
         out.display()
     );
-    for name in SCREENSHOTS {
+}
+
+fn expect_screenshots(out: &Path, names: &[&str]) {
+    for name in names {
         let png = std::fs::read(out.join(name)).unwrap_or_default();
         assert!(
             png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 1000,
@@ -113,4 +130,57 @@ async fn a_visit_in_a_real_browser_keeps_the_person_from_launch_to_logout() {
         );
     }
     assert!(!out.join("failure.png").exists());
+}
+
+/// An empty `dir` beside `target/browser-test/` (its own, so that the walks can run at once).
+fn fresh_output_dir(name: &str) -> PathBuf {
+    let out = output_dir().with_file_name(name);
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    out
+}
+
+/// The SHOF login in a real browser: the portal page (127.0.0.1) -> the guard (localhost)
+/// -> the mock auth server's authorize (127.0.0.1, approves at once) -> the guard's callback
+/// -> the app's task page with the person; a reload, a second page, logout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shof_login_in_a_real_browser_keeps_the_person_from_launch_to_logout() {
+    if !needs(missing()) {
+        return;
+    }
+    let out = fresh_output_dir("browser-test-shof");
+    let shof = ShofFixture::start_at("localhost", |builder, _| builder).await;
+    let guard = shof.guard.url("").replace("127.0.0.1", "localhost");
+    let token = shof.token();
+    run_script(
+        "shof.mjs",
+        &[
+            ("GUARD_URL", guard.as_str()),
+            ("FHIR_BASE", shof.auth.fhir_base().as_str()),
+            ("TOKEN", token.as_str()),
+            ("AUTHORIZE", shof.auth.authorization_endpoint().as_str()),
+            ("CALLBACK", CALLBACK),
+            ("PERSON", "Practitioner/123"),
+        ],
+        &out,
+    )
+    .await;
+    expect_screenshots(
+        &out,
+        &["shof-landing.png", "shof-second.png", "shof-logged-out.png"],
+    );
+    let authorizes = shof.auth.authorizes();
+    assert_eq!(authorizes.len(), 1, "one login");
+    assert_eq!(authorizes[0].refused, None);
+    assert_eq!(shof.auth.token_requests(), 1);
+    let metrics = shof.guard.metrics().await;
+    assert_eq!(
+        common::metrics::value(
+            &metrics,
+            "hti_guard_logins_total",
+            &[("result", "accepted"), ("reason", "none")]
+        ),
+        1.0,
+        "{metrics}"
+    );
 }

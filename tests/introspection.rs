@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::mint::{self, Alg as MintAlg};
@@ -14,13 +13,6 @@ use serde_json::{Value, json};
 const LIMIT: Duration = Duration::from_secs(30);
 const CLIENT_ID: &str = "module-client-42";
 const JWKS_PATH: &str = "/hti/module-keys";
-
-/// A module signing key in a fresh temp file.
-fn module_key_file() -> PathBuf {
-    let key =
-        hti_guard::jose::sign::SigningKey::generate(hti_guard::jose::Alg::RS512, 2048).unwrap();
-    temp_file("module.pem", key.to_pem().unwrap())
-}
 
 struct Kt {
     auth: AuthServer,

@@ -7,58 +7,17 @@
 //                      OUT_DIR (screenshots) and CHROMIUM (default /usr/bin/chromium)
 // Prints one line per step; exits 1 on the first failure (with a screenshot failure.png).
 
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { check, Failure, need, openBrowser, run, step } from './chromium.mjs';
 
-const need = (name) => {
-  const value = process.env[name];
-  if (!value) {
-    console.error(`session.mjs: ${name} is not set`);
-    process.exit(2);
-  }
-  return value;
-};
 const portal = need('PORTAL_URL').replace(/\/$/, '');
 const guard = need('GUARD_URL').replace(/\/$/, '');
 const out = need('OUT_DIR');
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 const COOKIE = 'hti_guard_session';
 const PERSON = 'Practitioner/demo-practitioner-1';
 const TASK = 'demo-task-101';
 
-class Failure extends Error {}
-function check(condition, message) {
-  if (!condition) throw new Failure(message);
-}
-function step(message) {
-  console.log(`ok: ${message}`);
-}
-
-const profile = mkdtempSync(join(tmpdir(), 'hti-guard-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath,
-  headless: true,
-  args: [
-    '--headless',
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-  ],
-  viewport: { width: 1000, height: 900 },
-});
-context.setDefaultTimeout(15_000);
-const page = context.pages()[0] ?? (await context.newPage());
-const shot = async (name) => {
-  const path = join(out, name);
-  await page.screenshot({ path, fullPage: true });
-  console.log(`screenshot: ${path}`);
-};
+const browser = await openBrowser(out);
+const { context, page, shot } = browser;
 // The text of an element that must be on the page now (fails at once, with the page's text).
 const text = async (selector) => {
   const element = page.locator(selector).first();
@@ -71,8 +30,7 @@ const text = async (selector) => {
 const sessionCookie = async () =>
   (await context.cookies(guard)).find((c) => c.name === COOKIE);
 
-let failed = false;
-try {
+await run(browser, async () => {
   // 1. The portal, on 127.0.0.1: click the first launch button. Its page auto-submits
   //    the launch form to the guard on localhost, another site.
   let response = await page.goto(`${portal}/`);
@@ -147,13 +105,4 @@ try {
   check(!(await sessionCookie()), 'a refused launch sets no cookie');
   step('a replayed token ends on the guard\'s error page, no session');
   await shot('replay.png');
-} catch (error) {
-  failed = true;
-  console.error(`FAILED: ${error instanceof Failure ? error.message : error.stack}`);
-  console.error(`at ${page.url()}`);
-  await shot('failure.png').catch(() => {});
-} finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
-}
-process.exit(failed ? 1 : 0);
+});

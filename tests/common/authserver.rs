@@ -1,9 +1,9 @@
-//! A mock Koppeltaal auth server: `/.well-known/smart-configuration` under a FHIR base, a
-//! token endpoint (never called), and an introspection endpoint that really checks the
-//! guard's client assertion (signature with a key fetched from the guard's JWKS path, `iss`
-//! = `sub` = client_id, `aud`, lifetime at most 5 minutes, `jti` never seen before) before it
-//! says whether a token is active. Tokens are active when they verify against the portal
-//! keys the server knows.
+//! A mock Koppeltaal auth server: `/.well-known/smart-configuration` under a FHIR base, an
+//! introspection endpoint that really checks the guard's client assertion (signature with a
+//! key fetched from the guard's JWKS path, `iss` = `sub` = client_id, `aud`, lifetime at most
+//! 5 minutes, `jti` never seen before) before it says whether a token is active, and the SHOF
+//! login (authorize, token endpoint, its own JWKS: see [`super::shof_auth`]). Tokens are
+//! active when they verify against the portal keys the server knows.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -25,6 +25,7 @@ use serde_json::{Map, Value, json};
 use tokio::task::JoinHandle;
 
 use super::host::{accept_each, loopback};
+use super::shof_auth::{self, AuthorizeRequest, IdToken, Shof, TokenMode};
 use super::upstream::read_body;
 
 /// How the introspection endpoint answers (after checking the assertion).
@@ -42,8 +43,8 @@ pub enum AuthMode {
     Hang,
 }
 
-struct State {
-    client_id: String,
+pub(super) struct State {
+    pub(super) client_id: String,
     guard_jwks_url: Mutex<String>,
     portal_keys: Mutex<Vec<Value>>,
     mode: Mutex<AuthMode>,
@@ -57,6 +58,7 @@ struct State {
     /// Served instead of the usual smart-configuration, when set.
     discovery_document: Mutex<Option<Value>>,
     discoveries: AtomicUsize,
+    pub(super) shof: Shof,
 }
 
 /// The mock auth server.
@@ -83,6 +85,7 @@ impl AuthServer {
             assertions: Mutex::new(Vec::new()),
             discovery_document: Mutex::new(None),
             discoveries: AtomicUsize::new(0),
+            shof: Shof::new(),
         });
         let accept_state = state.clone();
         let task = accept_each(listener, move |stream| {
@@ -140,6 +143,78 @@ impl AuthServer {
     pub fn assertion_failures(&self) -> Vec<String> {
         self.state.assertion_failures.lock().unwrap().clone()
     }
+
+    /// The `issuer` of the smart-configuration (and of the id_tokens).
+    pub fn issuer(&self) -> String {
+        self.base()
+    }
+    pub fn authorization_endpoint(&self) -> String {
+        format!("{}/oauth2/authorize", self.base())
+    }
+    pub fn jwks_uri(&self) -> String {
+        format!("{}/.well-known/jwks.json", self.base())
+    }
+    /// The module's registered redirect_uri (authorize refuses any other).
+    pub fn set_redirect_uri(&self, uri: &str) {
+        self.state.shof.set_redirect_uri(uri);
+    }
+    /// The `aud` authorize requires from now on (default [`Self::fhir_base`], exactly).
+    pub fn expect_aud(&self, aud: &str) {
+        self.state.shof.set_aud(aud);
+    }
+    /// The `aud` a launch token must have (default [`super::AUDIENCE`]).
+    pub fn set_launch_audience(&self, aud: &str) {
+        self.state.shof.set_launch_audience(aud);
+    }
+    /// Authorize answers `error=access_denied&error_description=<description>` (after its
+    /// checks) instead of a code; `None`: codes again.
+    pub fn deny_with(&self, description: Option<&str>) {
+        self.state.shof.set_deny(description);
+    }
+    pub fn set_token_mode(&self, mode: TokenMode) {
+        self.state.shof.set_token_mode(mode);
+    }
+    pub fn set_id_token(&self, kind: IdToken) {
+        self.state.shof.set_id_token(kind);
+    }
+    /// Token answers without `field` (of the launch context, or any other) from now on.
+    pub fn omit_from_answer(&self, field: &str) {
+        self.state.shof.omit(field);
+    }
+    /// The id_token carries the authorize request's `nonce` (when it had one) instead of a
+    /// random one of the server's own (what the reference server does).
+    pub fn set_echo_nonce(&self, echo: bool) {
+        self.state.shof.set_echo_nonce(echo);
+    }
+    /// Forgets the launch jtis authorize burned, as the reference server does on a restart.
+    pub fn forget_jtis(&self) {
+        self.state.shof.forget_jtis();
+    }
+    /// A new signing key (new kid) that replaces the published one, as the reference server
+    /// does on a restart.
+    pub fn rotate_key(&self) {
+        self.state.shof.rotate_key();
+    }
+    /// Every authorize request received, in order.
+    pub fn authorizes(&self) -> Vec<AuthorizeRequest> {
+        self.state.shof.authorizes()
+    }
+    /// Token requests received (whatever came of them).
+    pub fn token_requests(&self) -> usize {
+        self.state.shof.token_requests()
+    }
+    /// The form fields of every token request, in order.
+    pub fn token_forms(&self) -> Vec<Vec<(String, String)>> {
+        self.state.shof.token_forms()
+    }
+    /// Why token requests were refused by the checks, in order.
+    pub fn token_failures(&self) -> Vec<String> {
+        self.state.shof.token_failures()
+    }
+    /// Fetches of the server's own JWKS (`jwks_uri`).
+    pub fn jwks_hits(&self) -> usize {
+        self.state.shof.jwks_hits()
+    }
 }
 
 impl Drop for AuthServer {
@@ -148,7 +223,7 @@ impl Drop for AuthServer {
     }
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+pub(super) fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
     response
@@ -164,7 +239,11 @@ async fn handle(
 ) -> Response<Full<Bytes>> {
     let base = format!("http://{addr}");
     match (req.method().as_str(), req.uri().path()) {
-        ("GET", "/fhir/.well-known/smart-configuration") => {
+        // Also under a base written with a trailing slash, as a client may join it.
+        (
+            "GET",
+            "/fhir/.well-known/smart-configuration" | "/fhir//.well-known/smart-configuration",
+        ) => {
             state.discoveries.fetch_add(1, Ordering::SeqCst);
             let document = state.discovery_document.lock().unwrap().clone();
             let mut response = json_response(
@@ -172,6 +251,7 @@ async fn handle(
                 &document.unwrap_or_else(|| {
                     json!({
                         "issuer": base,
+                        "authorization_endpoint": format!("{base}/oauth2/authorize"),
                         "introspection_endpoint": format!("{base}/oauth2/introspect"),
                         "token_endpoint": format!("{base}/oauth2/token"),
                         "jwks_uri": format!("{base}/.well-known/jwks.json"),
@@ -195,7 +275,9 @@ async fn handle(
                 &state,
                 field("client_assertion_type"),
                 field("client_assertion"),
-                &base,
+                &format!("{base}/oauth2/token"),
+                &[Algorithm::RS512, Algorithm::ES256, Algorithm::PS256],
+                false,
             )
             .await
             {
@@ -224,7 +306,7 @@ async fn handle(
                 AuthMode::Inactive => json_response(StatusCode::OK, &json!({"active": false})),
                 AuthMode::Verify => {
                     let token = field("token").unwrap_or_default();
-                    match verify_portal_token(&state, &token) {
+                    match verify_portal_token(&state, &token, None) {
                         Some(mut claims) => {
                             for (k, v) in state.claim_overrides.lock().unwrap().iter() {
                                 claims.insert(k.clone(), v.clone());
@@ -237,6 +319,16 @@ async fn handle(
                 }
             }
         }
+        ("GET", "/oauth2/authorize") => {
+            let query = req.uri().query().unwrap_or_default().to_string();
+            let aud = state.shof.aud().unwrap_or_else(|| format!("{base}/fhir"));
+            shof_auth::authorize(&state, &query, &aud)
+        }
+        ("POST", "/oauth2/token") => {
+            let body = read_body(req).await;
+            shof_auth::token(&state, &body, &base).await
+        }
+        ("GET", "/.well-known/jwks.json") => shof_auth::jwks(&state),
         _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not found"})),
     }
 }
@@ -251,8 +343,13 @@ fn unverified_claims(token: &str) -> Option<Map<String, Value>> {
     serde_json::from_slice(&bytes).ok()
 }
 
-/// Does the HTI token verify with one of the portal keys? Its claims if so.
-fn verify_portal_token(state: &State, token: &str) -> Option<Map<String, Value>> {
+/// Does the HTI token verify with one of the portal keys (and have `audience`, when given)?
+/// Its claims if so.
+pub(super) fn verify_portal_token(
+    state: &State,
+    token: &str,
+    audience: Option<&str>,
+) -> Option<Map<String, Value>> {
     let header = jsonwebtoken::decode_header(token).ok()?;
     let kid = header.kid?;
     let keys = state.portal_keys.lock().unwrap().clone();
@@ -260,19 +357,26 @@ fn verify_portal_token(state: &State, token: &str) -> Option<Map<String, Value>>
         serde_json::from_value(keys.into_iter().find(|k| k["kid"] == kid.as_str())?).ok()?;
     let key = DecodingKey::from_jwk(&jwk).ok()?;
     let mut validation = Validation::new(header.alg);
-    validation.validate_aud = false;
+    match audience {
+        Some(aud) => validation.set_audience(&[aud]),
+        None => validation.validate_aud = false,
+    }
     validation.set_required_spec_claims(&["exp"]);
     jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
         .ok()
         .map(|d| d.claims)
 }
 
-/// RFC 7523 checks of the guard's client assertion.
-async fn check_assertion(
+/// RFC 7523 checks of the guard's client assertion: `aud` exactly `audience`, an alg among
+/// `algorithms`, and with `strict_iat` no `iat` in the future (the reference token endpoint
+/// allows no leeway).
+pub(super) async fn check_assertion(
     state: &State,
     kind: Option<String>,
     assertion: Option<String>,
-    base: &str,
+    audience: &str,
+    algorithms: &[Algorithm],
+    strict_iat: bool,
 ) -> Result<(), String> {
     if kind.as_deref() != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer") {
         return Err(format!("client_assertion_type is {kind:?}"));
@@ -291,14 +395,11 @@ async fn check_assertion(
         .find(&kid)
         .ok_or_else(|| format!("kid {kid} not in the guard's JWKS"))?;
     let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("jwk: {e}"))?;
-    if header.alg != Algorithm::RS512
-        && header.alg != Algorithm::ES256
-        && header.alg != Algorithm::PS256
-    {
+    if !algorithms.contains(&header.alg) {
         return Err(format!("unexpected assertion alg {:?}", header.alg));
     }
     let mut validation = Validation::new(header.alg);
-    validation.set_audience(&[format!("{base}/oauth2/token")]);
+    validation.set_audience(&[audience]);
     validation.set_issuer(&[state.client_id.as_str()]);
     validation.sub = Some(state.client_id.clone());
     validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
@@ -309,6 +410,9 @@ async fn check_assertion(
     let exp = claims.get("exp").and_then(Value::as_i64).ok_or("no exp")?;
     if exp - iat > 300 {
         return Err(format!("assertion lives {}s", exp - iat));
+    }
+    if strict_iat && iat > super::mint::now() {
+        return Err(format!("assertion iat {iat} is in the future"));
     }
     let jti = claims
         .get("jti")

@@ -37,6 +37,14 @@ pub fn unique_issuer() -> String {
     format!("https://portal-{}.example", mint::random_hex(4))
 }
 
+/// A module signing key (RS512, PKCS#8 PEM, made by the guard's own code) in a fresh temp
+/// file, for `module.signing_key_files`.
+pub fn module_key_file() -> std::path::PathBuf {
+    let key =
+        hti_guard::jose::sign::SigningKey::generate(hti_guard::jose::Alg::RS512, 2048).unwrap();
+    super::host::temp_file("module.pem", key.to_pem().unwrap())
+}
+
 /// A TOML string literal.
 pub fn toml_str(value: &str) -> String {
     serde_json::to_string(value).expect("quote string")
@@ -185,10 +193,16 @@ impl GuardBuilder {
     /// Validates the config, binds both listeners on `127.0.0.1:0`, runs the guard and waits
     /// (at most 10 s) until `/readyz` answers 200 (or `/healthz`, see [`Self::no_wait_ready`]).
     pub async fn start(self) -> Guard {
+        let public = TcpListener::bind("127.0.0.1:0").await.expect("bind public");
+        self.start_on(public).await
+    }
+
+    /// As [`Self::start`], on a public listener the test bound before (so that the config
+    /// can name the guard's own address, e.g. a callback URL).
+    pub async fn start_on(self, public: TcpListener) -> Guard {
         let text = self.toml();
         let config = Config::from_toml_str(&text)
             .unwrap_or_else(|error| panic!("test config rejected: {error}\n---\n{text}"));
-        let public = TcpListener::bind("127.0.0.1:0").await.expect("bind public");
         let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
         let public_addr = public.local_addr().expect("public addr");
         let admin_addr = admin.local_addr().expect("admin addr");

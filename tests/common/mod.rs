@@ -7,22 +7,28 @@
 pub mod authserver;
 pub mod guard;
 pub mod host;
+pub mod jar;
 pub mod jwks;
 pub mod metrics;
 pub mod mint;
 pub mod process;
+pub mod shof_auth;
+pub mod shof_fixture;
 pub mod upstream;
 
 pub use authserver::{AuthMode, AuthServer};
 pub use guard::{
     AUDIENCE, Backends, Fixture, Guard, GuardBuilder, client, expect_echo, expect_rejection, form,
-    post_form, toml_str, unique_issuer, within,
+    module_key_file, post_form, toml_str, unique_issuer, within,
 };
 pub use host::{
     ConfigFile, TempDir, accept_each, closed_origin, closed_url, free_port, loopback, needs,
     path_str, probe, temp_file, wait_ok,
 };
+pub use jar::{Browser, SetCookie, set_cookies};
 pub use jwks::{JwksServer, Mode};
 pub use mint::{Alg, SigningKey};
 pub use process::{BIN, DemoRun, Finished, Served, command, program, run};
+pub use shof_auth::{AuthorizeRequest, IdToken, TokenMode};
+pub use shof_fixture::ShofFixture;
 pub use upstream::{Echo, Upstream};

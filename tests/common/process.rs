@@ -155,6 +155,16 @@ impl Served {
     /// As [`Served::start`], with the command made by `make` from the config file's path.
     pub async fn start_with(builder: GuardBuilder, make: impl FnOnce(&str) -> Command) -> Served {
         let public: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Served::start_at(builder, public, make).await
+    }
+
+    /// As [`Served::start_with`], with the public listener on `public` (a free port the
+    /// config already names, e.g. in a callback URL).
+    pub async fn start_at(
+        builder: GuardBuilder,
+        public: SocketAddr,
+        make: impl FnOnce(&str) -> Command,
+    ) -> Served {
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let text = builder
             .set_str("listen", &public.to_string())
