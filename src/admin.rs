@@ -1,5 +1,5 @@
 //! The admin listener: `/healthz` (the process runs), `/readyz` (keys and replay store
-//! usable, not draining) and `/metrics` (Prometheus text).
+//! usable, the SHOF auth server discovered, not draining) and `/metrics` (Prometheus text).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +12,7 @@ use http_body_util::Full;
 use crate::metrics::Metrics;
 use crate::overload::Overload;
 use crate::replay::ReplayStore;
+use crate::shof::Shof;
 use crate::verify::KeyCache;
 use crate::verify::introspect::Introspector;
 
@@ -21,6 +22,7 @@ pub struct Readiness {
     replay: Arc<dyn ReplayStore>,
     introspector: Option<Arc<Introspector>>,
     overload: Option<Arc<Overload>>,
+    shof: Option<Arc<Shof>>,
     draining: AtomicBool,
 }
 
@@ -35,6 +37,7 @@ impl Readiness {
             replay,
             introspector,
             overload: None,
+            shof: None,
             draining: AtomicBool::new(false),
         }
     }
@@ -42,6 +45,12 @@ impl Readiness {
     /// Not ready while the guard refuses work near its memory limit.
     pub fn with_overload(mut self, overload: Option<Arc<Overload>>) -> Self {
         self.overload = overload;
+        self
+    }
+
+    /// Not ready before the SHOF auth server is first discovered.
+    pub fn with_shof(mut self, shof: Option<Arc<Shof>>) -> Self {
+        self.shof = shof;
         self
     }
 
@@ -62,6 +71,9 @@ impl Readiness {
             missing.push(format!("issuer {iss}: {why}"));
         }
         if let Some(Err(e)) = self.introspector.as_ref().map(|i| i.ready()) {
+            missing.push(e);
+        }
+        if let Some(Err(e)) = self.shof.as_ref().map(|s| s.ready()) {
             missing.push(e);
         }
         if let Err(e) = self.replay.ping().await {

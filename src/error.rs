@@ -53,6 +53,12 @@ pub enum Reason {
     CrossSiteRequest,
     RequestTimeout,
     Overloaded,
+    UnknownFhirBase,
+    LoginStateMismatch,
+    LoginDenied,
+    LoginFailed,
+    LoginUnavailable,
+    InvalidIdToken,
 }
 
 /// Who is at fault decides the log level: the client's is `info`, a dependency's `warn`,
@@ -68,7 +74,7 @@ pub enum Fault {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 29] = [
+    pub const ALL: [Reason; 35] = [
         Reason::MissingToken,
         Reason::ConflictingTokens,
         Reason::MalformedToken,
@@ -98,6 +104,12 @@ impl Reason {
         Reason::CrossSiteRequest,
         Reason::RequestTimeout,
         Reason::Overloaded,
+        Reason::UnknownFhirBase,
+        Reason::LoginStateMismatch,
+        Reason::LoginDenied,
+        Reason::LoginFailed,
+        Reason::LoginUnavailable,
+        Reason::InvalidIdToken,
     ];
 
     /// (stable string, status, fault, text for a person)
@@ -240,6 +252,42 @@ impl Reason {
                 Dependency,
                 "The module is very busy right now. Please try again in a moment.",
             ),
+            Reason::UnknownFhirBase => (
+                "unknown_fhir_base",
+                S::BAD_REQUEST,
+                Client,
+                "This launch comes from a domain this module does not know.",
+            ),
+            Reason::LoginStateMismatch => (
+                "login_state_mismatch",
+                S::BAD_REQUEST,
+                Client,
+                "This login was not started in this browser, or it took too long. Please start the module again from your portal.",
+            ),
+            Reason::LoginDenied => (
+                "login_denied",
+                S::UNAUTHORIZED,
+                Client,
+                "The login was refused. Please start the module again from your portal.",
+            ),
+            Reason::LoginFailed => (
+                "login_failed",
+                S::UNAUTHORIZED,
+                Client,
+                "The login could not be completed. Please start the module again from your portal.",
+            ),
+            Reason::LoginUnavailable => (
+                "login_unavailable",
+                S::SERVICE_UNAVAILABLE,
+                Dependency,
+                "The login service cannot be reached right now. Please try again in a moment.",
+            ),
+            Reason::InvalidIdToken => (
+                "invalid_id_token",
+                S::UNAUTHORIZED,
+                Client,
+                "The login could not be verified. Please start the module again from your portal.",
+            ),
         }
     }
 
@@ -361,11 +409,14 @@ mod tests {
                 Reason::MissingToken
                 | Reason::ConflictingTokens
                 | Reason::SessionTooLarge
-                | Reason::InvalidPath => 400,
+                | Reason::InvalidPath
+                | Reason::UnknownFhirBase
+                | Reason::LoginStateMismatch => 400,
                 Reason::CrossSiteRequest => 403,
                 Reason::KeysUnavailable
                 | Reason::ReplayStoreUnavailable
                 | Reason::IntrospectionUnavailable
+                | Reason::LoginUnavailable
                 | Reason::Overloaded => 503,
                 Reason::RequestTimeout => 408,
                 Reason::UpstreamUnavailable => 502,

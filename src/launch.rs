@@ -29,6 +29,9 @@ pub enum Route {
     ModuleJwks,
     /// GET or POST on `session.logout_path` (with sessions on).
     Logout,
+    /// The SHOF callback (with `[shof]` on), any method: the guard serves it and never
+    /// forwards it.
+    Callback,
     /// A launch path: the kind of launch (or a method not accepted there).
     Launch(Kind),
     /// Everything else goes upstream.
@@ -42,6 +45,8 @@ pub struct Routes {
     jwks_path: Option<String>,
     /// The logout path, and whether it matches regardless of case.
     logout: Option<(String, bool)>,
+    /// The SHOF callback path, matched exactly.
+    callback: Option<String>,
 }
 
 impl Routes {
@@ -54,7 +59,14 @@ impl Routes {
             launch,
             jwks_path,
             logout,
+            callback: None,
         }
+    }
+
+    /// These routes with the SHOF callback at `path`.
+    pub fn with_callback(mut self, path: Option<String>) -> Routes {
+        self.callback = path;
+        self
     }
 
     /// Route a request by its method and normalised path.
@@ -63,6 +75,9 @@ impl Routes {
             && (method == Method::GET || method == Method::HEAD)
         {
             return Route::ModuleJwks;
+        }
+        if self.callback.as_deref() == Some(path) {
+            return Route::Callback;
         }
         if let Some((logout, fold)) = &self.logout
             && crate::config::path::same(path, logout, *fold)
@@ -333,6 +348,29 @@ mod tests {
             Route::Passthrough
         );
         assert_eq!(bare.allow(), "POST");
+    }
+
+    #[test]
+    fn the_shof_callback_is_routed_for_every_method_and_only_its_path() {
+        let routes = Routes::new(
+            cfg(&[Method::POST, Method::GET]),
+            None,
+            Some(("/hti-guard/logout".into(), false)),
+        )
+        .with_callback(Some("/hti-guard/callback".into()));
+        let r = |m: Method, p: &str| routes.route(&m, p);
+        assert_eq!(r(Method::GET, "/hti-guard/callback"), Route::Callback);
+        assert_eq!(r(Method::POST, "/hti-guard/callback"), Route::Callback);
+        assert_eq!(r(Method::HEAD, "/hti-guard/callback"), Route::Callback);
+        assert_eq!(r(Method::GET, "/hti-guard/callback/"), Route::Passthrough);
+        assert_eq!(r(Method::GET, "/hti-guard/Callback"), Route::Passthrough);
+        assert_eq!(r(Method::GET, "/launch"), Route::Launch(Kind::Query));
+        assert_eq!(r(Method::GET, "/hti-guard/logout"), Route::Logout);
+        let without = Routes::new(cfg(&[Method::POST]), None, None).with_callback(None);
+        assert_eq!(
+            without.route(&Method::GET, "/hti-guard/callback"),
+            Route::Passthrough
+        );
     }
 
     #[test]

@@ -6,9 +6,12 @@
 //! - `timed`: the idle, request body and slow-reader timeouts hyper does not have
 //! - `overload`: refuse new requests near the memory limit
 //! - `proxy`: the stage order for one request; the only module that knows it
-//! - `launch`: is this a launch, and which token does it carry
+//! - `launch`: is this a launch (or the SHOF callback), and which token does it carry
+//! - `shof`: the SMART HTI on FHIR login (authorize redirect, callback, token exchange,
+//!   id_token), when `[shof]` is on
 //! - `verify`: token -> verified launch, the HTI policy (`keys` the per-issuer JWKS cache,
-//!   `introspect` Koppeltaal introspection, `claims` the HTI claim rules)
+//!   `smart` SMART discovery, `introspect` Koppeltaal introspection, `claims` the HTI
+//!   claim rules)
 //! - `module_keys`: the module's own signing and decryption keys, and their JWKS
 //! - `replay`: single use of `jti` (the `ReplayStore` trait and the memory store)
 //! - `headers`: reserved, hop-by-hop, forwarding and trusted headers
@@ -44,6 +47,7 @@ pub mod replay;
 pub mod respond;
 pub mod server;
 pub mod session;
+pub mod shof;
 pub mod timed;
 pub mod tools;
 pub mod upstream;
@@ -117,10 +121,11 @@ pub async fn run(
     background.extend(keys.start(client, metrics.clone()));
 
     let mut verifier = Verifier::new(&config, keys.clone(), replay.clone(), metrics.clone());
-    let assertion_alg = config
-        .introspection
-        .as_ref()
-        .map_or(jose::Alg::RS512, |i| i.assertion_alg);
+    let assertion_alg = match (&config.introspection, &config.shof) {
+        (Some(i), _) => i.assertion_alg,
+        (None, Some(s)) => s.assertion_alg,
+        (None, None) => jose::Alg::RS512,
+    };
     let module = Arc::new(ModuleKeys::load(&config.module, assertion_alg)?);
     verifier = verifier.with_module(module.clone());
     let introspector = match &config.introspection {
@@ -140,6 +145,24 @@ pub async fn run(
         }
         None => None,
     };
+    let shof = match &config.shof {
+        Some(cfg) => {
+            let shof = Arc::new(
+                shof::Shof::new(
+                    cfg.clone(),
+                    config.launch.clone(),
+                    &config.keys,
+                    module.clone(),
+                    replay.clone(),
+                    metrics.clone(),
+                )
+                .map_err(StartupError::Client)?,
+            );
+            background.push(shof.start());
+            Some(shof)
+        }
+        None => None,
+    };
     let sessions = config.session.clone().map(session::Sessions::new);
     let proxy = Proxy::new(
         module,
@@ -148,14 +171,18 @@ pub async fn run(
         verifier,
         upstream,
         metrics.clone(),
-    );
+    )
+    .with_shof(shof.clone());
     let workers = server::Workers::start(config.workers).map_err(StartupError::Io)?;
     let overload = config.limits.max_memory.map(overload::Overload::new);
     if let Some(overload) = &overload {
         background.push(overload.start());
     }
-    let readiness =
-        Arc::new(Readiness::new(keys, replay, introspector).with_overload(overload.clone()));
+    let readiness = Arc::new(
+        Readiness::new(keys, replay, introspector)
+            .with_overload(overload.clone())
+            .with_shof(shof),
+    );
 
     let public_addr = listeners.public.local_addr()?;
     let admin_addr = listeners.admin.local_addr()?;

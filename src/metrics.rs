@@ -144,6 +144,8 @@ pub struct Metrics {
     introspections: IntCounterVec,
     sessions: IntCounterVec,
     introspection_duration: Histogram,
+    logins: IntCounterVec,
+    login_duration: Histogram,
     refused: IntCounterVec,
     open_connections: IntGauge,
     up: Gauge,
@@ -168,6 +170,22 @@ impl Metrics {
             HistogramOpts::new(
                 "hti_guard_launch_verify_duration_seconds",
                 "Time to verify a launch token (keys, signature, claims, replay).",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let logins = IntCounterVec::new(
+            Opts::new(
+                "hti_guard_logins_total",
+                "SHOF logins, by result and reason.",
+            ),
+            &["result", "reason"],
+        )
+        .expect("valid metric");
+        let login_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "hti_guard_login_duration_seconds",
+                "Time of a SHOF login's token exchange and id_token check.",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
         )
@@ -284,6 +302,8 @@ impl Metrics {
         for c in [
             Box::new(launches.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(launch_verify.clone()),
+            Box::new(logins.clone()),
+            Box::new(login_duration.clone()),
             Box::new(jwks_fetches.clone()),
             Box::new(jwks_keys.clone()),
             Box::new(jwks_last_success.clone()),
@@ -318,6 +338,8 @@ impl Metrics {
             spoofed,
             introspections,
             introspection_duration,
+            logins,
+            login_duration,
             sessions,
             refused,
             open_connections,
@@ -353,6 +375,25 @@ impl Metrics {
                 reason.as_str(),
             ])
             .inc();
+    }
+
+    /// A SHOF login that ended in a session.
+    pub fn login_accepted(&self) {
+        self.logins
+            .with_label_values(&[LaunchResult::Accepted.as_str(), NO_REASON])
+            .inc();
+    }
+
+    /// A SHOF login (its start or its callback) refused for `reason`.
+    pub fn login_rejected(&self, reason: Reason) {
+        self.logins
+            .with_label_values(&[LaunchResult::Rejected.as_str(), reason.as_str()])
+            .inc();
+    }
+
+    /// The token exchange and id_token check of one login.
+    pub fn observe_login(&self, seconds: f64) {
+        self.login_duration.observe(seconds);
     }
 
     pub fn observe_verify(&self, seconds: f64) {
@@ -504,6 +545,9 @@ mod tests {
         m.observe_verify(0.001);
         m.observe_upstream(0.001);
         m.spoofed_stripped(2);
+        m.login_accepted();
+        m.login_rejected(Reason::LoginStateMismatch);
+        m.observe_login(0.01);
         let text = String::from_utf8(m.render()).unwrap();
         for name in [
             "hti_guard_launches_total{issuer=\"unknown\",reason=\"missing_token\",result=\"rejected\"} 1",
@@ -517,6 +561,9 @@ mod tests {
             "hti_guard_request_duration_seconds_bucket",
             "hti_guard_upstream_duration_seconds_bucket",
             "hti_guard_spoofed_headers_stripped_total 2",
+            "hti_guard_logins_total{reason=\"none\",result=\"accepted\"} 1",
+            "hti_guard_logins_total{reason=\"login_state_mismatch\",result=\"rejected\"} 1",
+            "hti_guard_login_duration_seconds_bucket",
         ] {
             assert!(text.contains(name), "missing {name}");
         }

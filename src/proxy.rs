@@ -1,6 +1,7 @@
 //! The order of the stages, and the only place that knows it: `receive` (strip reserved and
 //! hop-by-hop headers, normalise the path, read the session) -> one `match` on the route
-//! (module JWKS | logout | `admit` | `launch`: read the token, verify, set trusted headers)
+//! (module JWKS | logout | SHOF `callback` | `admit` | `login`: a SHOF launch, the redirect
+//! to the auth server | `launch`: read the token, verify, set trusted headers)
 //! -> `forward` -> `finish`. The stages use `?` and record what they decide in an
 //! [`Exchange`]; `finish` alone writes it out: the error response (`respond::error`), the
 //! session cookie, the metrics and the log lines, a launch's audit line (on the target
@@ -26,6 +27,7 @@ use crate::metrics::{Metrics, SessionEvent};
 use crate::module_keys::ModuleKeys;
 use crate::respond;
 use crate::session::{self, SessionState, Sessions};
+use crate::shof::Shof;
 use crate::upstream::{Outgoing, Upstream, UpstreamBody};
 use crate::verify::{VerifiedLaunch, Verifier};
 
@@ -76,6 +78,8 @@ pub struct Proxy {
     routes: Arc<Routes>,
     allow: String,
     verifier: Arc<Verifier>,
+    /// With `[shof]` on: launches become SHOF logins, and the callback is served here.
+    shof: Option<Arc<Shof>>,
     upstream: Upstream,
     metrics: Arc<Metrics>,
 }
@@ -101,9 +105,19 @@ impl Proxy {
             routes: Arc::new(routes),
             launch,
             verifier: Arc::new(verifier),
+            shof: None,
             upstream,
             metrics,
         }
+    }
+
+    /// This proxy with SHOF logins (`[shof]`): launches become logins at the auth server,
+    /// and its callback path is routed to the guard.
+    pub fn with_shof(mut self, shof: Option<Arc<Shof>>) -> Self {
+        let callback = shof.as_ref().map(|s| s.callback_path().to_owned());
+        self.routes = Arc::new((*self.routes).clone().with_callback(callback));
+        self.shof = shof;
+        self
     }
 
     /// This proxy with an upstream connection pool of its own.
@@ -141,7 +155,11 @@ impl Proxy {
                 )));
             }
             Route::Logout => return self.logout(&request, exchange),
+            Route::Callback => return Box::pin(self.callback(request, exchange)).await,
             Route::Passthrough => self.admit(request, &exchange.session)?,
+            Route::Launch(kind) if self.shof.is_some() => {
+                return Box::pin(self.login(request, kind, exchange)).await;
+            }
             Route::Launch(kind) => {
                 // Boxed: the launch's state is large, and the passthrough future that hyper
                 // holds for every request stays small without it.
@@ -233,6 +251,105 @@ impl Proxy {
             sessions.logged_out(),
             sessions.clear_cookie(),
         )))
+    }
+
+    /// A SHOF launch: the login starts (the 302 to the auth server with its login cookie);
+    /// nothing reaches the upstream.
+    async fn login(
+        &self,
+        request: Request<Incoming>,
+        kind: Kind,
+        exchange: &mut Exchange<'_>,
+    ) -> Result<Response<Body>, Rejection> {
+        let started = self.begin_login(request, kind).await;
+        exchange.login = Some(match started {
+            Ok(_) => LoginDecision::Started,
+            Err(_) => LoginDecision::Rejected,
+        });
+        started
+    }
+
+    async fn begin_login(
+        &self,
+        request: Request<Incoming>,
+        kind: Kind,
+    ) -> Result<Response<Body>, Rejection> {
+        let (Some(shof), Some(sessions)) = (&self.shof, &self.sessions) else {
+            return Err(Rejection::internal(
+                Reason::LoginUnavailable,
+                "a SHOF login without shof or sessions",
+            ));
+        };
+        let (parts, body) = request.into_parts();
+        let form = match kind {
+            Kind::Query => Bytes::copy_from_slice(parts.uri.query().unwrap_or("").as_bytes()),
+            Kind::FormPost => {
+                let content_type = parts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok());
+                if !launch::is_form(content_type) {
+                    return Err(Rejection::new(
+                        Reason::MissingToken,
+                        "launch body is not application/x-www-form-urlencoded",
+                    ));
+                }
+                self.read_body(&parts.headers, body).await?
+            }
+            Kind::MethodNotAllowed | Kind::Passthrough => {
+                return Err(Rejection::new(
+                    Reason::MethodNotAllowed,
+                    "method not accepted on a launch path",
+                ));
+            }
+        };
+        Ok(made(shof.begin(&form, sessions, SystemTime::now())?))
+    }
+
+    /// The SHOF callback (GET only): the auth server's answer becomes a session and a 303
+    /// to the landing page; the login cookie is cleared whatever the outcome.
+    async fn callback(
+        &self,
+        mut request: Request<Incoming>,
+        exchange: &mut Exchange<'_>,
+    ) -> Result<Response<Body>, Rejection> {
+        if request.method() != http::Method::GET {
+            return Err(Rejection::new(
+                Reason::MethodNotAllowed,
+                "the login callback takes GET only",
+            ));
+        }
+        let (Some(shof), Some(sessions)) = (&self.shof, &self.sessions) else {
+            return Err(Rejection::internal(
+                Reason::LoginUnavailable,
+                "a SHOF callback without shof or sessions",
+            ));
+        };
+        let query = request.uri().query().unwrap_or("").to_owned();
+        let now = SystemTime::now();
+        let outcome = shof
+            .callback(&query, request.headers_mut(), sessions, now)
+            .await;
+        exchange.cookies.extend(outcome.clear);
+        exchange.login_time = outcome.exchange_time;
+        let decided = outcome.result.and_then(|launch| {
+            let (cookie, landing) = sessions.create(&launch, now)?;
+            Ok((launch, made(respond::see_other(&landing, cookie))))
+        });
+        match decided {
+            Ok((launch, response)) => {
+                exchange.session_change = Some(SessionEvent::Created);
+                exchange.login = Some(LoginDecision::Accepted {
+                    iss: launch.claims.iss,
+                    jti: launch.claims.jti,
+                });
+                Ok(response)
+            }
+            Err(rejection) => {
+                exchange.login = Some(LoginDecision::Rejected);
+                Err(rejection)
+            }
+        }
     }
 
     /// A passthrough request: the session's headers set when there is one, refused on a
@@ -476,12 +593,16 @@ impl Proxy {
                     self.metrics
                         .launch_rejected(rejection.issuer.as_deref(), rejection.reason);
                     log_rejection!(AUDIT, &rejection, reference);
+                } else if let Some(LoginDecision::Rejected) = exchange.login {
+                    self.metrics.login_rejected(rejection.reason);
+                    log_rejection!(AUDIT, &rejection, reference);
                 } else {
                     log_rejection!(module_path!(), &rejection, reference);
                 }
                 // The only 405 before routing is CONNECT's, on any path: every other method
                 // is proxied.
                 let allow = match exchange.route {
+                    Some(Route::Callback) => "GET",
                     Some(_) => self.allow.as_str(),
                     None => ANY_METHOD,
                 };
@@ -495,6 +616,9 @@ impl Proxy {
             }
         };
         self.set_session_cookie(&exchange.session, &mut response);
+        for cookie in exchange.cookies.drain(..) {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
         if let Some(upstream) = exchange.upstream_time {
             self.metrics.observe_upstream(upstream.as_secs_f64());
         }
@@ -548,10 +672,27 @@ struct Exchange<'m> {
     session_change: Option<SessionEvent>,
     launch: Option<LaunchDecision>,
     verify_time: Option<Duration>,
+    /// A SHOF login's decision (its start or its callback).
+    login: Option<LoginDecision>,
+    /// A login's token exchange and id_token check.
+    login_time: Option<Duration>,
+    /// Further cookies to set on the response (a login cookie cleared).
+    cookies: Vec<HeaderValue>,
     upstream_time: Option<Duration>,
     /// The decisions are written once: by `finish`, or on drop when the client went away
     /// while the request was upstream.
     settled: bool,
+}
+
+/// A SHOF login's decision.
+enum LoginDecision {
+    /// The launch was sent on to the auth server.
+    Started,
+    /// The callback ended in a session: the launch context's `iss` and `jti`, for the
+    /// audit line.
+    Accepted { iss: String, jti: String },
+    /// Refused: the request's rejection says why.
+    Rejected,
 }
 
 /// A launch's decision.
@@ -580,6 +721,9 @@ impl<'m> Exchange<'m> {
             session_change: None,
             launch: None,
             verify_time: None,
+            login: None,
+            login_time: None,
+            cookies: Vec::new(),
             upstream_time: None,
             settled: false,
         }
@@ -608,6 +752,19 @@ impl<'m> Exchange<'m> {
         }
         if let Some(verify) = self.verify_time {
             self.metrics.observe_verify(verify.as_secs_f64());
+        }
+        if let Some(login) = self.login_time {
+            self.metrics.observe_login(login.as_secs_f64());
+        }
+        match &self.login {
+            Some(LoginDecision::Started) => {
+                tracing::info!(target: AUDIT, reference, "login started at the auth server");
+            }
+            Some(LoginDecision::Accepted { iss, jti }) => {
+                self.metrics.login_accepted();
+                tracing::info!(target: AUDIT, reference, issuer = %iss, jti = %jti, "login accepted");
+            }
+            Some(LoginDecision::Rejected) | None => {}
         }
         if let Some(LaunchDecision::Accepted { issuer, iss, jti }) = &self.launch {
             self.metrics.launch_accepted(issuer.as_deref());
@@ -708,5 +865,33 @@ mod tests {
         assert!(text.contains(ACCEPTED), "{text}");
         // The request itself was never answered.
         assert!(!text.contains("hti_guard_requests_total{"), "{text}");
+    }
+
+    #[test]
+    fn a_login_is_counted_once_with_its_exchange_time() {
+        let metrics = Metrics::new();
+        let mut exchange = Exchange::new(&metrics, &http::HeaderMap::new());
+        exchange.login = Some(LoginDecision::Accepted {
+            iss: "portal-1".into(),
+            jti: "j-1".into(),
+        });
+        exchange.login_time = Some(Duration::from_millis(20));
+        exchange.settle();
+        drop(exchange);
+        let text = rendered(&metrics);
+        assert!(
+            text.contains("hti_guard_logins_total{reason=\"none\",result=\"accepted\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hti_guard_login_duration_seconds_count 1"),
+            "{text}"
+        );
+        // A login that only started is no login counted yet.
+        let metrics = Metrics::new();
+        let mut exchange = Exchange::new(&metrics, &http::HeaderMap::new());
+        exchange.login = Some(LoginDecision::Started);
+        drop(exchange);
+        assert!(!rendered(&metrics).contains("hti_guard_logins_total{"));
     }
 }

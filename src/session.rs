@@ -142,21 +142,58 @@ impl Sessions {
 
     fn seal(&self, data: &SessionData) -> Option<String> {
         let plain = serde_json::to_string(data).ok()?;
-        let mut jar = CookieJar::new();
-        jar.private_mut(&self.key)
-            .add(Cookie::new(self.cfg.cookie_name.clone(), plain));
-        jar.get(&self.cfg.cookie_name).map(|c| c.value().to_owned())
+        self.seal_as(&self.cfg.cookie_name, plain)
     }
 
     fn open(&self, sealed: &str) -> Option<SessionData> {
+        serde_json::from_str(&self.open_as(&self.cfg.cookie_name, sealed)?).ok()
+    }
+
+    /// Seal `plain` as the value of cookie `name` (AES-256-GCM with the session key; the
+    /// name is bound in, so a value does not open under another name).
+    pub fn seal_as(&self, name: &str, plain: String) -> Option<String> {
+        let mut jar = CookieJar::new();
+        jar.private_mut(&self.key)
+            .add(Cookie::new(name.to_owned(), plain));
+        jar.get(name).map(|c| c.value().to_owned())
+    }
+
+    /// Open a value sealed by [`Sessions::seal_as`] under `name`, with the current key or
+    /// the previous one.
+    pub fn open_as(&self, name: &str, sealed: &str) -> Option<String> {
         for key in std::iter::once(&self.key).chain(self.previous.as_ref()) {
             let mut jar = CookieJar::new();
-            jar.add_original(Cookie::new(self.cfg.cookie_name.clone(), sealed.to_owned()));
-            if let Some(cookie) = jar.private(key).get(&self.cfg.cookie_name) {
-                return serde_json::from_str(cookie.value()).ok();
+            jar.add_original(Cookie::new(name.to_owned(), sealed.to_owned()));
+            if let Some(cookie) = jar.private(key).get(name) {
+                return Some(cookie.value().to_owned());
             }
         }
         None
+    }
+
+    /// A short-lived helper cookie of the guard's own (a SHOF login): HttpOnly,
+    /// SameSite=Lax (it must come back on the auth server's top-level redirect), Secure as
+    /// `session.secure`, scoped to `path`; `max_age` zero clears it.
+    pub fn helper_cookie(
+        &self,
+        name: &str,
+        value: String,
+        path: &str,
+        max_age: Duration,
+    ) -> Option<HeaderValue> {
+        let text = Cookie::build((name.to_owned(), value))
+            .http_only(true)
+            .secure(self.cfg.secure)
+            .same_site(cookie::SameSite::Lax)
+            .path(path.to_owned())
+            .max_age(cookie::time::Duration::seconds(
+                i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX),
+            ))
+            .build()
+            .to_string();
+        (text.len() <= MAX_COOKIE_BYTES)
+            .then(|| HeaderValue::from_str(&text).ok())
+            .flatten()
     }
 
     /// The `Set-Cookie` value for `data`, refused when it would not fit in a browser.
@@ -292,7 +329,7 @@ pub fn is_cross_site(headers: &HeaderMap) -> bool {
 }
 
 /// Take every value of cookie `name` out of the `Cookie` headers; keep the rest.
-fn take_cookie(headers: &mut HeaderMap, name: &str) -> Vec<String> {
+pub fn take_cookie(headers: &mut HeaderMap, name: &str) -> Vec<String> {
     let mut found = Vec::new();
     let mut kept = Vec::new();
     let mut touched = false;

@@ -5,15 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::settings::{algorithm_names, duration, mask_secret};
-use super::{IntrospectionReport, IssuerReport, KeyReport, Problem};
+use super::{IntrospectionReport, IssuerReport, KeyReport, Problem, ShofReport};
 use crate::Config;
-use crate::config::{IntrospectionConfig, IssuerConfig};
+use crate::config::{IntrospectionConfig, IssuerConfig, ShofConfig};
 use crate::jose::Alg;
 use crate::jose::jwk::{KeyProblem, KeyType, VerifyKey};
 use crate::metrics::Metrics;
 use crate::module_keys::ModuleKeys;
 use crate::verify::introspect::Introspector;
-use crate::verify::keys::{FetchError, Fetched, ResponseProblem, refresh_interval};
+use crate::verify::keys::{FetchError, Fetched, ResponseProblem, fetch_jwks, refresh_interval};
+use crate::verify::smart;
 
 /// Discovery and one introspection request with a probe token, through the guard's own
 /// introspection client (so the verdict cannot disagree with it).
@@ -60,6 +61,72 @@ pub(super) async fn probe_introspection(
         None => {}
     }
     report
+}
+
+/// The SHOF auth server through the guard's own discovery and key set code: the
+/// smart-configuration, then the key set its `jwks_uri` names. Nothing of a person is sent.
+pub(super) async fn probe_shof(cfg: &ShofConfig) -> ShofReport {
+    let mut report = ShofReport {
+        discovery_url: smart::discovery_url(&cfg.fhir_base),
+        usable: true,
+        ..ShofReport::default()
+    };
+    let client = match reqwest::Client::builder()
+        .timeout(cfg.timeout)
+        .connect_timeout(cfg.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
+        Ok(client) => client,
+        Err(e) => {
+            report.problem(Problem::new("client", e.to_string()));
+            return report;
+        }
+    };
+    let server = match smart::fetch(&client, &report.discovery_url).await {
+        Ok((doc, _)) => crate::shof::auth_server_from(&doc, &cfg.fhir_base),
+        Err(failure) => Err(failure.error),
+    };
+    let server = match server {
+        Ok(server) => server,
+        Err(e) => {
+            report.problem(Problem::new("discovery_failed", e));
+            return report;
+        }
+    };
+    report.authorization_endpoint = Some(server.authorization_endpoint);
+    report.token_endpoint = Some(server.token_endpoint);
+    report.jwks_uri = Some(server.jwks_uri.clone());
+    report.issuer = Some(server.issuer);
+    match fetch_jwks(&client, &server.jwks_uri).await {
+        Ok(fetched) => {
+            let usable = fetched
+                .jwks
+                .keys
+                .iter()
+                .filter(|k| Alg::ALL.iter().any(|a| k.fits(*a)))
+                .count();
+            report.keys = Some(usable);
+            for problem in &fetched.jwks.problems {
+                report.problems.push(Problem::skipped_key(problem));
+            }
+            if usable == 0 {
+                report.problem(Problem::new(
+                    "no_usable_key",
+                    "the auth server's key set holds no key that can verify an id_token",
+                ));
+            }
+        }
+        Err(e) => report.problem(Problem::new("jwks_unreachable", e.to_string())),
+    }
+    report
+}
+
+impl ShofReport {
+    fn problem(&mut self, problem: Problem) {
+        self.problems.push(problem);
+        self.usable = false;
+    }
 }
 
 impl IntrospectionReport {

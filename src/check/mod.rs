@@ -5,7 +5,7 @@
 //!
 //! This file holds the entry point, the order of the steps and the report's shape;
 //! `settings` lists every key, `issuers` fetches and judges each issuer's keys and probes
-//! introspection, `text` renders the report for people.
+//! introspection and the SHOF auth server, `text` renders the report for people.
 
 mod issuers;
 mod settings;
@@ -98,15 +98,22 @@ pub async fn check(config: &Config, offline: bool) -> Result<Report, String> {
         (Some(cfg), false) => Some(issuers::probe_introspection(config, cfg).await),
         _ => None,
     };
+    let shof = match (&config.shof, offline) {
+        (Some(cfg), false) => Some(issuers::probe_shof(cfg).await),
+        _ => None,
+    };
     let problems = issuers.iter().map(|i| i.problems.len()).sum::<usize>()
-        + introspection.as_ref().map_or(0, |i| i.problems.len());
+        + introspection.as_ref().map_or(0, |i| i.problems.len())
+        + shof.as_ref().map_or(0, |s| s.problems.len());
     let usable = issuers.iter().all(|i| i.usable != Some(false))
-        && introspection.as_ref().is_none_or(|i| i.usable);
+        && introspection.as_ref().is_none_or(|i| i.usable)
+        && shof.as_ref().is_none_or(|s| s.usable);
     Ok(Report {
         config: ConfigReport::new(config),
         offline,
         issuers,
         introspection,
+        shof,
         problems,
         usable,
     })
@@ -122,7 +129,10 @@ pub struct Report {
     /// What discovery and a probe of the introspection endpoint found (not with `--offline`,
     /// and only when `[introspection]` is configured).
     pub introspection: Option<IntrospectionReport>,
-    /// Problems found, over all issuers and introspection.
+    /// What the SHOF auth server's discovery and key set gave (not with `--offline`, and
+    /// only with `shof.enabled`).
+    pub shof: Option<ShofReport>,
+    /// Problems found, over all issuers, introspection and the SHOF auth server.
     pub problems: usize,
     /// Every issuer is usable (with `offline`: the configuration is valid).
     pub usable: bool,
@@ -203,6 +213,22 @@ impl Default for IntrospectionReport {
             usable: true,
         }
     }
+}
+
+/// The SHOF auth server as the guard would use it.
+#[derive(Debug, Default, Serialize)]
+pub struct ShofReport {
+    /// The smart-configuration fetched.
+    pub discovery_url: String,
+    pub authorization_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
+    pub jwks_uri: Option<String>,
+    pub issuer: Option<String>,
+    /// Usable keys in the auth server's key set (id_token signatures).
+    pub keys: Option<usize>,
+    pub problems: Vec<Problem>,
+    /// Logins can start and their id_tokens can be checked.
+    pub usable: bool,
 }
 
 /// A key the guard loaded.

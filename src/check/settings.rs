@@ -52,6 +52,7 @@ fn settings(config: &Config) -> Vec<(&'static str, Value)> {
     let module = &config.module;
     let introspection = config.introspection.as_ref();
     let session = config.session.as_ref();
+    let shof = config.shof.as_ref();
     vec![
         ("listen", json!(config.listen.to_string())),
         (
@@ -263,6 +264,13 @@ fn settings(config: &Config) -> Vec<(&'static str, Value)> {
             "session.case_insensitive_paths",
             json!(session.map(|s| s.case_insensitive_paths)),
         ),
+        ("shof.enabled", json!(shof.is_some())),
+        ("shof.fhir_base", json!(shof.map(|s| &s.fhir_base))),
+        ("shof.redirect_uri", json!(shof.map(|s| &s.redirect_uri))),
+        ("shof.scope", json!(shof.map(|s| &s.scope))),
+        ("shof.timeout", json!(shof.map(|s| duration(s.timeout)))),
+        ("shof.login_ttl", json!(shof.map(|s| duration(s.login_ttl)))),
+        ("shof.nonce", json!(shof.is_some_and(|s| s.nonce))),
     ]
 }
 

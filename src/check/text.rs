@@ -159,6 +159,30 @@ impl Report {
             }
         }
 
+        if let Some(shof) = &self.shof {
+            let verdict = if shof.usable { "usable" } else { "NOT usable" };
+            writeln!(out, "\nshof auth server  ({verdict})").ok();
+            let none = "(none)".to_string();
+            let keys = shof.keys.map_or(none.clone(), |n| n.to_string());
+            let rows: [[&str; 2]; 6] = [
+                ["discovery", &shof.discovery_url],
+                ["issuer", shof.issuer.as_ref().unwrap_or(&none)],
+                [
+                    "authorization",
+                    shof.authorization_endpoint.as_ref().unwrap_or(&none),
+                ],
+                ["token", shof.token_endpoint.as_ref().unwrap_or(&none)],
+                ["jwks_uri", shof.jwks_uri.as_ref().unwrap_or(&none)],
+                ["keys", &keys],
+            ];
+            for [label, value] in &rows {
+                writeln!(out, "  {label:<13}  {value}").ok();
+            }
+            for problem in &shof.problems {
+                writeln!(out, "  {}", problem.text()).ok();
+            }
+        }
+
         let verdict = match (self.usable, self.offline, self.problems) {
             (true, true, _) => "configuration valid (--offline: key sets not fetched)".into(),
             (true, false, 0) => "usable".to_string(),

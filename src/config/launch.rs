@@ -152,8 +152,13 @@ impl IssuerConfig {
     }
 }
 
-pub(super) fn validate_issuers(raw: Vec<RawIssuer>) -> Result<Vec<IssuerConfig>, ConfigError> {
-    if raw.is_empty() {
+/// `[[issuers]]`; it may be empty only when `shof_enabled` (the auth server checks the
+/// launch tokens then).
+pub(super) fn validate_issuers(
+    raw: Vec<RawIssuer>,
+    shof_enabled: bool,
+) -> Result<Vec<IssuerConfig>, ConfigError> {
+    if raw.is_empty() && !shof_enabled {
         return Err(invalid(
             "issuers",
             "at least one [[issuers]] entry (iss and jwks_url) is required",

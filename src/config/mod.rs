@@ -13,6 +13,7 @@ mod parse;
 pub mod path;
 mod serve;
 mod session;
+mod shof;
 mod sources;
 mod system;
 #[cfg(test)]
@@ -35,6 +36,7 @@ pub use launch::{IssuerConfig, KeysConfig, LaunchConfig, ReplayConfig, ReplaySto
 pub use parse::{parse_duration, parse_size};
 pub use serve::{Limits, Timeouts, TlsConfig};
 pub use session::{SameSite, SessionConfig};
+pub use shof::ShofConfig;
 pub use sources::{ENV_PREFIX, Source};
 
 use koppeltaal::{RawIntrospection, RawModule};
@@ -42,6 +44,7 @@ use launch::{RawIssuer, RawKeys, RawLaunch, RawReplay, validate_issuers};
 use parse::parse_addr;
 use serve::{RawLimits, RawTimeouts, RawTls};
 use session::RawSession;
+use shof::RawShof;
 use sources::{describe_figment_error, env_provider, sources};
 
 /// A configuration that cannot be used; the message names the key.
@@ -93,6 +96,8 @@ struct RawConfig {
     introspection: RawIntrospection,
     #[serde(default)]
     session: RawSession,
+    #[serde(default)]
+    shof: RawShof,
 }
 
 fn d_listen() -> String {
@@ -173,6 +178,13 @@ pub const KEYS: &[&str] = &[
     "session.logout_path",
     "session.logged_out",
     "session.case_insensitive_paths",
+    "shof.enabled",
+    "shof.fhir_base",
+    "shof.redirect_uri",
+    "shof.scope",
+    "shof.timeout",
+    "shof.login_ttl",
+    "shof.nonce",
 ];
 
 /// The validated configuration.
@@ -196,6 +208,8 @@ pub struct Config {
     pub introspection: Option<IntrospectionConfig>,
     /// Present when `session.enabled`.
     pub session: Option<SessionConfig>,
+    /// Present when `shof.enabled`: launches become SHOF logins.
+    pub shof: Option<ShofConfig>,
     /// The configuration file that was read, if any.
     pub file: Option<PathBuf>,
     /// Where each of [`KEYS`] got its value (absent: default).
@@ -312,7 +326,7 @@ impl RawConfig {
             }
         };
         let launch = self.launch.validate()?;
-        let issuers = validate_issuers(self.issuers)?;
+        let issuers = validate_issuers(self.issuers, self.shof.enabled())?;
         let keys = self.keys.validate()?;
         let replay = self.replay.validate()?;
         let timeouts = self.timeouts.validate()?;
@@ -320,6 +334,12 @@ impl RawConfig {
         let module = self.module.validate(&launch)?;
         let introspection = self.introspection.validate(&issuers, &module)?;
         let session = self.session.validate(&launch)?;
+        let shof = self.shof.validate(
+            &launch,
+            &module,
+            session.as_ref(),
+            introspection.as_ref().map(|i| i.assertion_alg),
+        )?;
         let tls = self.tls.validate()?;
         Ok(Config {
             listen,
@@ -337,6 +357,7 @@ impl RawConfig {
             module,
             introspection,
             session,
+            shof,
             file: None,
             sources: BTreeMap::new(),
         })

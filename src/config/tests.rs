@@ -247,6 +247,7 @@ fn keys_name_every_field() {
         "module",
         "introspection",
         "session",
+        "shof",
     ];
     let mut fields = std::collections::BTreeSet::new();
     for section in std::iter::once("").chain(sections) {
@@ -408,4 +409,100 @@ fn audience_may_be_a_list_and_upstream_a_prefix() {
     let c = Config::from_toml_str(&text).unwrap();
     assert_eq!(c.launch.audience, vec!["Device/1", "Device/2"]);
     assert_eq!(c.upstream.path_prefix, "/base");
+}
+
+/// A SHOF deployment: no issuers, sessions on, the module with a client_id and a key.
+const SHOF: &str = r#"
+        upstream = "http://127.0.0.1:3000"
+        [launch]
+        audience = "Device/1"
+        methods = ["GET", "POST"]
+        [module]
+        client_id = "module-1"
+        generate = true
+        [session]
+        enabled = true
+        [shof]
+        enabled = true
+        fhir_base = "https://fhir.example/fhir/"
+        redirect_uri = "https://module.example/hti-guard/callback"
+    "#;
+
+#[test]
+fn shof_needs_sessions_and_the_module_but_no_issuers() {
+    let c = Config::from_toml_str(SHOF).unwrap();
+    assert!(c.issuers.is_empty());
+    let shof = c.shof.unwrap();
+    assert_eq!(shof.fhir_base, "https://fhir.example/fhir/");
+    assert_eq!(shof.callback_path, "/hti-guard/callback");
+    assert_eq!(shof.scope, "launch openid fhirUser");
+    assert_eq!(shof.timeout, Duration::from_secs(5));
+    assert_eq!(shof.login_ttl, Duration::from_secs(600));
+    assert!(!shof.nonce);
+    assert_eq!(shof.client_id, "module-1");
+    assert_eq!(shof.assertion_alg, Alg::RS512);
+    // Without shof, issuers stay required; shof off is no section at all.
+    let off = SHOF.replace(
+        "enabled = true\n        fhir_base",
+        "enabled = false\n        fhir_base",
+    );
+    assert!(err(&off).starts_with("issuers"), "{}", err(&off));
+    assert!(Config::from_toml_str(MINIMAL).unwrap().shof.is_none());
+}
+
+#[test]
+fn shof_errors_name_their_key() {
+    let cases = [
+        (
+            SHOF.replace("fhir_base = \"https://fhir.example/fhir/\"", ""),
+            "shof.fhir_base",
+        ),
+        (
+            SHOF.replace("https://fhir.example/fhir/", "fhir.example"),
+            "shof.fhir_base",
+        ),
+        (
+            SHOF.replace(
+                "redirect_uri = \"https://module.example/hti-guard/callback\"",
+                "",
+            ),
+            "shof.redirect_uri",
+        ),
+        (
+            SHOF.replace("/hti-guard/callback", "/hti-guard/callback?x=1"),
+            "shof.redirect_uri",
+        ),
+        (
+            SHOF.replace("/hti-guard/callback", "/hti-guard/callback#f"),
+            "shof.redirect_uri",
+        ),
+        (
+            SHOF.replace("/hti-guard/callback", "/launch"),
+            "shof.redirect_uri",
+        ),
+        (
+            SHOF.replace("/hti-guard/callback", "/hti-guard/logout"),
+            "shof.redirect_uri",
+        ),
+        (
+            SHOF.replace("[session]\n        enabled = true", ""),
+            "session.enabled",
+        ),
+        (
+            SHOF.replace("client_id = \"module-1\"", ""),
+            "module.client_id",
+        ),
+        (
+            SHOF.replace("generate = true", ""),
+            "module.signing_key_files",
+        ),
+        (format!("{SHOF}\ntimeout = \"0s\""), "shof.timeout"),
+        (format!("{SHOF}\nlogin_ttl = \"soon\""), "shof.login_ttl"),
+        (format!("{SHOF}\nscope = \" \""), "shof.scope"),
+        (format!("{SHOF}\nbogus = 1"), "bogus"),
+    ];
+    for (text, key) in cases {
+        let e = err(&text);
+        assert!(e.contains(key), "{key}: {e}");
+    }
 }

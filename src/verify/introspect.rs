@@ -3,10 +3,9 @@
 //! key (RFC 7523, private_key_jwt). The endpoints are configured, or discovered from the
 //! FHIR base's `/.well-known/smart-configuration` and refreshed like key sets.
 
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
-use reqwest::Url;
 use serde_json::{Map, Value};
 use tokio::task::JoinHandle;
 
@@ -14,24 +13,15 @@ use crate::config::{AssertionAudience, IntrospectionConfig, IntrospectionEndpoin
 use crate::error::{Reason, Rejection};
 use crate::metrics::{IntrospectionOutcome, Metrics};
 use crate::module_keys::ModuleKeys;
-use crate::verify::keys::{backoff, max_age, refresh_interval};
+use crate::verify::smart::{self, Discovered, Failure, read_limited};
 
-const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-/// The largest introspection or discovery response read.
-const MAX_RESPONSE_BYTES: usize = 256 * 1024;
+pub(crate) const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// Where to introspect, and the audience of the client assertion.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoints {
     pub introspection: String,
     pub token: Option<String>,
-}
-
-/// A failed discovery: why, and whether the server answered with a document (one the guard
-/// refuses) rather than not at all.
-struct Discovery {
-    error: String,
-    answered: bool,
 }
 
 /// The endpoints a smart-configuration document names. Each must be https, or share
@@ -43,23 +33,7 @@ pub fn endpoints_from(
     fhir_base: &str,
     needs_token: bool,
 ) -> Result<Endpoints, String> {
-    let base = Url::parse(fhir_base).map_err(|e| format!("fhir_base: {e}"))?;
-    let url_member = |name: &str| -> Result<Option<String>, String> {
-        let text = match doc.get(name) {
-            None | Some(Value::Null) => return Ok(None),
-            Some(Value::String(u)) => u,
-            Some(_) => return Err(format!("{name} is not a URL")),
-        };
-        let url = Url::parse(text).map_err(|_| format!("{name} is not a URL"))?;
-        match url.scheme() {
-            "https" => Ok(Some(text.clone())),
-            "http" if url.origin() == base.origin() => Ok(Some(text.clone())),
-            "http" => Err(format!(
-                "{name} {text} is plain http on another origin than the FHIR base: not used"
-            )),
-            _ => Err(format!("{name} is not an http(s) URL")),
-        }
-    };
+    let url_member = |name: &str| smart::endpoint(doc, name, fhir_base);
     let introspection = url_member("introspection_endpoint")?.ok_or("no introspection_endpoint")?;
     let token = url_member("token_endpoint")?;
     if token.is_none() && needs_token {
@@ -80,24 +54,12 @@ pub struct Introspector {
     keys_cfg: KeysConfig,
     module: Arc<ModuleKeys>,
     client: reqwest::Client,
-    endpoints: RwLock<Option<Arc<Endpoints>>>,
-    last_error: Mutex<Option<String>>,
+    endpoints: Arc<Discovered<Endpoints>>,
     metrics: Arc<Metrics>,
 }
 
 fn unavailable(detail: impl Into<String>) -> Rejection {
     Rejection::new(Reason::IntrospectionUnavailable, detail.into())
-}
-
-async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(format!("response larger than {MAX_RESPONSE_BYTES} bytes"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 impl Introspector {
@@ -118,10 +80,10 @@ impl Introspector {
             IntrospectionEndpoints::Configured {
                 introspection,
                 token,
-            } => Some(Arc::new(Endpoints {
+            } => Some(Endpoints {
                 introspection: introspection.clone(),
                 token: token.clone(),
-            })),
+            }),
             IntrospectionEndpoints::Discovered { .. } => None,
         };
         Ok(Introspector {
@@ -129,8 +91,7 @@ impl Introspector {
             keys_cfg,
             module,
             client,
-            endpoints: RwLock::new(endpoints),
-            last_error: Mutex::new(None),
+            endpoints: Arc::new(Discovered::new(endpoints)),
             metrics,
         })
     }
@@ -141,22 +102,17 @@ impl Introspector {
     }
 
     fn current(&self) -> Option<Arc<Endpoints>> {
-        self.endpoints
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.endpoints.current()
     }
 
     /// Whether the endpoints are known (readiness).
     pub fn ready(&self) -> Result<(), String> {
         match self.current() {
             Some(_) => Ok(()),
-            None => Err(
-                match &*self.last_error.lock().unwrap_or_else(|p| p.into_inner()) {
-                    Some(e) => format!("introspection endpoint not discovered ({e})"),
-                    None => "introspection endpoint not discovered yet".into(),
-                },
-            ),
+            None => Err(match self.endpoints.last_error() {
+                Some(e) => format!("introspection endpoint not discovered ({e})"),
+                None => "introspection endpoint not discovered yet".into(),
+            }),
         }
     }
 
@@ -165,95 +121,37 @@ impl Introspector {
         let IntrospectionEndpoints::Discovered { fhir_base } = &self.cfg.endpoints else {
             return None;
         };
-        let url = format!(
-            "{}/.well-known/smart-configuration",
-            fhir_base.trim_end_matches('/')
-        );
-        Some((fhir_base, url))
+        Some((fhir_base, smart::discovery_url(fhir_base)))
     }
 
     /// Start discovery (when the endpoints come from `fhir_base`); abort the handle to stop.
     pub fn start(self: &Arc<Self>) -> Option<JoinHandle<()>> {
         let (fhir_base, url) = self.discovery_url()?;
         let fhir_base = fhir_base.to_owned();
-        let this = self.clone();
-        Some(tokio::spawn(async move {
-            let mut failures = 0u32;
-            loop {
-                let delay = match this.discover(&fhir_base, &url).await {
-                    Ok((endpoints, max_age)) => {
-                        failures = 0;
-                        if this.current().as_deref() != Some(&endpoints) {
-                            tracing::info!(
-                                introspection = %endpoints.introspection,
-                                token = endpoints.token.as_deref().unwrap_or("-"),
-                                "introspection endpoints discovered"
-                            );
-                        }
-                        *this.endpoints.write().unwrap_or_else(|p| p.into_inner()) =
-                            Some(Arc::new(endpoints));
-                        *this.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                        refresh_interval(max_age, &this.keys_cfg)
-                    }
-                    Err(Discovery { error, answered }) => {
-                        failures += 1;
-                        tracing::warn!(%url, %error, "smart-configuration discovery failed");
-                        // A server that answers with a document the guard refuses (say, one
-                        // now naming a plain-http host elsewhere) stops the endpoints it
-                        // named before from being used; one that does not answer does not.
-                        if answered {
-                            *this.endpoints.write().unwrap_or_else(|p| p.into_inner()) = None;
-                        }
-                        *this.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
-                        backoff(failures, &this.keys_cfg)
-                    }
-                };
-                tokio::time::sleep(delay).await;
-            }
-        }))
+        let needs_token = self.cfg.assertion_audience == AssertionAudience::TokenEndpoint;
+        Some(self.endpoints.start(
+            self.client.clone(),
+            url,
+            self.keys_cfg.clone(),
+            move |doc| endpoints_from(doc, &fhir_base, needs_token),
+            |endpoints: &Endpoints| {
+                tracing::info!(
+                    introspection = %endpoints.introspection,
+                    token = endpoints.token.as_deref().unwrap_or("-"),
+                    "introspection endpoints discovered"
+                )
+            },
+        ))
     }
 
     /// Fetch the smart-configuration once.
-    async fn discover(
-        &self,
-        fhir_base: &str,
-        url: &str,
-    ) -> Result<(Endpoints, Option<Duration>), Discovery> {
-        let failed = |error: String| Discovery {
-            error,
-            answered: false,
-        };
-        let response = self
-            .client
-            .get(url)
-            .header(http::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| {
-                failed(if e.is_timeout() {
-                    "timed out".to_string()
-                } else {
-                    e.to_string()
-                })
-            })?;
-        if !response.status().is_success() {
-            return Err(failed(format!("HTTP {}", response.status())));
-        }
-        let cache = response
-            .headers()
-            .get(http::header::CACHE_CONTROL)
-            .and_then(|v| v.to_str().ok())
-            .and_then(max_age);
-        let body = read_limited(response).await.map_err(failed)?;
-        let doc: Value =
-            serde_json::from_slice(&body).map_err(|e| failed(format!("not JSON: {e}")))?;
+    async fn discover(&self, fhir_base: &str, url: &str) -> Result<Endpoints, Failure> {
+        let (doc, _) = smart::fetch(&self.client, url).await?;
         let needs_token = self.cfg.assertion_audience == AssertionAudience::TokenEndpoint;
-        let endpoints =
-            endpoints_from(&doc, fhir_base, needs_token).map_err(|error| Discovery {
-                error,
-                answered: true,
-            })?;
-        Ok((endpoints, cache))
+        endpoints_from(&doc, fhir_base, needs_token).map_err(|error| Failure {
+            error,
+            answered: true,
+        })
     }
 
     /// Ask the auth server about `token`. Only `"active": true` counts; the answer's claims
@@ -392,8 +290,8 @@ impl Introspector {
             Some((fhir_base, url)) => {
                 probe.discovery_url = Some(url.clone());
                 match self.discover(fhir_base, &url).await {
-                    Ok((endpoints, _)) => endpoints,
-                    Err(Discovery { error, .. }) => {
+                    Ok(endpoints) => endpoints,
+                    Err(Failure { error, .. }) => {
                         probe.problem = Some(("discovery_failed", error));
                         return probe;
                     }

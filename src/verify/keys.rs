@@ -239,6 +239,26 @@ impl IssuerKeys {
         }
     }
 
+    /// A cache for a key set outside `[[issuers]]` (the SHOF auth server's `jwks_uri`),
+    /// named `label` in logs and metrics; [`IssuerKeys::spawn`] starts its task.
+    pub fn standalone(label: &str, url: &str, cfg: &KeysConfig) -> Arc<IssuerKeys> {
+        Arc::new(IssuerKeys::new(label, url, cfg))
+    }
+
+    /// Start the refresh task of this cache; abort the handle to stop it.
+    pub fn spawn(
+        self: &Arc<Self>,
+        client: reqwest::Client,
+        metrics: Arc<Metrics>,
+    ) -> JoinHandle<()> {
+        tokio::spawn(self.clone().run(client, metrics))
+    }
+
+    /// The key set URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     fn snapshot(&self) -> Arc<KeyState> {
         self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
     }

@@ -7,6 +7,7 @@
 pub mod claims;
 pub mod introspect;
 pub mod keys;
+pub mod smart;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
