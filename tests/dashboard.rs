@@ -29,6 +29,8 @@ const REQUIRED_PANELS: &[&str] = &[
     "Responses by status code",
     "Spoofed headers stripped",
     "Sessions by event",
+    "SHOF logins by result and reason",
+    "SHOF login latency (p50, p99)",
 ];
 
 /// A session sealing key for the second guard (base64 of 40 bytes).
