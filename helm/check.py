@@ -20,7 +20,8 @@ Steps (one line each; exit 1 on any failure, 2 when a dependency is missing):
               of the fields the chart uses, and its selector, port and namespace resolve.
   wiring      the pieces fit: Service -> pod ports, probes on the admin port, config mount and
               HTI_GUARD_CONFIG, Secrets referenced exist, no session secret or private key in
-              a ConfigMap, every secret file config.toml names is mounted, security context, grace period,
+              a ConfigMap, every secret file config.toml names is mounted, security context,
+              grace period,
               sidecar upstream -> app port, HPA/PDB targets, dashboard JSON.
   guard       every rendered config.toml goes to `hti-guard check --offline --json --config
               FILE` with the guard container's environment as the pod would have it (the
@@ -219,21 +220,36 @@ DURATION_KEYS = {
 
 # The chart's values of [module], [introspection], [session] and [shof] (camelCase) and the
 # guard's keys. A null value is not rendered: the guard's default applies.
+def _pairs(*names: str) -> list[tuple[str, str]]:
+    """camelCase value names with their snake_case config keys."""
+    return [(n, re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), n)) for n in names]
+
+
 OPTIONAL_KEYS = {
-    "module": [("clientId", "client_id"), ("generate", "generate"), ("jwksPath", "jwks_path"),
-               ("jwksMaxAge", "jwks_max_age")],
-    "introspection": [("fhirBase", "fhir_base"), ("endpoint", "endpoint"),
-                      ("tokenEndpoint", "token_endpoint"),
-                      ("assertionAudience", "assertion_audience"),
-                      ("assertionAlg", "assertion_alg"), ("allIssuers", "all_issuers"),
-                      ("timeout", "timeout")],
-    "session": [("cookieName", "cookie_name"), ("secure", "secure"), ("sameSite", "same_site"),
-                ("landing", "landing"), ("protected", "protected"), ("public", "public"),
-                ("caseInsensitivePaths", "case_insensitive_paths"), ("ttl", "ttl"),
-                ("idleTimeout", "idle_timeout"), ("logoutPath", "logout_path"),
-                ("loggedOut", "logged_out")],
-    "shof": [("fhirBase", "fhir_base"), ("redirectUri", "redirect_uri"), ("scope", "scope"),
-             ("timeout", "timeout"), ("loginTtl", "login_ttl"), ("nonce", "nonce")],
+    "module": _pairs("clientId", "generate", "jwksPath", "jwksMaxAge"),
+    "introspection": _pairs(
+        "fhirBase",
+        "endpoint",
+        "tokenEndpoint",
+        "assertionAudience",
+        "assertionAlg",
+        "allIssuers",
+        "timeout",
+    ),
+    "session": _pairs(
+        "cookieName",
+        "secure",
+        "sameSite",
+        "landing",
+        "protected",
+        "public",
+        "caseInsensitivePaths",
+        "ttl",
+        "idleTimeout",
+        "logoutPath",
+        "loggedOut",
+    ),
+    "shof": _pairs("fhirBase", "redirectUri", "scope", "timeout", "loginTtl", "nonce"),
 }
 
 # Files config.toml names that hold secrets, with the variable that points the guard at the
@@ -329,7 +345,10 @@ def expected_config(v: dict, guard: dict) -> dict:
             want[f"session.{key}"] = "(set, not shown)"
             want[f"session.{key}_file"] = "(set)"
             sources[f"session.{key}_file"] = "env"
-    for name, key in [("signingKeys", "signing_key_files"), ("decryptionKeys", "decryption_key_files")]:
+    for name, key in [
+        ("signingKeys", "signing_key_files"),
+        ("decryptionKeys", "decryption_key_files"),
+    ]:
         if v["module"].get(name):
             # "<file> (kid <kid>)": the check's copy, the kid when the values give one.
             want[f"module.{key}"] = [k.get("kid") for k in v["module"][name]]
@@ -718,9 +737,11 @@ def step_coverage(renders):
             for k in values["module"]["signingKeys"] + values["module"]["decryptionKeys"]
         )
         if values["session"]["enabled"] and "secret_file" in config:
-            seen["session+secret from " + ("chart Secret" if keys_secret else "existing Secret")] = True
+            origin = "chart Secret" if keys_secret else "existing Secret"
+            seen[f"session+secret from {origin}"] = True
         if "signing_key_files" in config:
-            seen["module keys from " + ("existing Secret" if existing_keys else "chart Secret")] = True
+            origin = "existing Secret" if existing_keys else "chart Secret"
+            seen[f"module keys from {origin}"] = True
         seen["introspection"] = seen.get("introspection") or "[introspection]" in config
         seen["shof"] = seen.get("shof") or "[shof]" in config
     wanted = [
@@ -971,7 +992,7 @@ def step_wiring(renders):
     report(
         "wiring",
         not problems,
-        f"{len(renders)} renders: Service/probes/ports, config mount, Secrets, securityContext, grace period, upstream, HPA/PDB, dashboard",
+        f"{len(renders)} renders: Service/probes/ports, config mount, Secrets (none in a ConfigMap, every key file mounted), securityContext, grace period, upstream, HPA/PDB, dashboard",
         problems,
     )
 
