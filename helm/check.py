@@ -12,25 +12,34 @@ Steps (one line each; exit 1 on any failure, 2 when a dependency is missing):
   render      every sample renders; every file in check-fixtures/fail/ is refused by a
               template `fail`, with the message its `# expect:` line names.
   coverage    the samples still exercise both modes with Redis, HPA and ServiceMonitor, the
-              memory store, a PodDisruptionBudget, the dashboard and TLS.
+              memory store, a PodDisruptionBudget, the dashboard, TLS, sessions and module keys
+              from the chart's Secret and from existing Secrets, introspection and SHOF.
   kubernetes  every rendered object but the ServiceMonitor validates strictly against the
               Kubernetes 1.32 schemas bundled with kubernetes-validate.
   servicemon  the ServiceMonitor (a CRD, not in those schemas) checked here: a strict schema
               of the fields the chart uses, and its selector, port and namespace resolve.
   wiring      the pieces fit: Service -> pod ports, probes on the admin port, config mount and
-              HTI_GUARD_CONFIG, Secrets referenced exist, security context, grace period,
+              HTI_GUARD_CONFIG, Secrets referenced exist, no session secret or private key in
+              a ConfigMap, every secret file config.toml names is mounted, security context,
+              grace period,
               sidecar upstream -> app port, HPA/PDB targets, dashboard JSON.
   guard       every rendered config.toml goes to `hti-guard check --offline --json --config
               FILE` with the guard container's environment as the pod would have it (the
-              Redis URL from the rendered Secret, a placeholder for an existing Secret; TLS
-              files from the chart's Secret, or a generated self-signed pair when they live in
-              an existing Secret, pointed to with HTI_GUARD_TLS__*). It must exit 0, and every
-              value it reports must be the one the chart values meant (so a quoting slip or a
-              key the guard reads differently fails); keys the guard has and the chart never
-              sets are listed.
+              Redis URL from the rendered Secret, a placeholder for an existing Secret; the
+              files config.toml names (TLS pair, session keys, module signing and decryption
+              keys) from the chart's Secrets, or generated stand-ins when they live in an
+              existing Secret, pointed to with HTI_GUARD_TLS__*, HTI_GUARD_SESSION__*_FILE,
+              HTI_GUARD_MODULE__*_KEY_FILES). It must exit 0, and every value it reports must
+              be the one the chart values meant (so a quoting slip or a key the guard reads
+              differently fails); keys the guard has and the chart never sets are listed.
+              A sample with shof.enabled is checked only when the binary knows [shof] (probed
+              with `check --offline` on a tiny config); otherwise it is skipped with a note,
+              after it was linted, schema-checked, rendered and wired like every other.
 
-Sample values: helm/hti-guard/ci/*.yaml, plus "tls-files" made here (standalone-values.yaml
-with a generated TLS pair in secrets.files, so that no private key is kept in the repository),
+Sample values: helm/hti-guard/ci/*.yaml, plus two made here so that no private key is kept in
+the repository: "tls-files" (standalone-values.yaml with a generated TLS pair in secrets.files)
+and "koppeltaal-inline-keys" (koppeltaal-session-values.yaml with generated module keys and
+session keys given as values, so the chart renders them into its <fullname>-keys Secret),
 each applied on top of the chart's defaults like `helm install -f FILE`. The chart's defaults
 alone do not render on purpose (the audience, an issuer and, in sidecar mode, the app image are
 required), so "the default values" are checked as ci/minimal-values.yaml: the defaults plus
@@ -201,7 +210,62 @@ DURATION_KEYS = {
     "timeouts.request_body",
     "timeouts.upstream_connect",
     "timeouts.upstream_response",
+    "module.jwks_max_age",
+    "introspection.timeout",
+    "session.ttl",
+    "session.idle_timeout",
+    "shof.timeout",
+    "shof.login_ttl",
 }
+
+# The chart's values of [module], [introspection], [session] and [shof] (camelCase) and the
+# guard's keys. A null value is not rendered: the guard's default applies.
+def _pairs(*names: str) -> list[tuple[str, str]]:
+    """camelCase value names with their snake_case config keys."""
+    return [(n, re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), n)) for n in names]
+
+
+OPTIONAL_KEYS = {
+    "module": _pairs("clientId", "generate", "jwksPath", "jwksMaxAge"),
+    "introspection": _pairs(
+        "fhirBase",
+        "endpoint",
+        "tokenEndpoint",
+        "assertionAudience",
+        "assertionAlg",
+        "allIssuers",
+        "timeout",
+    ),
+    "session": _pairs(
+        "cookieName",
+        "secure",
+        "sameSite",
+        "landing",
+        "protected",
+        "public",
+        "caseInsensitivePaths",
+        "ttl",
+        "idleTimeout",
+        "logoutPath",
+        "loggedOut",
+    ),
+    "shof": _pairs("fhirBase", "redirectUri", "scope", "timeout", "loginTtl", "nonce"),
+}
+
+# Files config.toml names that hold secrets, with the variable that points the guard at the
+# check's copy: (section, key, variable, list of files?).
+SECRET_FILE_KEYS = [
+    ("tls", "cert_file", "HTI_GUARD_TLS__CERT_FILE", False),
+    ("tls", "key_file", "HTI_GUARD_TLS__KEY_FILE", False),
+    ("session", "secret_file", "HTI_GUARD_SESSION__SECRET_FILE", False),
+    ("session", "previous_secret_file", "HTI_GUARD_SESSION__PREVIOUS_SECRET_FILE", False),
+    ("module", "signing_key_files", "HTI_GUARD_MODULE__SIGNING_KEY_FILES", True),
+    ("module", "decryption_key_files", "HTI_GUARD_MODULE__DECRYPTION_KEY_FILES", True),
+]
+
+
+def shof_enabled(values: dict) -> bool:
+    return bool((values.get("shof") or {}).get("enabled"))
 
 
 def expected_config(v: dict, guard: dict) -> dict:
@@ -226,7 +290,8 @@ def expected_config(v: dict, guard: dict) -> dict:
         "issuers": [
             {
                 "iss": i["iss"],
-                "jwks_url": i["jwksUrl"],
+                "jwks_url": None if i.get("introspect") else i["jwksUrl"],
+                "introspect": bool(i.get("introspect")),
                 **({"algorithms": i["algorithms"]} if i.get("algorithms") else {}),
             }
             for i in v["issuers"]
@@ -253,7 +318,41 @@ def expected_config(v: dict, guard: dict) -> dict:
     if v["limits"].get("maxMemory"):
         memory = v["limits"]["maxMemory"]
         want["limits.max_memory"] = None if memory == "off" else memory
+    session_on = bool(v["session"]["enabled"])
+    introspected = bool(v["introspection"].get("allIssuers")) or any(
+        i.get("introspect") for i in v["issuers"]
+    )
+    for section, pairs in OPTIONAL_KEYS.items():
+        if section == "session" and not session_on:
+            continue  # the guard reports no session keys while sessions are off
+        if section == "introspection" and not introspected:
+            continue
+        if section == "shof" and not shof_enabled(v):
+            continue
+        for name, key in pairs:
+            if v[section].get(name) is not None:
+                want[f"{section}.{key}"] = v[section][name]
+    want["session.enabled"] = session_on
+    if shof_enabled(v):
+        want["shof.enabled"] = True
     sources = {k: "file" for k in want}
+    if not session_on:
+        sources.pop("session.enabled")
+    for setting, key in [("secret", "secret"), ("previousSecret", "previous_secret")]:
+        ref = v["session"][setting]
+        if session_on and (ref.get("value") or ref.get("existingSecret")):
+            # Reported as set but never shown; the file is the check's copy (from env).
+            want[f"session.{key}"] = "(set, not shown)"
+            want[f"session.{key}_file"] = "(set)"
+            sources[f"session.{key}_file"] = "env"
+    for name, key in [
+        ("signingKeys", "signing_key_files"),
+        ("decryptionKeys", "decryption_key_files"),
+    ]:
+        if v["module"].get(name):
+            # "<file> (kid <kid>)": the check's copy, the kid when the values give one.
+            want[f"module.{key}"] = [k.get("kid") for k in v["module"][name]]
+            sources[f"module.{key}"] = "env"
     if replay["store"] == "redis":
         sources["replay.redis_url"] = "env"
     if v["tls"]["enabled"]:
@@ -283,6 +382,12 @@ def same(key: str, want, got) -> bool:
         )
     if key == "launch.methods":
         return [m.upper() for m in want] == [m.upper() for m in got]
+    if key in ("module.signing_key_files", "module.decryption_key_files"):
+        # want: the kids the values give (None: the thumbprint); got: "<file> (kid <kid>)".
+        return len(want) == len(got) and all(
+            re.fullmatch(r".+ \(kid .+\)", g) and (w is None or g.endswith(f"(kid {w})"))
+            for w, g in zip(want, got)
+        )
     return want == got
 
 
@@ -307,6 +412,7 @@ def compare_report(report_json: dict, want: dict, sources: dict) -> tuple[list[s
         if g["source"] == "default"
         and k not in sources
         and k not in ("tls.cert_file", "tls.key_file", "replay.redis_url")
+        and not k.endswith("secret")
     }
     return problems, unset
 
@@ -624,6 +730,20 @@ def step_coverage(renders):
             for c in kinds(objs, "ConfigMap")
         )
         seen["tls"] = seen.get("tls") or "[tls]" in json.dumps(kinds(objs, "ConfigMap"))
+        config = json.dumps(kinds(objs, "ConfigMap"))
+        keys_secret = any(s["metadata"]["name"].endswith("-keys") for s in kinds(objs, "Secret"))
+        existing_keys = any(
+            k.get("existingSecret")
+            for k in values["module"]["signingKeys"] + values["module"]["decryptionKeys"]
+        )
+        if values["session"]["enabled"] and "secret_file" in config:
+            origin = "chart Secret" if keys_secret else "existing Secret"
+            seen[f"session+secret from {origin}"] = True
+        if "signing_key_files" in config:
+            origin = "existing Secret" if existing_keys else "chart Secret"
+            seen[f"module keys from {origin}"] = True
+        seen["introspection"] = seen.get("introspection") or "[introspection]" in config
+        seen["shof"] = seen.get("shof") or "[shof]" in config
     wanted = [
         "sidecar+redis+hpa+servicemonitor",
         "standalone+redis+hpa+servicemonitor",
@@ -631,6 +751,12 @@ def step_coverage(renders):
         "pdb",
         "dashboard",
         "tls",
+        "session+secret from chart Secret",
+        "session+secret from existing Secret",
+        "module keys from chart Secret",
+        "module keys from existing Secret",
+        "introspection",
+        "shof",
     ]
     missing = [w for w in wanted if not seen.get(w)]
     report(
@@ -763,6 +889,10 @@ def step_wiring(renders):
             (values.get("replay", {}).get("redis", {}) or {}).get("existingSecret"),
             (values.get("secrets", {}) or {}).get("existingSecret"),
             (values.get("tls", {}) or {}).get("existingSecret"),
+            values["session"]["secret"].get("existingSecret"),
+            values["session"]["previousSecret"].get("existingSecret"),
+            *(k.get("existingSecret") for k in values["module"]["signingKeys"]),
+            *(k.get("existingSecret") for k in values["module"]["decryptionKeys"]),
         } - {None, ""}
         rendered_secrets = {s["metadata"]["name"] for s in kinds(objs, "Secret")}
         refs = [
@@ -790,6 +920,43 @@ def step_wiring(renders):
         need(
             "redis_url" not in config.get("replay", {}),
             "the Redis URL is in config.toml (it may hold a password)",
+        )
+        # Session and module keys: files from Secrets, never values in a ConfigMap.
+        session = config.get("session", {})
+        need(
+            "secret" not in session and "previous_secret" not in session,
+            "a session secret is in config.toml (it must be a file from a Secret)",
+        )
+        for cm in kinds(objs, "ConfigMap"):
+            need(
+                "PRIVATE KEY" not in json.dumps(cm.get("data", {})),
+                f"ConfigMap {cm['metadata']['name']} holds a private key",
+            )
+        secret_values = [
+            values["session"]["secret"].get("value"),
+            values["session"]["previousSecret"].get("value"),
+        ]
+        for cm in kinds(objs, "ConfigMap"):
+            need(
+                not any(v and v in json.dumps(cm.get("data", {})) for v in secret_values),
+                f"ConfigMap {cm['metadata']['name']} holds a session secret",
+            )
+        mounts = [m["mountPath"].rstrip("/") + "/" for m in guard.get("volumeMounts", [])]
+        for section, key, _, is_list in SECRET_FILE_KEYS:
+            named = (config.get(section) or {}).get(key)
+            for entry in (named if is_list else [named]) if named is not None else []:
+                path = entry["file"] if isinstance(entry, dict) else entry
+                need(
+                    any(path.startswith(m) for m in mounts),
+                    f"{section}.{key} {path} is on no volume mounted in the guard",
+                )
+        need(
+            bool(session.get("enabled")) == bool(values["session"]["enabled"]),
+            "session.enabled in config.toml differs from the values",
+        )
+        need(
+            bool(config.get("shof", {}).get("enabled")) == shof_enabled(values),
+            "shof.enabled in config.toml differs from the values",
         )
         # Several pods only with the shared store.
         multi = deploy["spec"].get("replicas", 1) > 1 or bool(
@@ -825,72 +992,154 @@ def step_wiring(renders):
     report(
         "wiring",
         not problems,
-        f"{len(renders)} renders: Service/probes/ports, config mount, Secrets, securityContext, grace period, upstream, HPA/PDB, dashboard",
+        f"{len(renders)} renders: Service/probes/ports, config mount, Secrets (none in a ConfigMap, every key file mounted), securityContext, grace period, upstream, HPA/PDB, dashboard",
         problems,
     )
 
 
+def stand_in(kind: str, config: dict, generated: dict) -> str:
+    """Content for a file that lives in a Secret the chart does not render: what the guard
+    would find there, made up here (the guard loads and checks key files even offline)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    def pkcs8(key) -> str:
+        return key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+
+    if kind in ("tls.cert_file", "tls.key_file"):
+        generated.setdefault("tls", self_signed_pair())
+        return generated["tls"][0 if kind == "tls.cert_file" else 1]
+    if kind.startswith("session."):
+        return base64.b64encode(os.urandom(32)).decode() + "\n"
+    if kind == "module.signing_key_files":
+        # A key that fits the client assertion's algorithm (RS512 unless the values say).
+        alg = str((config.get("introspection") or {}).get("assertion_alg", "RS512"))
+        curve = {"ES256": ec.SECP256R1, "ES384": ec.SECP384R1, "ES512": ec.SECP521R1}.get(alg)
+        return pkcs8(ec.generate_private_key(curve()) if curve else rsa.generate_private_key(65537, 2048))
+    # module.decryption_key_files: RSA (RSA-OAEP), never the same key as a signing key.
+    return pkcs8(rsa.generate_private_key(65537, 2048))
+
+
+def mounted_content(objs, pod, guard, path: str, what: str) -> tuple[str | None, str]:
+    """The content of the file at `path` in the guard container, from the Secret a mounted
+    volume projects there; None (and the Secret's name) when that Secret is not rendered."""
+    mount = next(
+        (
+            m
+            for m in guard.get("volumeMounts", [])
+            if path.startswith(m["mountPath"].rstrip("/") + "/")
+        ),
+        None,
+    )
+    if mount is None:
+        raise ValueError(f"{what} {path} is on no volume mounted in the guard")
+    name = path[len(mount["mountPath"].rstrip("/")) + 1 :]
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == mount["name"])
+    sources = volume.get("projected", {}).get("sources", [])
+    if "secret" in volume:
+        sources = [{"secret": volume["secret"]}]
+    origin = None
+    rendered = {sec["metadata"]["name"] for sec in kinds(objs, "Secret")}
+    for src in sources:
+        sec = src.get("secret")
+        if not sec:
+            continue
+        items = sec.get("items")
+        if items:
+            match = [i["key"] for i in items if i["path"] == name]
+            if not match:
+                continue
+            secret_key = match[0]
+        else:
+            secret_key = name
+        if sec["name"] in rendered:
+            value = secret_value(objs, sec["name"], secret_key)
+            if value is not None:
+                return value, f"Secret {sec['name']}"
+            continue
+        # A Secret the chart does not render (an existingSecret): it may hold the file.
+        origin = origin or f"existing Secret {sec['name']}"
+        if items:
+            break
+    if origin is None:
+        raise ValueError(f"{what} {path}: no mounted Secret provides {name}")
+    return None, origin
+
+
 def resolve_files(objs, pod, guard, config, workdir: Path, notes: list[str]) -> dict[str, str]:
-    """Files config.toml names (tls.cert_file, tls.key_file): find the mounted Secret that
-    holds each, write it under workdir, and return env overrides pointing the guard there."""
-    wanted = {k: v for k, v in (config.get("tls") or {}).items() if k in ("cert_file", "key_file")}
-    if not wanted:
-        return {}
-    generated = None
+    """Secret files config.toml names (TLS pair, session keys, module keys): find the mounted
+    Secret that holds each, write it under workdir (a generated stand-in when it lives in an
+    existing Secret), and return env overrides pointing the guard there."""
+    generated: dict = {}
     env = {}
-    for key, path in wanted.items():
-        mount = next(
-            (
-                m
-                for m in guard.get("volumeMounts", [])
-                if path.startswith(m["mountPath"].rstrip("/") + "/")
-            ),
-            None,
-        )
-        if mount is None:
-            raise ValueError(f"tls.{key} {path} is on no volume mounted in the guard")
-        name = path[len(mount["mountPath"].rstrip("/")) + 1 :]
-        volume = next(v for v in pod["spec"]["volumes"] if v["name"] == mount["name"])
-        sources = volume.get("projected", {}).get("sources", [])
-        if "secret" in volume:
-            sources = [{"secret": volume["secret"]}]
-        content, origin = None, None
-        rendered = {sec["metadata"]["name"] for sec in kinds(objs, "Secret")}
-        for src in sources:
-            sec = src.get("secret")
-            if not sec:
-                continue
-            items = sec.get("items")
-            if items:
-                match = [i["key"] for i in items if i["path"] == name]
-                if not match:
-                    continue
-                secret_key = match[0]
-            else:
-                secret_key = name
-            if sec["name"] in rendered:
-                value = secret_value(objs, sec["name"], secret_key)
-                if value is not None:
-                    content, origin = value, f"Secret {sec['name']}"
-                    break
-                continue
-            # A Secret the chart does not render (an existingSecret): it may hold the file.
-            origin = origin or f"existing Secret {sec['name']}"
-            if items:
-                break
-        if content is None:
-            if origin is None:
-                raise ValueError(f"tls.{key} {path}: no mounted Secret provides {name}")
-            generated = generated or self_signed_pair()
-            content = generated[0] if key == "cert_file" else generated[1]
-            origin += " (generated stand-in)"
-        target = workdir / "secrets" / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content)
-        env[f"HTI_GUARD_TLS__{key.upper()}"] = str(target)
-        if f"TLS files from {origin}" not in notes:
-            notes.append(f"TLS files from {origin}")
+    for section, key, variable, is_list in SECRET_FILE_KEYS:
+        value = (config.get(section) or {}).get(key)
+        if value is None:
+            continue
+        what = f"{section}.{key}"
+        entries = value if is_list else [value]
+        out = []
+        for entry in entries:
+            path = entry["file"] if isinstance(entry, dict) else entry
+            content, origin = mounted_content(objs, pod, guard, path, what)
+            if content is None:
+                content = stand_in(what, config, generated)
+                origin += " (generated stand-in)"
+            target = workdir / "secrets" / Path(path).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content)
+            out.append({**entry, "file": str(target)} if isinstance(entry, dict) else str(target))
+            note = f"{section} files from {origin}"
+            if note not in notes:
+                notes.append(note)
+        if is_list:
+            env[variable] = (
+                "["
+                + ", ".join(
+                    "{" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in e.items()) + "}"
+                    if isinstance(e, dict)
+                    else json.dumps(e)
+                    for e in out
+                )
+                + "]"
+            )
+        else:
+            env[variable] = out[0]
     return env
+
+
+def shof_support(binary: Path) -> tuple[bool, str]:
+    """Whether this hti-guard knows [shof]: `check --offline` on a tiny config with an
+    (off) [shof] section. A guard without it refuses the unknown key (exit 2, naming shof)."""
+    with tempfile.TemporaryDirectory(prefix="hti-guard-shof-probe-") as tmp:
+        file = Path(tmp) / "config.toml"
+        file.write_text(
+            'upstream = "http://127.0.0.1:3000"\n'
+            '[launch]\naudience = "Device/probe"\n'
+            '[[issuers]]\niss = "https://portal.invalid"\n'
+            'jwks_url = "https://portal.invalid/jwks"\n'
+            "[shof]\nenabled = false\n"
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HTI_GUARD_")}
+        env["RUST_LOG"] = "warn"
+        proc = subprocess.run(
+            [str(binary), "check", "--offline", "--config", str(file)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    out = (proc.stderr + proc.stdout).strip()
+    if proc.returncode == 0:
+        return True, "knows [shof]"
+    if proc.returncode == 2 and "shof" in out:
+        line = out.splitlines()[-1]
+        return False, line[: line.find("shof") + 60].rstrip() + " ..."
+    raise ValueError(f"[shof] probe: check exited {proc.returncode}: {out[-500:]}")
 
 
 def step_guard(renders, binary: Path):
@@ -905,10 +1154,22 @@ def step_guard(renders, binary: Path):
             ["build it first (cargo build), or set HTI_GUARD_BIN"],
         )
         return
+    skipped = []
+    shof_known, shof_note = None, ""
+    if any(shof_enabled(values) for values, _, _ in renders.values()):
+        try:
+            shof_known, shof_note = shof_support(binary)
+        except (ValueError, subprocess.TimeoutExpired) as e:
+            problems.append(str(e))
     with tempfile.TemporaryDirectory(prefix="hti-guard-chart-") as tmp:
         for label, (values, objs, _) in renders.items():
             ident = label
             notes: list[str] = []
+            if shof_enabled(values) and not shof_known:
+                # Rendered, schema-checked and wired above; the guard check waits for a
+                # binary with [shof] (the guard side is on its own branch until it merges).
+                skipped.append(short(label))
+                continue
             try:
                 _, pod = pod_of(objs)
                 guard = guard_container(pod)
@@ -985,10 +1246,16 @@ def step_guard(renders, binary: Path):
             ) as e:
                 problems.append(f"{ident}: {e!r}")
     groups = sorted({k.split(".")[0] + (".*" if "." in k else "") for k in unset})
+    if skipped:
+        print(
+            f"note guard      skipped {', '.join(skipped)}: {binary.name} does not know [shof] yet "
+            f"({shof_note}); rendering, schema and wiring of it were checked",
+            flush=True,
+        )
     report(
         "guard",
         not problems,
-        f"{binary.name} check --offline --json accepts {len(done)}/{len(renders)} rendered config.toml and reads every value as the chart meant: "
+        f"{binary.name} check --offline --json accepts {len(done)}/{len(renders) - len(skipped)} rendered config.toml and reads every value as the chart meant: "
         + ", ".join(done)
         + (
             f"; keys the chart leaves at the guard's defaults: {', '.join(groups)}"
@@ -1007,6 +1274,28 @@ def tls_files_sample(yaml) -> dict:
     cert, key = self_signed_pair()
     values["tls"] = {"enabled": True, "certFile": "server.pem", "keyFile": "server-key.pem"}
     values["secrets"] = {"files": {"server.pem": cert, "server-key.pem": key}}
+    return values
+
+
+def koppeltaal_inline_sample(yaml) -> dict:
+    """koppeltaal-session-values.yaml with every secret given as a value, so that the chart
+    renders them into its own Secret (<fullname>-keys): the session keys and freshly made
+    module keys (made here, so that no private key sits in the repository)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    def pem() -> str:
+        return rsa.generate_private_key(65537, 2048).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+
+    values = yaml.safe_load((SAMPLES / "koppeltaal-session-values.yaml").read_text())
+    values["module"]["signingKeys"] = [{"pem": pem(), "kid": "module-2"}, {"pem": pem()}]
+    values["module"]["decryptionKeys"] = [{"pem": pem(), "kid": "enc-1"}]
+    values["session"]["secret"] = {"value": base64.b64encode(os.urandom(32)).decode()}
+    values["session"]["previousSecret"] = {"value": base64.b64encode(os.urandom(48)).decode()}
     return values
 
 
@@ -1033,6 +1322,7 @@ def main() -> int:
         report("samples", False, f"no sample values under {rel(SAMPLES)}")
         return 1
     samples.append(("tls-files", tls_files_sample(yaml)))
+    samples.append(("koppeltaal-inline-keys", koppeltaal_inline_sample(yaml)))
     step_lint(helm, yaml, samples)
     with helm.Chart.load(str(CHART)) as chart:
         step_schema(helm, jsonschema, yaml, chart, samples)

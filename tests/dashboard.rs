@@ -28,7 +28,13 @@ const REQUIRED_PANELS: &[&str] = &[
     "Upstream latency (p50, p99)",
     "Responses by status code",
     "Spoofed headers stripped",
+    "Sessions by event",
+    "SHOF logins by result and reason",
+    "SHOF login latency (p50, p99)",
 ];
+
+/// A session sealing key for the second guard (base64 of 40 bytes).
+const SESSION_SECRET: &str = "c2Vzc2lvbi1zZWNyZXQtZm9yLXRoZS10ZXN0cy0wMTIzNDU2Nzg5";
 
 /// Labels Prometheus attaches at scrape time: on every series, though not in the exposition.
 const TARGET_LABELS: &[&str] = &["job", "instance"];
@@ -588,7 +594,26 @@ async fn dashboard_queries_use_only_exported_metrics_and_labels() {
     .expect("GET /app/page");
     expect_echo(passthrough).await;
 
-    let exposition = fx.guard.metrics().await;
+    // A second guard with sessions: its launch becomes a session (303), so the session
+    // series exist too. The two expositions are read as one.
+    let with_sessions = Fixture::start_with(|b| {
+        b.set("session.enabled", "true")
+            .set_str("session.secret", SESSION_SECRET)
+    })
+    .await;
+    let response = within(
+        LIMIT,
+        "session launch",
+        with_sessions.launch(&with_sessions.good_token()),
+    )
+    .await;
+    assert_eq!(response.status(), 303, "a launch with sessions on");
+
+    let exposition = format!(
+        "{}\n{}",
+        fx.guard.metrics().await,
+        with_sessions.guard.metrics().await
+    );
     let families = families(&exposition);
 
     let dashboard = dashboard();
@@ -616,6 +641,7 @@ async fn dashboard_queries_use_only_exported_metrics_and_labels() {
         "hti_guard_requests_total",
         "hti_guard_spoofed_headers_stripped_total",
         "hti_guard_jwks_last_success_timestamp_seconds",
+        "hti_guard_sessions_total",
     ] {
         assert!(used.contains(name), "the dashboard does not use {name}");
     }

@@ -2,8 +2,22 @@
 The guard's config.toml, rendered from values. Strings and lists go through toJson: a JSON
 string is a valid TOML basic string and a JSON list of strings a valid TOML array. The Redis
 URL is never written here (it may hold a password): the pod gets it as the env variable
-HTI_GUARD_REPLAY__REDIS_URL from a Secret.
+HTI_GUARD_REPLAY__REDIS_URL from a Secret. Nor are the session keys or the module's private
+keys: they are files mounted from Secrets, named here by path. Keys of [module],
+[introspection], [session] and [shof] whose value is null are left out, so that the guard's
+own defaults apply.
 */}}
+{{- define "hti-guard.tomlKeys" -}}
+{{- /* `key = value` lines for each (key, value) pair whose value is set (not null): the
+  guard's own default applies to the rest. Values are strings, booleans or lists of strings;
+  toJson writes each as valid TOML. */ -}}
+{{- range . }}
+{{- if not (kindIs "invalid" (index . 1)) }}
+{{ index . 0 }} = {{ index . 1 | toJson }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{- define "hti-guard.configToml" -}}
 # hti-guard configuration, rendered by the {{ include "hti-guard.chart" . }} chart
 # (release {{ .Release.Name }}, mode {{ .Values.mode }}). Edit the chart values, not this file.
@@ -28,7 +42,12 @@ max_body = {{ .Values.launch.maxBody | toString | toJson }}
 
 [[issuers]]
 iss = {{ .iss | toJson }}
-jwks_url = {{ .jwksUrl | toJson }}
+{{- with .jwksUrl }}
+jwks_url = {{ . | toJson }}
+{{- end }}
+{{- if .introspect }}
+introspect = true
+{{- end }}
 {{- with .algorithms }}
 algorithms = {{ . | toJson }}
 {{- end }}
@@ -64,6 +83,85 @@ max_connections = {{ .Values.limits.maxConnections | int }}
 {{- end }}
 {{- if .Values.limits.maxMemory }}
 max_memory = {{ .Values.limits.maxMemory | toString | toJson }}
+{{- end }}
+{{- end }}
+{{- $dir := include "hti-guard.secretsDir" . }}
+{{- $keyFiles := include "hti-guard.keyFiles" . | fromJsonArray }}
+{{- $signing := list }}
+{{- $decryption := list }}
+{{- range $keyFiles }}
+{{- $path := printf "%s/%s" $dir .name | toJson }}
+{{- $entry := ternary (printf "{ file = %s, kid = %s }" $path (.kid | toJson)) $path (ne .kid "") }}
+{{- if hasPrefix "module-signing-" .name }}{{ $signing = append $signing $entry }}{{ end }}
+{{- if hasPrefix "module-decryption-" .name }}{{ $decryption = append $decryption $entry }}{{ end }}
+{{- end }}
+{{- with .Values.module }}
+{{- $lines := include "hti-guard.tomlKeys" (list
+  (list "client_id" .clientId)
+  (list "generate" .generate)
+  (list "jwks_path" .jwksPath)
+  (list "jwks_max_age" .jwksMaxAge)) }}
+{{- if or $lines $signing $decryption }}
+
+[module]
+{{- $lines }}
+{{- with $signing }}
+signing_key_files = [{{ join ", " . }}]
+{{- end }}
+{{- with $decryption }}
+decryption_key_files = [{{ join ", " . }}]
+{{- end }}
+{{- end }}
+{{- end }}
+{{- with .Values.introspection }}
+{{- with include "hti-guard.tomlKeys" (list
+  (list "fhir_base" .fhirBase)
+  (list "endpoint" .endpoint)
+  (list "token_endpoint" .tokenEndpoint)
+  (list "assertion_audience" .assertionAudience)
+  (list "assertion_alg" .assertionAlg)
+  (list "all_issuers" .allIssuers)
+  (list "timeout" .timeout)) }}
+
+[introspection]
+{{- . }}
+{{- end }}
+{{- end }}
+{{- $secretFiles := dict }}
+{{- range $keyFiles }}{{ if hasPrefix "session" .key }}{{ $_ := set $secretFiles .key (printf "%s/%s" $dir .name) }}{{ end }}{{ end }}
+{{- with .Values.session }}
+{{- with include "hti-guard.tomlKeys" (list
+  (list "enabled" (.enabled | default nil))
+  (list "cookie_name" .cookieName)
+  (list "secure" .secure)
+  (list "same_site" .sameSite)
+  (list "landing" .landing)
+  (list "protected" .protected)
+  (list "public" .public)
+  (list "case_insensitive_paths" .caseInsensitivePaths)
+  (list "ttl" .ttl)
+  (list "idle_timeout" .idleTimeout)
+  (list "secret_file" (get $secretFiles "session.secret" | default nil))
+  (list "previous_secret_file" (get $secretFiles "session.previousSecret" | default nil))
+  (list "logout_path" .logoutPath)
+  (list "logged_out" .loggedOut)) }}
+
+[session]
+{{- . }}
+{{- end }}
+{{- end }}
+{{- if .Values.shof.enabled }}
+{{- with .Values.shof }}
+
+[shof]
+{{- include "hti-guard.tomlKeys" (list
+  (list "enabled" true)
+  (list "fhir_base" .fhirBase)
+  (list "redirect_uri" .redirectUri)
+  (list "scope" .scope)
+  (list "timeout" .timeout)
+  (list "login_ttl" .loginTtl)
+  (list "nonce" .nonce)) }}
 {{- end }}
 {{- end }}
 {{- if .Values.tls.enabled }}

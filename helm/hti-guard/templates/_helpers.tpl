@@ -135,10 +135,47 @@ Name of the Secret the chart creates for secrets.files.
 {{- end }}
 
 {{/*
+Name of the Secret the chart creates for secret values: the session keys and module keys
+given inline (session.secret.value, module.signingKeys[].pem, ...).
+*/}}
+{{- define "hti-guard.keysSecretName" -}}
+{{- printf "%s-keys" (include "hti-guard.fullname" .) }}
+{{- end }}
+
+{{/*
+The secret files the guard reads besides secrets.files and TLS: the session keys and the
+module's keys, as a JSON list of {name, key, value, existingSecret, existingSecretKey, kid}.
+`name` is the file under the secrets directory, `key` names the setting for messages. An
+entry has either a value (rendered into the keys Secret under `name`) or an existingSecret.
+*/}}
+{{- define "hti-guard.keyFiles" -}}
+{{- $files := list }}
+{{- range $setting, $name := dict "secret" "session-secret" "previousSecret" "session-previous-secret" }}
+{{- $ref := index $.Values.session $setting | default dict }}
+{{- if or $ref.value $ref.existingSecret }}
+{{- $files = append $files (dict "name" $name "key" (printf "session.%s" $setting) "value" ($ref.value | default "") "existingSecret" ($ref.existingSecret | default "") "existingSecretKey" ($ref.existingSecretKey | default $name) "kid" "") }}
+{{- end }}
+{{- end }}
+{{- range $kind, $list := dict "signing" .Values.module.signingKeys "decryption" .Values.module.decryptionKeys }}
+{{- range $i, $k := $list }}
+{{- $files = append $files (dict "name" (printf "module-%s-%d.pem" $kind $i) "key" (printf "module.%sKeys[%d]" $kind $i) "value" ($k.pem | default "") "existingSecret" ($k.existingSecret | default "") "existingSecretKey" ($k.existingSecretKey | default "") "kid" ($k.kid | default "")) }}
+{{- end }}
+{{- end }}
+{{- $files | toJson }}
+{{- end }}
+
+{{/*
+Whether the chart renders the keys Secret (some secret given as a value).
+*/}}
+{{- define "hti-guard.hasKeysSecret" -}}
+{{- range include "hti-guard.keyFiles" . | fromJsonArray }}{{ if .value }}true{{ end }}{{ end }}
+{{- end }}
+
+{{/*
 Whether the pod mounts anything at /etc/hti-guard/secrets.
 */}}
 {{- define "hti-guard.hasSecretFiles" -}}
-{{- if or .Values.secrets.files .Values.secrets.existingSecret .Values.tls.existingSecret }}true{{ end }}
+{{- if or .Values.secrets.files .Values.secrets.existingSecret .Values.tls.existingSecret (include "hti-guard.keyFiles" . | fromJsonArray) }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -177,6 +214,27 @@ workload template, so a bad combination fails the whole render with a clear mess
 {{- if not (or .Values.secrets.existingSecret (and (hasKey .Values.secrets.files .Values.tls.certFile) (hasKey .Values.secrets.files .Values.tls.keyFile))) }}
 {{- fail (printf "tls.enabled: set tls.existingSecret (a kubernetes.io/tls Secret), or provide %s and %s in secrets.files or secrets.existingSecret" .Values.tls.certFile .Values.tls.keyFile) }}
 {{- end }}
+{{- end }}
+{{- range $setting := list "secret" "previousSecret" }}
+{{- $ref := index $.Values.session $setting | default dict }}
+{{- if and $ref.value $ref.existingSecret }}
+{{- fail (printf "session.%s: set value or existingSecret, not both" $setting) }}
+{{- end }}
+{{- end }}
+{{- $sessionSecret := or .Values.session.secret.value .Values.session.secret.existingSecret }}
+{{- if and .Values.session.enabled (include "hti-guard.multiReplica" .) (not $sessionSecret) }}
+{{- fail "session.enabled with more than one replica: set session.secret.value or session.secret.existingSecret, or each pod seals sessions with its own random key and the others refuse them" }}
+{{- end }}
+{{- $introspected := .Values.introspection.allIssuers }}
+{{- range .Values.issuers }}{{ if .introspect }}{{ $introspected = true }}{{ end }}{{ end }}
+{{- if and (or .Values.introspection.fhirBase .Values.introspection.endpoint) (not $introspected) }}
+{{- fail "introspection is configured but no issuer has introspect: true (and introspection.allIssuers is not true)" }}
+{{- end }}
+{{- if and $introspected (not .Values.module.clientId) }}
+{{- fail "token introspection (an issuer with introspect: true, or introspection.allIssuers) needs module.clientId" }}
+{{- end }}
+{{- if and $introspected (not (or .Values.module.signingKeys .Values.module.generate)) }}
+{{- fail "token introspection needs a module signing key: module.signingKeys (or module.generate: true)" }}
 {{- end }}
 {{- $_ := include "hti-guard.terminationGracePeriodSeconds" . }}
 {{- end }}
