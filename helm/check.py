@@ -336,6 +336,8 @@ def expected_config(v: dict, guard: dict) -> dict:
     if shof_enabled(v):
         want["shof.enabled"] = True
     sources = {k: "file" for k in want}
+    if not v["issuers"]:
+        sources["issuers"] = "default"  # no [[issuers]] rendered (SHOF needs none)
     if not session_on:
         sources.pop("session.enabled")
     for setting, key in [("secret", "secret"), ("previousSecret", "previous_secret")]:

@@ -609,10 +609,32 @@ async fn dashboard_queries_use_only_exported_metrics_and_labels() {
     .await;
     assert_eq!(response.status(), 303, "a launch with sessions on");
 
+    // A third guard with the SHOF login on: a launch naming another FHIR base is a refused
+    // login, so the login series exist (the latency histogram is there from the start).
+    let shof = ShofFixture::start_at("127.0.0.1", |b, _| b).await;
+    let response = within(
+        LIMIT,
+        "SHOF launch",
+        client()
+            .get(shof.guard.url(&format!(
+                "/launch?iss=https%3A%2F%2Fother.example%2Ffhir&launch={}",
+                shof.token()
+            )))
+            .send(),
+    )
+    .await
+    .expect("GET /launch");
+    assert_eq!(
+        response.status(),
+        400,
+        "a SHOF launch for another FHIR base"
+    );
+
     let exposition = format!(
-        "{}\n{}",
+        "{}\n{}\n{}",
         fx.guard.metrics().await,
-        with_sessions.guard.metrics().await
+        with_sessions.guard.metrics().await,
+        shof.guard.metrics().await
     );
     let families = families(&exposition);
 
