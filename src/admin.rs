@@ -17,7 +17,7 @@ use crate::verify::KeyCache;
 use crate::verify::introspect::Introspector;
 
 /// What readiness depends on.
-pub struct Readiness {
+pub(crate) struct Readiness {
     keys: Arc<KeyCache>,
     replay: Arc<dyn ReplayStore>,
     introspector: Option<Arc<Introspector>>,
@@ -27,7 +27,7 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    pub fn new(
+    pub(crate) fn new(
         keys: Arc<KeyCache>,
         replay: Arc<dyn ReplayStore>,
         introspector: Option<Arc<Introspector>>,
@@ -43,23 +43,23 @@ impl Readiness {
     }
 
     /// Not ready while the guard refuses work near its memory limit.
-    pub fn with_overload(mut self, overload: Option<Arc<Overload>>) -> Self {
+    pub(crate) fn with_overload(mut self, overload: Option<Arc<Overload>>) -> Self {
         self.overload = overload;
         self
     }
 
     /// Not ready before the SHOF auth server is first discovered.
-    pub fn with_shof(mut self, shof: Option<Arc<Shof>>) -> Self {
+    pub(crate) fn with_shof(mut self, shof: Option<Arc<Shof>>) -> Self {
         self.shof = shof;
         self
     }
 
-    pub fn start_draining(&self) {
+    pub(crate) fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
     }
 
     /// Everything that keeps the guard from verifying launches now, or nothing.
-    pub async fn missing(&self) -> Vec<String> {
+    pub(crate) async fn missing(&self) -> Vec<String> {
         let mut missing = Vec::new();
         if self.draining.load(Ordering::Acquire) {
             missing.push("shutting down".to_owned());
@@ -84,7 +84,7 @@ impl Readiness {
 }
 
 /// Answer one admin request.
-pub async fn handle<B>(
+pub(crate) async fn handle<B>(
     request: Request<B>,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,

@@ -375,14 +375,14 @@ impl From<Reason> for Rejection {
 
 /// How the client wants to read an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorFormat {
+pub(crate) enum ErrorFormat {
     Json,
     Html,
 }
 
 impl ErrorFormat {
     /// JSON when the client says it accepts `application/json`, HTML otherwise.
-    pub fn from_accept(accept: Option<&HeaderValue>) -> Self {
+    pub(crate) fn from_accept(accept: Option<&HeaderValue>) -> Self {
         let wants_json = accept.and_then(|v| v.to_str().ok()).is_some_and(|v| {
             v.split(',').any(|part| {
                 let media = part.split(';').next().unwrap_or("").trim();

@@ -30,27 +30,30 @@
 //! process).
 
 #![forbid(unsafe_code)]
+// Items are `pub(crate)` unless the binary, the tests or the benches need them: a `pub`
+// that nothing outside can reach is a warning (and CI denies warnings).
+#![warn(unreachable_pub)]
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod check;
 pub mod config;
 pub mod demo;
-pub mod error;
+pub(crate) mod error;
 pub mod headers;
 pub mod jose;
 pub mod launch;
 pub mod metrics;
-pub mod module_keys;
-pub mod overload;
-pub mod proxy;
+pub(crate) mod module_keys;
+pub(crate) mod overload;
+pub(crate) mod proxy;
 pub mod replay;
-pub mod respond;
-pub mod server;
-pub mod session;
-pub mod shof;
-pub mod timed;
+pub(crate) mod respond;
+pub(crate) mod server;
+pub(crate) mod session;
+pub(crate) mod shof;
+pub(crate) mod timed;
 pub mod tools;
-pub mod upstream;
+pub(crate) mod upstream;
 pub mod verify;
 
 use std::future::Future;

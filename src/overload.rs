@@ -18,7 +18,7 @@ const LEAVE_PERCENT: u64 = 85;
 /// Whether the guard is over its memory limit; shared by the monitor, the listener and
 /// `/readyz`.
 #[derive(Debug)]
-pub struct Overload {
+pub(crate) struct Overload {
     limit: u64,
     overloaded: AtomicBool,
     resident: AtomicU64,
@@ -26,7 +26,7 @@ pub struct Overload {
 
 impl Overload {
     /// A monitor for `limit` bytes; [`Overload::start`] begins reading.
-    pub fn new(limit: u64) -> Arc<Overload> {
+    pub(crate) fn new(limit: u64) -> Arc<Overload> {
         Arc::new(Overload {
             limit,
             overloaded: AtomicBool::new(false),
@@ -35,12 +35,12 @@ impl Overload {
     }
 
     /// Whether new requests are refused now.
-    pub fn is_overloaded(&self) -> bool {
+    pub(crate) fn is_overloaded(&self) -> bool {
         self.overloaded.load(Ordering::Relaxed)
     }
 
     /// Why the guard refuses work, for `/readyz`; `None` while it takes work.
-    pub fn describe(&self) -> Option<String> {
+    pub(crate) fn describe(&self) -> Option<String> {
         self.is_overloaded().then(|| {
             format!(
                 "overloaded: resident memory {} MiB of limits.max_memory {} MiB",
@@ -51,7 +51,7 @@ impl Overload {
     }
 
     /// Take in one reading of the resident set size (in bytes).
-    pub fn observe(&self, resident: u64) {
+    pub(crate) fn observe(&self, resident: u64) {
         self.resident.store(resident, Ordering::Relaxed);
         let percent = resident.saturating_mul(100) / self.limit.max(1);
         let was = self.is_overloaded();
@@ -81,7 +81,7 @@ impl Overload {
     }
 
     /// Read the resident set size every 250 ms, on the current runtime, until aborted.
-    pub fn start(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    pub(crate) fn start(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(EVERY);
@@ -101,7 +101,7 @@ impl Overload {
 }
 
 /// The process's resident set size (`VmRSS` of `/proc/self/status`), in bytes.
-pub fn resident_bytes() -> Option<u64> {
+pub(crate) fn resident_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status_kib(&status, "VmRSS:").map(|kib| kib * 1024)
 }

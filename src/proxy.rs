@@ -33,7 +33,7 @@ use crate::verify::{VerifiedLaunch, Verifier};
 
 /// The body of every response the guard returns: the upstream's, passed through, or one
 /// the guard made.
-pub type Body = Either<UpstreamBody, Full<Bytes>>;
+pub(crate) type Body = Either<UpstreamBody, Full<Bytes>>;
 
 /// The tracing target of the audit lines: each launch's decision, with its reference.
 const AUDIT: &str = "hti_guard::audit";
@@ -63,7 +63,7 @@ macro_rules! log_rejection {
 
 /// Where a request came from.
 #[derive(Debug, Clone, Copy)]
-pub struct Peer {
+pub(crate) struct Peer {
     pub addr: std::net::SocketAddr,
     pub tls: bool,
 }
@@ -71,7 +71,7 @@ pub struct Peer {
 /// The request handler of the public listener. Clones share everything, the upstream
 /// connection pool included; [`Proxy::with_own_pool`] gives a worker thread its own pool.
 #[derive(Clone)]
-pub struct Proxy {
+pub(crate) struct Proxy {
     module: Arc<ModuleKeys>,
     sessions: Option<Arc<Sessions>>,
     launch: LaunchConfig,
@@ -85,7 +85,7 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(
+    pub(crate) fn new(
         module: Arc<ModuleKeys>,
         sessions: Option<Sessions>,
         launch: LaunchConfig,
@@ -113,7 +113,7 @@ impl Proxy {
 
     /// This proxy with SHOF logins (`[shof]`): launches become logins at the auth server,
     /// and its callback path is routed to the guard.
-    pub fn with_shof(mut self, shof: Option<Arc<Shof>>) -> Self {
+    pub(crate) fn with_shof(mut self, shof: Option<Arc<Shof>>) -> Self {
         let callback = shof.as_ref().map(|s| s.callback_path().to_owned());
         self.routes = Arc::new((*self.routes).clone().with_callback(callback));
         self.shof = shof;
@@ -121,7 +121,7 @@ impl Proxy {
     }
 
     /// This proxy with an upstream connection pool of its own.
-    pub fn with_own_pool(&self) -> Proxy {
+    pub(crate) fn with_own_pool(&self) -> Proxy {
         Proxy {
             upstream: self.upstream.with_own_pool(),
             ..self.clone()
@@ -131,7 +131,7 @@ impl Proxy {
     /// Answer one request; never fails. The request's life: [`Proxy::receive`], one
     /// `match` on its route (module JWKS, logout, [`Proxy::admit`], [`Proxy::launch`]),
     /// [`Proxy::forward`], then [`Proxy::finish`], which writes what the stages recorded.
-    pub async fn handle(&self, request: Request<Incoming>, peer: Peer) -> Response<Body> {
+    pub(crate) async fn handle(&self, request: Request<Incoming>, peer: Peer) -> Response<Body> {
         let mut exchange = Exchange::new(&self.metrics, request.headers());
         let outcome = self.run(request, peer, &mut exchange).await;
         self.finish(exchange, outcome)

@@ -13,7 +13,7 @@ use crate::error::{ErrorFormat, Reason};
 use crate::headers::X_REQUEST_ID;
 
 /// A response the guard made.
-pub type Made = Response<Full<Bytes>>;
+pub(crate) type Made = Response<Full<Bytes>>;
 
 /// The one HTML frame of the guard's own pages: `title` and `body` (already escaped HTML).
 fn page(title: &str, body: &str) -> String {
@@ -35,7 +35,12 @@ fn made(status: StatusCode, body: impl Into<Bytes>) -> Made {
 }
 
 /// The response for a rejected request. `allow` lists the methods for a 405.
-pub fn error(reason: Reason, reference: &str, format: ErrorFormat, allow: Option<&str>) -> Made {
+pub(crate) fn error(
+    reason: Reason,
+    reference: &str,
+    format: ErrorFormat,
+    allow: Option<&str>,
+) -> Made {
     let (content_type, body) = match format {
         ErrorFormat::Json => (
             "application/json",
@@ -84,7 +89,7 @@ fn error_page(reason: Reason, reference: &str) -> String {
 }
 
 /// `303 See Other` to `location`, setting `cookie` (the session after a launch).
-pub fn see_other(location: &str, cookie: HeaderValue) -> Made {
+pub(crate) fn see_other(location: &str, cookie: HeaderValue) -> Made {
     let mut response = made(StatusCode::SEE_OTHER, Bytes::new());
     let headers = response.headers_mut();
     if let Ok(location) = HeaderValue::from_str(location) {
@@ -97,7 +102,7 @@ pub fn see_other(location: &str, cookie: HeaderValue) -> Made {
 
 /// After logout: `clear` (the cookie that removes the session) set, then a redirect to `to`
 /// or a page.
-pub fn logged_out(to: Option<&str>, clear: HeaderValue) -> Made {
+pub(crate) fn logged_out(to: Option<&str>, clear: HeaderValue) -> Made {
     let mut response = match to {
         Some(to) => {
             let mut r = made(StatusCode::SEE_OTHER, Bytes::new());
@@ -126,7 +131,7 @@ pub fn logged_out(to: Option<&str>, clear: HeaderValue) -> Made {
 }
 
 /// The module's public JWKS document.
-pub fn jwks(document: Bytes, cache_control: HeaderValue) -> Made {
+pub(crate) fn jwks(document: Bytes, cache_control: HeaderValue) -> Made {
     let mut response = made(StatusCode::OK, document);
     let headers = response.headers_mut();
     headers.insert(
@@ -138,7 +143,7 @@ pub fn jwks(document: Bytes, cache_control: HeaderValue) -> Made {
 }
 
 /// Escape text for HTML content and attribute values.
-pub fn escape_html(text: &str) -> String {
+pub(crate) fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -32,7 +32,7 @@ use crate::timed::{Activity, TimedIo, Tracked, Verdict};
 use http_body_util::Either;
 
 /// Settings of the public listener.
-pub struct PublicOptions {
+pub(crate) struct PublicOptions {
     pub tls: Option<TlsAcceptor>,
     pub header_timeout: Duration,
     /// `timeouts.idle`: no request in progress, or a client that reads nothing.
@@ -94,7 +94,7 @@ fn builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
 /// that a request and the upstream connection serving it wake each other on one thread
 /// (nginx's worker model; measured in BENCHMARKS.md). New connections go to the worker
 /// with the fewest open ones.
-pub struct Workers {
+pub(crate) struct Workers {
     workers: Vec<Worker>,
 }
 
@@ -117,7 +117,7 @@ impl Drop for OpenConnection {
 
 impl Workers {
     /// Start `count` worker threads (at least one).
-    pub fn start(count: usize) -> std::io::Result<Workers> {
+    pub(crate) fn start(count: usize) -> std::io::Result<Workers> {
         let mut workers = Vec::with_capacity(count.max(1));
         for index in 0..count.max(1) {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -142,12 +142,8 @@ impl Workers {
         Ok(Workers { workers })
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.workers.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.workers.is_empty()
     }
 
     /// Run `task(worker index)` on the worker with the fewest open connections.
@@ -172,7 +168,7 @@ impl Workers {
 
     /// Stop every worker (dropping the connections they still hold) and wait for the
     /// threads to end.
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         let threads: Vec<_> = self
             .workers
             .into_iter()
@@ -192,7 +188,7 @@ impl Workers {
 
 /// Serve the proxy until `stop` turns true, then drain for at most `grace`. Connections
 /// run on `workers`, each worker with its own copy of `proxy` and its upstream pool.
-pub async fn serve_public(
+pub(crate) async fn serve_public(
     listener: TcpListener,
     proxy: &Proxy,
     workers: &Workers,
@@ -345,8 +341,11 @@ impl Drop for Permit {
 /// parts), until `stop` turns true.
 /// Generic over the response body: these endpoints pass bodies they made, never an
 /// upstream's.
-pub async fn serve_plain<F, Fut, B>(listener: TcpListener, handler: F, stop: watch::Receiver<bool>)
-where
+pub(crate) async fn serve_plain<F, Fut, B>(
+    listener: TcpListener,
+    handler: F,
+    stop: watch::Receiver<bool>,
+) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<B>> + Send + 'static,
     B: hyper::body::Body + Send + 'static,

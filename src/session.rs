@@ -19,7 +19,7 @@ use crate::metrics::SessionEvent;
 use crate::verify::{HtiClaims, VerifiedLaunch};
 
 /// Browsers keep cookies up to about 4 KiB (name, value and attributes).
-pub const MAX_COOKIE_BYTES: usize = 4096;
+pub(crate) const MAX_COOKIE_BYTES: usize = 4096;
 /// A session's idle clock is renewed at most this often.
 const RENEW_EVERY: Duration = Duration::from_secs(60);
 
@@ -41,7 +41,7 @@ struct SessionData {
 
 /// The session a request carries.
 #[derive(Debug)]
-pub enum SessionState {
+pub(crate) enum SessionState {
     /// Sessions are not enabled.
     Disabled,
     /// No session cookie.
@@ -59,7 +59,7 @@ pub enum SessionState {
 
 impl SessionState {
     /// What reading the cookie counts as in `hti_guard_sessions_total`, if anything.
-    pub fn event(&self) -> Option<SessionEvent> {
+    pub(crate) fn event(&self) -> Option<SessionEvent> {
         match self {
             SessionState::Invalid => Some(SessionEvent::Invalid),
             SessionState::Expired => Some(SessionEvent::Expired),
@@ -72,7 +72,7 @@ impl SessionState {
 }
 
 /// The session mechanism.
-pub struct Sessions {
+pub(crate) struct Sessions {
     cfg: SessionConfig,
     key: Key,
     previous: Option<Key>,
@@ -85,7 +85,7 @@ fn unix(now: SystemTime) -> u64 {
 }
 
 impl Sessions {
-    pub fn new(cfg: SessionConfig) -> Sessions {
+    pub(crate) fn new(cfg: SessionConfig) -> Sessions {
         let key = match &cfg.secret {
             Some(secret) => Key::derive_from(secret),
             None => {
@@ -101,7 +101,7 @@ impl Sessions {
     }
 
     /// The logout path and whether it matches regardless of case, for the router.
-    pub fn logout_route(&self) -> (String, bool) {
+    pub(crate) fn logout_route(&self) -> (String, bool) {
         (
             self.cfg.logout_path.clone(),
             self.cfg.case_insensitive_paths,
@@ -109,7 +109,7 @@ impl Sessions {
     }
 
     /// Whether a request to `path` (normalised) needs a session (protected and not public).
-    pub fn protects(&self, path: &str) -> bool {
+    pub(crate) fn protects(&self, path: &str) -> bool {
         let fold = self.cfg.case_insensitive_paths;
         !self
             .cfg
@@ -151,7 +151,7 @@ impl Sessions {
 
     /// Seal `plain` as the value of cookie `name` (AES-256-GCM with the session key; the
     /// name is bound in, so a value does not open under another name).
-    pub fn seal_as(&self, name: &str, plain: String) -> Option<String> {
+    pub(crate) fn seal_as(&self, name: &str, plain: String) -> Option<String> {
         let mut jar = CookieJar::new();
         jar.private_mut(&self.key)
             .add(Cookie::new(name.to_owned(), plain));
@@ -160,7 +160,7 @@ impl Sessions {
 
     /// Open a value sealed by [`Sessions::seal_as`] under `name`, with the current key or
     /// the previous one.
-    pub fn open_as(&self, name: &str, sealed: &str) -> Option<String> {
+    pub(crate) fn open_as(&self, name: &str, sealed: &str) -> Option<String> {
         for key in std::iter::once(&self.key).chain(self.previous.as_ref()) {
             let mut jar = CookieJar::new();
             jar.add_original(Cookie::new(name.to_owned(), sealed.to_owned()));
@@ -174,7 +174,7 @@ impl Sessions {
     /// A short-lived helper cookie of the guard's own (a SHOF login): HttpOnly,
     /// SameSite=Lax (it must come back on the auth server's top-level redirect), Secure as
     /// `session.secure`, scoped to `path`; `max_age` zero clears it.
-    pub fn helper_cookie(
+    pub(crate) fn helper_cookie(
         &self,
         name: &str,
         value: String,
@@ -224,7 +224,7 @@ impl Sessions {
     }
 
     /// A session for an accepted launch: the cookie to set and where to send the browser.
-    pub fn create(
+    pub(crate) fn create(
         &self,
         launch: &VerifiedLaunch,
         now: SystemTime,
@@ -245,7 +245,7 @@ impl Sessions {
     }
 
     /// The cookie that removes the session.
-    pub fn clear_cookie(&self) -> HeaderValue {
+    pub(crate) fn clear_cookie(&self) -> HeaderValue {
         let text = self.cookie(String::new(), Duration::ZERO).to_string();
         HeaderValue::from_str(&text)
             .unwrap_or_else(|_| HeaderValue::from_static("hti_guard_session=; Max-Age=0; Path=/"))
@@ -254,7 +254,7 @@ impl Sessions {
     /// Read the request's session and take the guard's cookie out of its `Cookie` header
     /// (other cookies stay), so that the upstream never sees it.
     /// Counts nothing: [`SessionState::event`] says what the proxy's `finish` counts.
-    pub fn read(&self, headers: &mut HeaderMap, now: SystemTime) -> SessionState {
+    pub(crate) fn read(&self, headers: &mut HeaderMap, now: SystemTime) -> SessionState {
         let values = take_cookie(headers, &self.cfg.cookie_name);
         if values.is_empty() {
             return SessionState::Missing;
@@ -295,11 +295,11 @@ impl Sessions {
     }
 
     /// Where the browser goes after logout, if configured.
-    pub fn logged_out(&self) -> Option<&str> {
+    pub(crate) fn logged_out(&self) -> Option<&str> {
         self.cfg.logged_out.as_deref()
     }
 
-    pub fn cookie_name(&self) -> &str {
+    pub(crate) fn cookie_name(&self) -> &str {
         &self.cfg.cookie_name
     }
 }
@@ -308,7 +308,7 @@ impl Sessions {
 /// logout): `Sec-Fetch-Site: cross-site`, or, from a browser that sends no fetch metadata,
 /// an `Origin` whose host is not the request's own (or the opaque `null`). A same-site
 /// link or form, and a request with neither header (a typed address, a bookmark), may.
-pub fn is_cross_site(headers: &HeaderMap) -> bool {
+pub(crate) fn is_cross_site(headers: &HeaderMap) -> bool {
     if let Some(site) = headers.get("sec-fetch-site") {
         return site.as_bytes().eq_ignore_ascii_case(b"cross-site");
     }
@@ -329,7 +329,7 @@ pub fn is_cross_site(headers: &HeaderMap) -> bool {
 }
 
 /// Take every value of cookie `name` out of the `Cookie` headers; keep the rest.
-pub fn take_cookie(headers: &mut HeaderMap, name: &str) -> Vec<String> {
+pub(crate) fn take_cookie(headers: &mut HeaderMap, name: &str) -> Vec<String> {
     let mut found = Vec::new();
     let mut kept = Vec::new();
     let mut touched = false;
@@ -376,7 +376,7 @@ fn encode(value: &str) -> String {
 }
 
 /// Fill the landing template from the claims (values URL-encoded).
-pub fn landing(template: &str, c: &HtiClaims) -> String {
+pub(crate) fn landing(template: &str, c: &HtiClaims) -> String {
     let patient = c
         .patient
         .as_deref()

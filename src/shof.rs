@@ -40,7 +40,7 @@ use crate::verify::smart::{self, Discovered};
 use crate::verify::{HtiClaims, VerifiedLaunch};
 
 /// Every login cookie's name starts so; the rest is derived from its state.
-pub const LOGIN_COOKIE_PREFIX: &str = "hti_guard_login_";
+pub(crate) const LOGIN_COOKIE_PREFIX: &str = "hti_guard_login_";
 /// The largest token response read.
 const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
 /// The launch context members a token response carries, copied from the launch token.
@@ -58,7 +58,7 @@ const CONTEXT: [&str; 9] = [
 
 /// What the smart-configuration says of the auth server.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthServer {
+pub(crate) struct AuthServer {
     pub authorization_endpoint: String,
     pub token_endpoint: String,
     pub jwks_uri: String,
@@ -67,7 +67,7 @@ pub struct AuthServer {
 
 /// The auth server a smart-configuration document names; every URL https or on the FHIR
 /// base's origin (`smart::endpoint`), `issuer` a non-empty string.
-pub fn auth_server_from(doc: &Value, fhir_base: &str) -> Result<AuthServer, String> {
+pub(crate) fn auth_server_from(doc: &Value, fhir_base: &str) -> Result<AuthServer, String> {
     let url = |name: &str| -> Result<String, String> {
         smart::endpoint(doc, name, fhir_base)?.ok_or_else(|| format!("no {name}"))
     };
@@ -104,13 +104,13 @@ fn random(n: usize) -> Result<String, Rejection> {
 }
 
 /// The PKCE S256 challenge of `verifier` (RFC 7636 4.2).
-pub fn code_challenge(verifier: &str) -> String {
+pub(crate) fn code_challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(digest(&SHA256, verifier.as_bytes()))
 }
 
 /// The name of the login cookie of `state`: one per started login, so that two tabs each
 /// find their own.
-pub fn login_cookie_name(state: &str) -> String {
+pub(crate) fn login_cookie_name(state: &str) -> String {
     let hash = digest(&SHA256, state.as_bytes());
     format!(
         "{LOGIN_COOKIE_PREFIX}{}",
@@ -137,7 +137,7 @@ fn param(form: &[u8], name: &str) -> Option<String> {
 
 /// The parameters of one authorization request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Authorize<'a> {
+pub(crate) struct Authorize<'a> {
     pub client_id: &'a str,
     pub redirect_uri: &'a str,
     pub launch: &'a str,
@@ -150,7 +150,7 @@ pub struct Authorize<'a> {
 
 /// The authorization URL: `endpoint` with the SMART parameters appended to any query it
 /// already has, each form-encoded.
-pub fn authorize_url(endpoint: &str, p: &Authorize<'_>) -> Result<String, String> {
+pub(crate) fn authorize_url(endpoint: &str, p: &Authorize<'_>) -> Result<String, String> {
     let mut url = Url::parse(endpoint).map_err(|e| format!("authorization_endpoint: {e}"))?;
     {
         let mut q = url.query_pairs_mut();
@@ -171,7 +171,7 @@ pub fn authorize_url(endpoint: &str, p: &Authorize<'_>) -> Result<String, String
 }
 
 /// The checks of an id_token's claims at `now` (UNIX seconds), after its signature.
-pub struct IdTokenRules<'a> {
+pub(crate) struct IdTokenRules<'a> {
     pub issuer: &'a str,
     pub client_id: &'a str,
     pub clock_skew: Duration,
@@ -192,7 +192,7 @@ fn number(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, String
 
 /// `iss` the discovered issuer, `aud` naming the client, `exp` and `iat` present and, with
 /// `nbf`, honoured within the clock skew, and the nonce when one was sent.
-pub fn check_id_token(
+pub(crate) fn check_id_token(
     claims: &Map<String, Value>,
     now: i64,
     rules: &IdTokenRules<'_>,
@@ -234,7 +234,7 @@ pub fn check_id_token(
 /// JSON (`X-HTI-Claims`). `resource`, `iss` and `jti` are required; `sub` is the context's,
 /// else the id_token's. Every value that becomes a header must be header-safe. The
 /// context's `exp` (the launch token's) is kept when present, else `default_exp`.
-pub fn launch_context(
+pub(crate) fn launch_context(
     response: &Map<String, Value>,
     id_sub: Option<&str>,
     now: i64,
@@ -285,14 +285,14 @@ pub fn launch_context(
 
 /// The callback's query, the parts the guard reads.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct CallbackQuery {
+pub(crate) struct CallbackQuery {
     pub state: Option<String>,
     pub code: Option<String>,
     pub error: Option<String>,
 }
 
 impl CallbackQuery {
-    pub fn parse(query: &str) -> CallbackQuery {
+    pub(crate) fn parse(query: &str) -> CallbackQuery {
         let q = query.as_bytes();
         let nonempty = |v: Option<String>| v.filter(|v| !v.is_empty());
         CallbackQuery {
@@ -331,7 +331,7 @@ fn unavailable(detail: impl Into<String>) -> Rejection {
 
 /// What a callback came to: the login cookie to clear (whatever the outcome), the time of
 /// the exchange and id_token check (when there was one), and the launch it vouched for.
-pub struct Callback {
+pub(crate) struct Callback {
     pub clear: Option<HeaderValue>,
     pub exchange_time: Option<Duration>,
     pub result: Result<VerifiedLaunch, Rejection>,
@@ -368,7 +368,7 @@ impl Drop for JwksSlot {
 }
 
 /// The SHOF login.
-pub struct Shof {
+pub(crate) struct Shof {
     cfg: ShofConfig,
     launch: LaunchConfig,
     keys_cfg: KeysConfig,
@@ -383,7 +383,7 @@ pub struct Shof {
 impl Shof {
     /// `keys_cfg` paces discovery and the auth server's key set like the issuers' (each
     /// request bounded by `shof.timeout`).
-    pub fn new(
+    pub(crate) fn new(
         cfg: ShofConfig,
         launch: LaunchConfig,
         keys_cfg: &KeysConfig,
@@ -416,13 +416,13 @@ impl Shof {
     }
 
     /// The path the guard serves as the callback.
-    pub fn callback_path(&self) -> &str {
+    pub(crate) fn callback_path(&self) -> &str {
         &self.cfg.callback_path
     }
 
     /// Start discovery; each newly named `jwks_uri` gets a key cache of its own. Abort the
     /// handle to stop.
-    pub fn start(&self) -> JoinHandle<()> {
+    pub(crate) fn start(&self) -> JoinHandle<()> {
         let fhir_base = self.cfg.fhir_base.clone();
         let slot = self.jwks.clone();
         let client = self.client.clone();
@@ -458,7 +458,7 @@ impl Shof {
     }
 
     /// Whether logins can start (readiness): the first discovery has succeeded.
-    pub fn ready(&self) -> Result<(), String> {
+    pub(crate) fn ready(&self) -> Result<(), String> {
         match self.server.current() {
             Some(_) => Ok(()),
             None => Err(match self.server.last_error() {
@@ -472,7 +472,7 @@ impl Shof {
     /// `iss` parameter must be the FHIR base, byte for byte, and a token field must carry
     /// the launch token, which the auth server verifies. Answers the 302 to the
     /// authorization endpoint with the login cookie.
-    pub fn begin(
+    pub(crate) fn begin(
         &self,
         form: &[u8],
         sessions: &Sessions,
@@ -543,7 +543,7 @@ impl Shof {
 
     /// The callback (a GET on the callback path): `query` is its query, `headers` its
     /// request headers (the login cookie is taken out of them).
-    pub async fn callback(
+    pub(crate) async fn callback(
         &self,
         query: &str,
         headers: &mut HeaderMap,

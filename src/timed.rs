@@ -20,10 +20,10 @@ use tokio::time::{Instant, Sleep};
 /// The error of a request body that sent nothing for `timeouts.request_body`.
 #[derive(Debug, thiserror::Error)]
 #[error("request body stalled: no data for {0:?}")]
-pub struct BodyTimeout(pub Duration);
+pub(crate) struct BodyTimeout(pub Duration);
 
 /// Whether `error` or one of its sources is a [`BodyTimeout`].
-pub fn is_body_timeout(error: &(dyn Error + 'static)) -> bool {
+pub(crate) fn is_body_timeout(error: &(dyn Error + 'static)) -> bool {
     let mut current = Some(error);
     while let Some(e) = current {
         if e.is::<BodyTimeout>() {
@@ -74,14 +74,14 @@ impl Deadline {
 
 /// A client's request body that fails with [`BodyTimeout`] when no frame comes for
 /// `limit` while it is being read.
-pub struct TimedBody {
+pub(crate) struct TimedBody {
     body: Incoming,
     limit: Duration,
     deadline: Deadline,
 }
 
 impl TimedBody {
-    pub fn new(body: Incoming, limit: Duration) -> TimedBody {
+    pub(crate) fn new(body: Incoming, limit: Duration) -> TimedBody {
         TimedBody {
             body,
             limit,
@@ -123,14 +123,14 @@ impl Body for TimedBody {
 /// A client connection whose writes fail with `TimedOut` when the client reads nothing
 /// for `limit` (nginx's `send_timeout`): hyper's HTTP/1 server would otherwise wait on a
 /// full socket buffer for ever.
-pub struct TimedIo<T> {
+pub(crate) struct TimedIo<T> {
     inner: T,
     limit: Duration,
     deadline: Deadline,
 }
 
 impl<T> TimedIo<T> {
-    pub fn new(inner: T, limit: Duration) -> TimedIo<T> {
+    pub(crate) fn new(inner: T, limit: Duration) -> TimedIo<T> {
         TimedIo {
             inner,
             limit,
@@ -218,7 +218,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
 /// longer than `timeouts.idle` ago, and that hyper has not asked again since, is stalled
 /// by its client (Envoy's `stream_idle_timeout`). A body waiting on its upstream is not
 /// stalled: hyper has asked, and the body answered `Pending`.
-pub struct Activity {
+pub(crate) struct Activity {
     started: Instant,
     in_flight: AtomicUsize,
     /// Milliseconds after `started` when the last request ended.
@@ -230,7 +230,7 @@ pub struct Activity {
 
 /// What the connection's watchdog found.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// No request in progress for the limit: close gracefully.
     Idle,
     /// A response body handed hyper a frame more than the limit ago and hyper has not
@@ -264,7 +264,7 @@ impl Delivery {
 }
 
 impl Activity {
-    pub fn new() -> Arc<Activity> {
+    pub(crate) fn new() -> Arc<Activity> {
         Arc::new(Activity {
             started: Instant::now(),
             in_flight: AtomicUsize::new(0),
@@ -277,7 +277,7 @@ impl Activity {
     /// drops the response body once it is written, or the connection closes). With
     /// `watch_delivery` (HTTP/2) its response body is watched for a client that stops
     /// reading; HTTP/1 needs no watch, as its writes wait and [`TimedIo`] times them.
-    pub fn begin(self: &Arc<Self>, watch_delivery: bool) -> InFlight {
+    pub(crate) fn begin(self: &Arc<Self>, watch_delivery: bool) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let delivery = watch_delivery.then(|| {
             let delivery = Arc::new(Delivery::default());
@@ -315,7 +315,7 @@ impl Activity {
     /// frame for `limit` ([`Verdict::Stalled`]). While busy it looks every `limit` (or at
     /// the moment a waiting body would be over it): a stall is found within twice the
     /// limit, and a flowing body costs the watchdog nothing.
-    pub async fn watch(&self, limit: Duration) -> Verdict {
+    pub(crate) async fn watch(&self, limit: Duration) -> Verdict {
         loop {
             let now = Instant::now();
             let wake = if self.in_flight.load(Ordering::Relaxed) > 0 {
@@ -340,7 +340,7 @@ impl Activity {
 }
 
 /// One request in progress on a connection.
-pub struct InFlight {
+pub(crate) struct InFlight {
     activity: Arc<Activity>,
     /// The response body's mark, for HTTP/2.
     delivery: Option<Arc<Delivery>>,
@@ -360,13 +360,13 @@ impl Drop for InFlight {
 
 /// A response body that keeps its request counted as in progress until it is dropped, and
 /// marks (for HTTP/2) when it handed hyper a frame that hyper has not asked past.
-pub struct Tracked<B> {
+pub(crate) struct Tracked<B> {
     body: B,
     in_flight: InFlight,
 }
 
 impl<B> Tracked<B> {
-    pub fn new(body: B, in_flight: InFlight) -> Tracked<B> {
+    pub(crate) fn new(body: B, in_flight: InFlight) -> Tracked<B> {
         Tracked { body, in_flight }
     }
 }

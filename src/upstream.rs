@@ -35,7 +35,7 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// The body of a request sent upstream: the client's, passed through (ending when it stalls
 /// for `timeouts.request_body`), or one the guard made.
-pub type Outgoing = Either<TimedBody, Full<Bytes>>;
+pub(crate) type Outgoing = Either<TimedBody, Full<Bytes>>;
 
 /// How long an unused connection stays in the pool.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -45,7 +45,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(15);
 /// The module application behind the guard. A clone shares the connection pool;
 /// [`Upstream::with_own_pool`] makes one that does not.
 #[derive(Clone)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     pool: Arc<Pool>,
     connector: Connector,
     config: UpstreamConfig,
@@ -97,10 +97,6 @@ impl Pool {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.retain(|entry| !entry.sender.is_closed() && entry.since.elapsed() < IDLE_TIMEOUT);
     }
-
-    fn len(&self) -> usize {
-        self.idle.lock().map(|idle| idle.len()).unwrap_or(0)
-    }
 }
 
 /// Sweep the pool every [`SWEEP_EVERY`] while it exists.
@@ -118,7 +114,7 @@ async fn sweep(pool: Weak<Pool>) {
 }
 
 impl Upstream {
-    pub fn new(config: &UpstreamConfig, timeouts: &Timeouts) -> Result<Self, StartupError> {
+    pub(crate) fn new(config: &UpstreamConfig, timeouts: &Timeouts) -> Result<Self, StartupError> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(timeouts.upstream_connect));
@@ -171,7 +167,7 @@ impl Upstream {
 
     /// The same upstream with a connection pool of its own: each worker thread has one, so
     /// that a request and the upstream connection it uses live on the same thread.
-    pub fn with_own_pool(&self) -> Upstream {
+    pub(crate) fn with_own_pool(&self) -> Upstream {
         Upstream {
             pool: Arc::default(),
             ..self.clone()
@@ -180,22 +176,17 @@ impl Upstream {
 
     /// A client's request body, ending with an error when it stalls for
     /// `timeouts.request_body`.
-    pub fn timed(&self, body: Incoming) -> TimedBody {
+    pub(crate) fn timed(&self, body: Incoming) -> TimedBody {
         TimedBody::new(body, self.body_timeout)
     }
 
     /// A client's request body as it goes upstream.
-    pub fn outgoing(&self, body: Incoming) -> Outgoing {
+    pub(crate) fn outgoing(&self, body: Incoming) -> Outgoing {
         Either::Left(self.timed(body))
     }
 
-    /// The number of idle connections in this upstream's pool.
-    pub fn idle_connections(&self) -> usize {
-        self.pool.len()
-    }
-
     /// The request target (origin form) upstream for a request's path and query.
-    pub fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, Rejection> {
+    pub(crate) fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, Rejection> {
         // The path was normalised and the prefix checked at load: a failure is a bug of ours.
         let cannot = || {
             Rejection::internal(
@@ -219,7 +210,7 @@ impl Upstream {
 
     /// Send a request (its URI from [`Upstream::uri_for`]) and wait for the response
     /// headers, connecting included, at most `upstream_response`.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         mut request: Request<Outgoing>,
     ) -> Result<Response<UpstreamBody>, Rejection> {
@@ -329,7 +320,7 @@ impl Upstream {
 }
 
 /// A response body from upstream; its connection returns to the pool when it ends.
-pub struct UpstreamBody {
+pub(crate) struct UpstreamBody {
     body: Incoming,
     back: Option<(SendRequest<Outgoing>, Arc<Pool>)>,
 }

@@ -14,12 +14,12 @@ use crate::jose::jwk::parse_jwks;
 use crate::jose::jws::{self, Decoded};
 
 /// The client_id the demo domain knows the module by.
-pub const MODULE_CLIENT_ID: &str = "demo-module";
+pub(super) const MODULE_CLIENT_ID: &str = "demo-module";
 /// Where the demo guard publishes the module's keys.
-pub const MODULE_JWKS_PATH: &str = "/hti/module-keys";
+pub(super) const MODULE_JWKS_PATH: &str = "/hti/module-keys";
 
 /// The auth server's state.
-pub struct AuthServer {
+pub(super) struct AuthServer {
     pub base: String,
     guard_jwks_url: String,
     seen_assertions: Mutex<HashSet<String>>,
@@ -33,7 +33,7 @@ fn now() -> i64 {
 }
 
 impl AuthServer {
-    pub fn new(portal_url: &str, guard_url: &str) -> AuthServer {
+    pub(super) fn new(portal_url: &str, guard_url: &str) -> AuthServer {
         AuthServer {
             base: portal_url.to_owned(),
             guard_jwks_url: format!("{guard_url}{MODULE_JWKS_PATH}"),
@@ -41,12 +41,12 @@ impl AuthServer {
         }
     }
 
-    pub fn token_endpoint(&self) -> String {
+    pub(super) fn token_endpoint(&self) -> String {
         format!("{}/oauth2/token", self.base)
     }
 
     /// The smart-configuration document.
-    pub fn smart_configuration(&self) -> Value {
+    pub(super) fn smart_configuration(&self) -> Value {
         json!({
             "issuer": self.base,
             "token_endpoint": self.token_endpoint(),
@@ -56,7 +56,7 @@ impl AuthServer {
     }
 
     /// Check the guard's client assertion; the reason when it is refused.
-    pub async fn check_assertion(
+    pub(super) async fn check_assertion(
         &self,
         client: &reqwest::Client,
         form: &[(String, String)],
@@ -109,7 +109,7 @@ impl AuthServer {
     }
 
     /// The introspection answer for `token`, verified with the portal's own keys.
-    pub fn introspect(&self, token: &str, portal_jwks: &str) -> Value {
+    pub(super) fn introspect(&self, token: &str, portal_jwks: &str) -> Value {
         match active_claims(token, portal_jwks) {
             Some(mut claims) => {
                 claims.insert("active".into(), json!(true));

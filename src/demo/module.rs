@@ -78,7 +78,7 @@ impl Visit {
 }
 
 /// Answer one request to the module app.
-pub async fn handle(request: Request<Incoming>) -> page::Reply {
+pub(super) async fn handle(request: Request<Incoming>) -> page::Reply {
     let path = request.uri().path().to_owned();
     if path == "/echo" {
         let received: serde_json::Map<String, Value> = reserved_headers(request.headers())

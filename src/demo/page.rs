@@ -5,7 +5,7 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
-pub use crate::respond::escape_html as esc;
+pub(super) use crate::respond::escape_html as esc;
 
 const STYLE: &str = "
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:54rem;margin:2rem auto;padding:0 1rem;color:#1d2733;line-height:1.45}
@@ -28,10 +28,10 @@ pre{background:#f4f6f8;padding:.8rem;border-radius:6px;overflow-x:auto}
 ";
 
 /// A response of the demo's servers.
-pub type Reply = Response<Full<Bytes>>;
+pub(super) type Reply = Response<Full<Bytes>>;
 
 /// A whole page: `accent` colours the frame so the three parts look apart.
-pub fn page(title: &str, subtitle: &str, accent: &str, body: &str) -> String {
+pub(super) fn page(title: &str, subtitle: &str, accent: &str, body: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -51,14 +51,14 @@ fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes
     response
 }
 
-pub fn html(status: StatusCode, body: String) -> Reply {
+pub(super) fn html(status: StatusCode, body: String) -> Reply {
     respond(status, "text/html; charset=utf-8", body)
 }
 
-pub fn json(value: &serde_json::Value) -> Reply {
+pub(super) fn json(value: &serde_json::Value) -> Reply {
     respond(StatusCode::OK, "application/json", value.to_string())
 }
 
-pub fn not_found() -> Reply {
+pub(super) fn not_found() -> Reply {
     respond(StatusCode::NOT_FOUND, "text/plain", "not found\n")
 }

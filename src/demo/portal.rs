@@ -99,7 +99,7 @@ const REFUSALS: [Refusal; 4] = [
 ];
 
 /// The portal's state: its key and where the others are.
-pub struct Portal {
+pub(super) struct Portal {
     /// In `--koppeltaal` mode the portal is the domain's auth server too.
     auth: Option<AuthServer>,
     key: SigningKey,
@@ -115,7 +115,11 @@ pub struct Portal {
 }
 
 impl Portal {
-    pub fn new(key: SigningKey, addrs: &Addresses, koppeltaal: bool) -> Result<Portal, String> {
+    pub(super) fn new(
+        key: SigningKey,
+        addrs: &Addresses,
+        koppeltaal: bool,
+    ) -> Result<Portal, String> {
         let kid = format!(
             "demo-portal-{}",
             &crate::jose::sign::random_jti().map_err(|e| e.to_string())?[..8]
@@ -235,7 +239,7 @@ fn tamper(token: &str) -> Option<String> {
 }
 
 /// Answer one request to the portal (and, in `--koppeltaal` mode, to its auth server).
-pub async fn handle(request: Request<Incoming>, portal: Arc<Portal>) -> page::Reply {
+pub(super) async fn handle(request: Request<Incoming>, portal: Arc<Portal>) -> page::Reply {
     if let Some(auth) = &portal.auth {
         match (request.method(), request.uri().path()) {
             (&Method::GET, "/fhir/.well-known/smart-configuration") => {
