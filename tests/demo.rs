@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{DemoRun, within};
+use common::{Browser, DemoRun, within};
 use tokio::process::Child;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -587,4 +587,128 @@ async fn koppeltaal_mode_introspects_and_accepts_encrypted_launches() {
     // The refusals hold in this mode too.
     let (status, page) = demo.launch_via("/refuse?case=replay").await;
     assert_eq!(status, 401, "{page}");
+}
+
+/// The `href` of the element with `id` on a page (decoded from HTML).
+fn href_of(page: &str, id: &str) -> String {
+    let start = page
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("an element {id} on the page: {page}"));
+    let tag = &page[start..start + page[start..].find('>').unwrap()];
+    attribute(tag, "href").expect("an href")
+}
+
+fn location(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("location")
+        .expect("a Location header")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shof_mode_logs_in_at_the_auth_server_and_starts_a_session() {
+    let demo = Demo::start_with(
+        &["--shof"],
+        &["portal", "guard", "module", "metrics", "auth server"],
+    )
+    .await;
+    let portal = demo.url("portal").trim_end_matches('/').to_string();
+    let (status, config) = demo.get(demo.url("auth server")).await;
+    assert_eq!(status, 200);
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    for key in [
+        "issuer",
+        "authorization_endpoint",
+        "token_endpoint",
+        "jwks_uri",
+    ] {
+        assert!(config[key].is_string(), "{key}: {config}");
+    }
+    let (status, home) = demo.get(&format!("{portal}/")).await;
+    assert_eq!(status, 200);
+    assert!(home.contains("style\" value=\"shof\""), "{home}");
+
+    let browser = Browser::new(&demo.guard());
+    // The portal's launch link: a SMART EHR launch (GET) to the guard with iss and launch.
+    let (status, page) = demo
+        .get(&format!("{portal}/go?sample=patient&style=shof"))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let launch = href_of(&page, "launch");
+    assert!(launch.starts_with(demo.url("guard")), "{launch}");
+    let query: HashMap<String, String> =
+        form_urlencoded::parse(launch.split_once('?').unwrap().1.as_bytes())
+            .into_owned()
+            .collect();
+    assert_eq!(query["iss"], format!("{portal}/fhir"));
+    assert_eq!(
+        query["launch"].matches('.').count(),
+        2,
+        "a signed launch token"
+    );
+
+    // The guard sends the browser to the auth server's authorize endpoint.
+    let response = browser.get(&launch, "text/html").await;
+    assert_eq!(response.status(), 302);
+    let authorize = location(&response);
+    assert!(
+        authorize.starts_with(config["authorization_endpoint"].as_str().unwrap()),
+        "{authorize}"
+    );
+    // The login page.
+    let response = browser.get(&authorize, "text/html").await;
+    assert_eq!(response.status(), 200);
+    let page = response.text().await.unwrap();
+    assert!(page.contains("Log in as Jan Jansen"), "{page}");
+    let start = page.find("<form").expect("a login form");
+    let form = &page[start..start + page[start..].find("</form>").unwrap()];
+    let action = format!("{portal}{}", attribute(form, "action").unwrap());
+    let login = attribute(&form[form.find("<input").unwrap()..], "value").unwrap();
+    // The same authorize request again: its launch token is burnt.
+    let response = browser.get(&authorize, "text/html").await;
+    assert_eq!(response.status(), 400, "a launch token logs in once");
+
+    // Log in: back to the guard's callback with code and state.
+    let response = browser
+        .post_form(&action, &[("login", &login)], "text/html")
+        .await;
+    assert_eq!(response.status(), 302);
+    let callback = location(&response);
+    assert!(
+        callback.starts_with(&format!("{}/hti-guard/callback?", demo.guard())),
+        "{callback}"
+    );
+    assert!(callback.contains("code=") && callback.contains("state="));
+    // The guard exchanges the code and lands the browser with a session.
+    let response = browser.get(&callback, "text/html").await;
+    assert_eq!(
+        response.status(),
+        303,
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
+    let landing = location(&response);
+    assert!(browser.cookie(COOKIE).is_some(), "a session cookie");
+    let landing = if landing.starts_with('/') {
+        format!("{}{landing}", demo.guard())
+    } else {
+        landing
+    };
+    let response = browser.get(&landing, "text/html").await;
+    assert_eq!(response.status(), 200);
+    let page = response.text().await.unwrap();
+    assert_eq!(person(&page), "Patient/demo-patient-7");
+    assert!(landing.ends_with("/task/demo-task-102"), "{landing}");
+
+    // The login is done: the same callback again finds no login cookie and logs no one in.
+    let response = browser.get(&callback, "text/html").await;
+    assert_ne!(response.status(), 303);
+    let (_, metrics) = demo.get(demo.url("metrics")).await;
+    assert!(
+        metrics.contains(r#"hti_guard_logins_total{reason="none",result="accepted"} 1"#),
+        "{metrics}"
+    );
 }

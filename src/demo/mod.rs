@@ -3,7 +3,8 @@
 //! them, and a demo module app shows what reached it.
 //!
 //! - `portal`: the launching side (sample launches, refusal cases, JWKS)
-//! - `auth`: with `--koppeltaal`, the portal's second role as the domain's auth server
+//! - `auth`: with `--koppeltaal` or `--shof`, the portal's second role as the domain's auth
+//!   server (with `--shof` also the SHOF login: a login page and id_tokens)
 //! - `module`: the upstream app, a few pages that show the trusted headers and claims; the
 //!   guard keeps the person in a session after the launch, so each page has them
 //! - `page`: the shared HTML frame
@@ -36,6 +37,10 @@ pub struct DemoArgs {
     /// server, with the module's own keys, and accepts encrypted (JWE) launches.
     #[arg(long)]
     pub koppeltaal: bool,
+    /// SHOF mode: launches become SHOF logins (SMART App Launch) at the portal's auth
+    /// server, which shows a login page; the portal launches with `iss` and `launch` (GET).
+    #[arg(long, conflicts_with = "koppeltaal")]
+    pub shof: bool,
     /// The host name the portal's launch form uses for the guard. With `localhost`, the
     /// portal (127.0.0.1) and the guard (localhost) are different sites to a browser, as a
     /// real portal and module are; everything still listens on 127.0.0.1 only.
@@ -104,16 +109,47 @@ async fn bind_all(port: u16) -> Result<[TcpListener; 4], String> {
 /// Where the guard sends the browser after a launch: the module's page for the launched task.
 pub const LANDING: &str = "/task/{resource_id}";
 
+/// The guard's SHOF callback (`shof.redirect_uri`'s path) with `--shof`.
+pub const CALLBACK_PATH: &str = "/hti-guard/callback";
+
+/// The guard's SHOF callback as the browser reaches it: the registered redirect_uri.
+fn redirect_uri(addrs: &Addresses) -> String {
+    format!("{}{CALLBACK_PATH}", addrs.guard_browser_url())
+}
+
 /// Where the module's pages link to end the guard's session (the guard's default).
 pub const LOGOUT_PATH: &str = "/hti-guard/logout";
 
 /// The guard's configuration, in memory: trust the demo portal (its JWKS, or in Koppeltaal
 /// mode its auth server), forward to the demo module, and keep the person in a session
 /// after the launch (plain-http cookie: the demo is loopback only). `enc_key` is the
-/// module's JWE key file.
-fn guard_config(addrs: &Addresses, enc_key: Option<&std::path::Path>) -> Result<Config, String> {
+/// module's JWE key file. With `shof`, launches become SHOF logins at the portal's auth
+/// server (GET launches too, as SMART EHR launches are), and no issuer is trusted directly.
+fn guard_config(
+    addrs: &Addresses,
+    enc_key: Option<&std::path::Path>,
+    shof: bool,
+) -> Result<Config, String> {
     let portal_url = addrs.portal_url();
     let (issuer, koppeltaal) = match enc_key {
+        None if shof => (
+            String::new(),
+            format!(
+                r#"
+                [module]
+                client_id = "{client_id}"
+                generate = true
+                jwks_path = "{jwks_path}"
+                [shof]
+                enabled = true
+                fhir_base = "{portal_url}/fhir"
+                redirect_uri = "{redirect_uri}"
+                "#,
+                client_id = auth::MODULE_CLIENT_ID,
+                jwks_path = auth::MODULE_JWKS_PATH,
+                redirect_uri = redirect_uri(addrs),
+            ),
+        ),
         None => (
             format!("jwks_url = \"{portal_url}/.well-known/jwks.json\"\nalgorithms = [\"RS512\"]"),
             String::new(),
@@ -137,6 +173,16 @@ fn guard_config(addrs: &Addresses, enc_key: Option<&std::path::Path>) -> Result<
             ),
         ),
     };
+    let issuers = if issuer.is_empty() {
+        String::new()
+    } else {
+        format!("[[issuers]]\n        iss = \"{portal_url}\"\n        {issuer}")
+    };
+    let methods = if shof {
+        r#"["GET", "POST"]"#
+    } else {
+        r#"["POST"]"#
+    };
     let toml = format!(
         r#"
         listen = "{guard}"
@@ -145,15 +191,14 @@ fn guard_config(addrs: &Addresses, enc_key: Option<&std::path::Path>) -> Result<
         shutdown_grace = "2s"
         [launch]
         audience = "{AUDIENCE}"
+        methods = {methods}
         [session]
         enabled = true
         secure = false
         landing = "{LANDING}"
         logout_path = "{LOGOUT_PATH}"
         secret = "{secret}"
-        [[issuers]]
-        iss = "{portal_url}"
-        {issuer}
+        {issuers}
         {koppeltaal}
         "#,
         secret = session_secret()?,
@@ -222,7 +267,7 @@ pub async fn run(args: DemoArgs) -> ExitCode {
     } else {
         None
     };
-    let config = match guard_config(&addrs, enc_key.as_deref()) {
+    let config = match guard_config(&addrs, enc_key.as_deref(), args.shof) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("hti-guard demo: {e}");
@@ -236,7 +281,7 @@ pub async fn run(args: DemoArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let portal_state = match portal::Portal::new(key, &addrs, args.koppeltaal) {
+    let portal_state = match portal::Portal::new(key, &addrs, args.koppeltaal, args.shof) {
         Ok(state) => Arc::new(state),
         Err(e) => {
             eprintln!("hti-guard demo: {e}");
@@ -265,13 +310,21 @@ pub async fn run(args: DemoArgs) -> ExitCode {
     println!("guard: {}/launch", addrs.guard_browser_url());
     println!("module: {}/", addrs.module_url());
     println!("metrics: http://{}/metrics", addrs.admin);
-    if args.koppeltaal {
+    if args.koppeltaal || args.shof {
         println!(
             "auth server: {}/fhir/.well-known/smart-configuration",
             addrs.portal_url()
         );
     }
-    println!("Open the portal in a browser and launch the module. Ctrl-C stops the demo.");
+    if args.shof {
+        println!(
+            "Open the portal in a browser and launch the module (SHOF). The guard sends you to \
+             the auth server's login page; log in as Jan Jansen and you land in the module \
+             app. Ctrl-C stops the demo."
+        );
+    } else {
+        println!("Open the portal in a browser and launch the module. Ctrl-C stops the demo.");
+    }
 
     let result = crate::run(
         config,

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use super::auth::{AuthServer, MODULE_JWKS_PATH};
+use super::auth::{AuthServer, Authorize, MODULE_JWKS_PATH};
 use super::page::{self, esc};
 use super::{AUDIENCE, Addresses};
 use crate::jose::Alg;
@@ -22,6 +22,7 @@ use crate::jose::sign::{SignError, SigningKey};
 use crate::tools::LaunchSpec;
 
 const ACCENT: &str = "#0b5cab";
+const AUTH_ACCENT: &str = "#5b3a8c";
 
 /// One sample launch: who starts which task.
 struct Sample {
@@ -100,8 +101,10 @@ const REFUSALS: [Refusal; 4] = [
 
 /// The portal's state: its key and where the others are.
 pub(super) struct Portal {
-    /// In `--koppeltaal` mode the portal is the domain's auth server too.
+    /// In `--koppeltaal` and `--shof` mode the portal is the domain's auth server too.
     auth: Option<AuthServer>,
+    /// `--shof`: launches are SMART EHR launches (GET with `iss` and `launch`).
+    shof: bool,
     key: SigningKey,
     kid: String,
     iss: String,
@@ -119,6 +122,7 @@ impl Portal {
         key: SigningKey,
         addrs: &Addresses,
         koppeltaal: bool,
+        shof: bool,
     ) -> Result<Portal, String> {
         let kid = format!(
             "demo-portal-{}",
@@ -130,8 +134,17 @@ impl Portal {
             .timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| format!("cannot build the portal's HTTP client: {e}"))?;
+        let auth = if shof {
+            Some(
+                AuthServer::new(&addrs.portal_url(), &addrs.guard_url())
+                    .with_shof(&super::redirect_uri(addrs))?,
+            )
+        } else {
+            koppeltaal.then(|| AuthServer::new(&addrs.portal_url(), &addrs.guard_url()))
+        };
         Ok(Portal {
-            auth: koppeltaal.then(|| AuthServer::new(&addrs.portal_url(), &addrs.guard_url())),
+            auth,
+            shof,
             key,
             kid,
             iss: addrs.portal_url(),
@@ -245,13 +258,69 @@ pub(super) async fn handle(request: Request<Incoming>, portal: Arc<Portal>) -> p
             (&Method::GET, "/fhir/.well-known/smart-configuration") => {
                 return page::json(&auth.smart_configuration());
             }
-            (&Method::POST, "/oauth2/introspect") => {
-                let body = match Limited::new(request.into_body(), 64 * 1024).collect().await {
-                    Ok(body) => body.to_bytes(),
-                    Err(_) => return page::not_found(),
+            (&Method::GET, "/oauth2/jwks") => {
+                if let Some(jwks) = auth.jwks() {
+                    return page::json(&jwks);
+                }
+            }
+            (&Method::GET, "/oauth2/authorize") => {
+                let query: Vec<(String, String)> =
+                    form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+                        .into_owned()
+                        .collect();
+                return match auth.authorize(&query, &portal.jwks) {
+                    Authorize::Login { login, sub } => {
+                        page::html(StatusCode::OK, login_page(&login, &sub))
+                    }
+                    Authorize::Refused(why) => auth_problem(StatusCode::BAD_REQUEST, &why),
                 };
-                let form: Vec<(String, String)> =
-                    form_urlencoded::parse(&body).into_owned().collect();
+            }
+            (&Method::POST, "/oauth2/login") => {
+                let Some(form) = read_form(request).await else {
+                    return page::not_found();
+                };
+                let login = form
+                    .iter()
+                    .find(|(k, _)| k == "login")
+                    .map(|(_, v)| v.as_str())
+                    .unwrap_or("");
+                return match auth.log_in(login) {
+                    Ok(location) => {
+                        let mut response = page::html(StatusCode::FOUND, String::new());
+                        match http::HeaderValue::try_from(location) {
+                            Ok(location) => {
+                                response
+                                    .headers_mut()
+                                    .insert(http::header::LOCATION, location);
+                                response
+                            }
+                            Err(_) => {
+                                auth_problem(StatusCode::INTERNAL_SERVER_ERROR, "cannot redirect")
+                            }
+                        }
+                    }
+                    Err(why) => auth_problem(StatusCode::BAD_REQUEST, &why),
+                };
+            }
+            (&Method::POST, "/oauth2/token") => {
+                let Some(form) = read_form(request).await else {
+                    return page::not_found();
+                };
+                return match auth.token(&portal.client, &form).await {
+                    Ok(answer) => page::json(&answer),
+                    Err((status, error, why)) => {
+                        let mut response =
+                            page::json(&json!({"error": error, "error_description": why}));
+                        *response.status_mut() =
+                            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+                        response
+                    }
+                };
+            }
+            (&Method::POST, "/oauth2/introspect") => {
+                let Some(form) = read_form(request).await else {
+                    return page::not_found();
+                };
                 if let Err(why) = auth.check_assertion(&portal.client, &form).await {
                     let mut response =
                         page::json(&json!({"error": "invalid_client", "error_description": why}));
@@ -301,6 +370,9 @@ pub(super) async fn handle(request: Request<Incoming>, portal: Arc<Portal>) -> p
                 Ok(token) => token,
                 Err(e) => return problem(&e.to_string()),
             };
+            if style == "shof" {
+                return page::html(StatusCode::OK, shof_launch(&portal, &token));
+            }
             let token = if style == "jwe" {
                 match portal.encrypt(&token).await {
                     Ok(jwe) => jwe,
@@ -330,6 +402,43 @@ pub(super) async fn handle(request: Request<Incoming>, portal: Arc<Portal>) -> p
     }
 }
 
+/// A urlencoded request body, at most 64 KiB.
+async fn read_form(request: Request<Incoming>) -> Option<Vec<(String, String)>> {
+    let body = Limited::new(request.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .ok()?
+        .to_bytes();
+    Some(form_urlencoded::parse(&body).into_owned().collect())
+}
+
+/// The auth server's login page for the launch's person.
+fn login_page(login: &str, sub: &str) -> String {
+    let who = SAMPLES.iter().find(|s| s.sub == sub).map_or(sub, |s| s.who);
+    let body = format!(
+        "<p>The module asks this domain to log you in for the launch of <code>{sub}</code>. \
+         A real auth server would ask for credentials at the domain's identity provider.</p>\
+         <form method=\"post\" action=\"/oauth2/login\" enctype=\"application/x-www-form-urlencoded\">\
+         <input type=\"hidden\" name=\"login\" value=\"{login}\">\
+         <button>Log in as {who}</button></form>",
+        sub = esc(sub),
+        login = esc(login),
+        who = esc(who),
+    );
+    page::page("Log in", "Demo auth server", AUTH_ACCENT, &body)
+}
+
+fn auth_problem(status: StatusCode, message: &str) -> page::Reply {
+    let body = format!(
+        "<p class=\"bad\">The auth server refuses this login: {}</p>",
+        esc(message)
+    );
+    page::html(
+        status,
+        page::page("Log in", "Demo auth server", AUTH_ACCENT, &body),
+    )
+}
+
 fn problem(message: &str) -> page::Reply {
     let body = format!(
         "<p class=\"bad\">The portal could not make this launch: {}</p>",
@@ -348,7 +457,15 @@ fn home(portal: &Portal) -> String {
          Each button below mints a fresh HTI 2.0 token and sends your browser to the module \
          with it, through hti-guard.</p>\n",
     );
-    if portal.auth.is_some() {
+    if portal.shof {
+        body.push_str(
+            "<p class=\"card\"><strong>SHOF mode.</strong> This portal is also the domain's auth \
+             server (<a href=\"/fhir/.well-known/smart-configuration\">smart-configuration</a>). \
+             A launch is a SMART EHR launch: the guard hands the launch token to the auth server, \
+             which checks it, shows a login page and vouches for the person with an id_token; \
+             then the guard starts the session.</p>\n",
+        );
+    } else if portal.auth.is_some() {
         body.push_str(
             "<p class=\"card\"><strong>Koppeltaal mode.</strong> This portal is also the domain's auth \
              server (<a href=\"/fhir/.well-known/smart-configuration\">smart-configuration</a>). \
@@ -365,6 +482,19 @@ fn home(portal: &Portal) -> String {
     } else {
         ""
     };
+    let buttons = if portal.shof {
+        "<form method=\"get\" action=\"/go\"><input type=\"hidden\" name=\"sample\" value=\"{id}\">\
+         <input type=\"hidden\" name=\"style\" value=\"shof\"><button>Launch (SHOF: log in)</button></form>"
+            .to_owned()
+    } else {
+        format!(
+            "<form method=\"get\" action=\"/go\"><input type=\"hidden\" name=\"sample\" value=\"{{id}}\">\
+             <input type=\"hidden\" name=\"style\" value=\"hti\"><button>Launch (HTI: token)</button></form>\
+             <form method=\"get\" action=\"/go\"><input type=\"hidden\" name=\"sample\" value=\"{{id}}\">\
+             <input type=\"hidden\" name=\"style\" value=\"koppeltaal\">\
+             <button class=\"secondary\">Launch (Koppeltaal: launch + iss)</button></form>{jwe_button}"
+        )
+    };
     for s in &SAMPLES {
         let patient = s
             .patient
@@ -375,23 +505,24 @@ fn home(portal: &Portal) -> String {
              <table><tr><th>sub</th><td><code>{sub}</code></td></tr>{patient}\
              <tr><th>resource (Task)</th><td><code>{task}</code></td></tr>\
              <tr><th>definition</th><td><code>{definition}</code> ({activity})</td></tr></table>\
-             <form method=\"get\" action=\"/go\"><input type=\"hidden\" name=\"sample\" value=\"{id}\">\
-             <input type=\"hidden\" name=\"style\" value=\"hti\"><button>Launch (HTI: token)</button></form>\
-             <form method=\"get\" action=\"/go\"><input type=\"hidden\" name=\"sample\" value=\"{id}\">\
-             <input type=\"hidden\" name=\"style\" value=\"koppeltaal\">\
-             <button class=\"secondary\">Launch (Koppeltaal: launch + iss)</button></form>{jwe}</div>\n",
-            jwe = jwe_button.replace("{id}", s.id),
+             {buttons}</div>\n",
+            buttons = buttons.replace("{id}", s.id),
             who = esc(s.who),
             role = esc(s.role),
             sub = esc(s.sub),
             task = esc(s.task),
             definition = esc(s.definition),
             activity = esc(s.activity),
-            id = s.id,
         ));
     }
-    body.push_str("<h2>See the guard refuse</h2>\n<div class=\"card\">");
-    for r in &REFUSALS {
+    // The refusal cases are HTI launches; in SHOF mode every launch is a login.
+    let refusals: &[Refusal] = if portal.shof { &[] } else { &REFUSALS };
+    if !refusals.is_empty() {
+        body.push_str("<h2>See the guard refuse</h2>\n<div class=\"card\">");
+    } else {
+        body.push_str("<div>");
+    }
+    for r in refusals {
         body.push_str(&format!(
             "<form method=\"get\" action=\"/refuse\"><input type=\"hidden\" name=\"case\" value=\"{id}\">\
              <button class=\"danger\">{title}</button></form>",
@@ -412,6 +543,29 @@ fn home(portal: &Portal) -> String {
         ACCENT,
         &body,
     )
+}
+
+/// The SHOF launch: a SMART EHR launch, a link (GET) to the guard with `iss` and `launch`,
+/// followed by script.
+fn shof_launch(portal: &Portal, token: &str) -> String {
+    let href = format!(
+        "{}?{}",
+        portal.launch_url,
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("iss", &portal.fhir_base)
+            .append_pair("launch", token)
+            .finish()
+    );
+    let body = format!(
+        "<p>Your browser is being sent to the module with a SMART EHR launch: the FHIR base \
+         as <code>iss</code> and a fresh launch token as <code>launch</code>. The module (its \
+         guard) hands the token to this domain's auth server, which logs you in.</p>\
+         <p><a id=\"launch\" href=\"{href}\">Continue</a></p>\
+         <p><a href=\"/\">Back to the portal</a></p>\
+         <script>location.replace(document.getElementById('launch').href)</script>",
+        href = esc(&href),
+    );
+    page::page("Launching the module", "Demo portal", ACCENT, &body)
 }
 
 /// The page that carries the token to the guard: an HTML form POST, submitted by script
