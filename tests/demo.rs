@@ -682,6 +682,29 @@ async fn shof_mode_logs_in_at_the_auth_server_and_starts_a_session() {
         "{callback}"
     );
     assert!(callback.contains("code=") && callback.contains("state="));
+    let response = browser
+        .post_form(&action, &[("login", &login)], "text/html")
+        .await;
+    assert_eq!(response.status(), 400, "a login gives one code");
+    let code: HashMap<String, String> =
+        form_urlencoded::parse(callback.split_once('?').unwrap().1.as_bytes())
+            .into_owned()
+            .collect();
+    let response = browser
+        .post_form(
+            config["token_endpoint"].as_str().unwrap(),
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code["code"]),
+            ],
+            "application/json",
+        )
+        .await;
+    assert_eq!(
+        response.status(),
+        401,
+        "no code without the module's assertion"
+    );
     // The guard exchanges the code and lands the browser with a session.
     let response = browser.get(&callback, "text/html").await;
     assert_eq!(
