@@ -319,8 +319,8 @@ pub async fn run(args: DemoArgs) -> ExitCode {
     if args.shof {
         println!(
             "Open the portal in a browser and launch the module (SHOF). The guard sends you to \
-             the auth server's login page; log in as Jan Jansen and you land in the module \
-             app. Ctrl-C stops the demo."
+             the auth server's login page; log in (Jan Jansen's launch logs in as Jan Jansen) and you \
+             land in the module app. Ctrl-C stops the demo."
         );
     } else {
         println!("Open the portal in a browser and launch the module. Ctrl-C stops the demo.");
