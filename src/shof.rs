@@ -28,9 +28,9 @@ use crate::error::{Reason, Rejection};
 use crate::jose::Alg;
 use crate::jose::jws;
 use crate::launch;
-use crate::metrics::{Metrics, ReplayOutcome};
+use crate::metrics::Metrics;
 use crate::module_keys::ModuleKeys;
-use crate::replay::{Freshness, ReplayError, ReplayStore};
+use crate::replay::ReplayStore;
 use crate::respond::Made;
 use crate::session::{Sessions, take_cookie};
 use crate::verify::claims::header_safe;
@@ -44,7 +44,7 @@ pub(crate) const LOGIN_COOKIE_PREFIX: &str = "hti_guard_login_";
 /// The largest token response read.
 const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
 /// The launch context members a token response carries, copied from the launch token.
-const CONTEXT: [&str; 9] = [
+pub(crate) const CONTEXT: [&str; 9] = [
     "iss",
     "sub",
     "resource",
@@ -391,13 +391,7 @@ impl Shof {
         replay: Arc<dyn ReplayStore>,
         metrics: Arc<Metrics>,
     ) -> Result<Shof, String> {
-        let client = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("hti-guard/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| e.to_string())?;
+        let client = crate::verify::http_client(cfg.timeout).map_err(|e| e.to_string())?;
         let keys_cfg = KeysConfig {
             fetch_timeout: cfg.timeout,
             ..keys_cfg.clone()
@@ -788,37 +782,19 @@ impl Shof {
             .unwrap_or(0)
             .max(now.saturating_add(self.cfg.login_ttl.as_secs()))
             .saturating_add(self.launch.clock_skew.as_secs());
-        let started = Instant::now();
-        let checked = self
-            .replay
-            .check_and_insert(&claims.iss, &claims.jti, now, keep_until)
-            .await;
-        let result = match &checked {
-            Ok(Freshness::Fresh) => ReplayOutcome::Fresh,
-            Ok(Freshness::Replayed) => ReplayOutcome::Replayed,
-            Err(_) => ReplayOutcome::Error,
-        };
-        self.metrics
-            .replay_check(self.replay.name(), result, started.elapsed().as_secs_f64());
-        match checked {
-            Ok(Freshness::Fresh) => Ok(VerifiedLaunch {
-                issuer: None,
-                claims,
-                claims_json,
-            }),
-            Ok(Freshness::Replayed) => Err(Rejection::new(
-                Reason::Replayed,
-                "the launch context's jti was seen before",
-            )),
-            Err(ReplayError::Full) => Err(Rejection::new(
-                Reason::ReplayStoreUnavailable,
-                "replay store is full",
-            )),
-            Err(ReplayError::Unavailable(e)) => Err(Rejection::new(
-                Reason::ReplayStoreUnavailable,
-                format!("replay store: {e}"),
-            )),
-        }
+        crate::verify::single_use(
+            &*self.replay,
+            &self.metrics,
+            (&claims.iss, &claims.jti),
+            (now, keep_until),
+            "the launch context's jti was seen before",
+        )
+        .await?;
+        Ok(VerifiedLaunch {
+            issuer: None,
+            claims,
+            claims_json,
+        })
     }
 }
 

@@ -30,18 +30,9 @@ pub(super) const MODULE_CLIENT_ID: &str = "demo-module";
 /// Where the demo guard publishes the module's keys.
 pub(super) const MODULE_JWKS_PATH: &str = "/hti/module-keys";
 
-/// The launch-token claims the token response carries as the launch context.
-const CONTEXT: [&str; 9] = [
-    "iss",
-    "sub",
-    "resource",
-    "definition",
-    "patient",
-    "intent",
-    "aud",
-    "exp",
-    "jti",
-];
+/// The launch-token claims the token response carries as the launch context: the ones
+/// the guard reads back.
+use crate::shof::CONTEXT;
 
 /// The auth server's state.
 pub(super) struct AuthServer {

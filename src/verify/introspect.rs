@@ -69,13 +69,7 @@ impl Introspector {
         module: Arc<ModuleKeys>,
         metrics: Arc<Metrics>,
     ) -> Result<Introspector, String> {
-        let client = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("hti-guard/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| e.to_string())?;
+        let client = super::http_client(cfg.timeout).map_err(|e| e.to_string())?;
         let endpoints = match &cfg.endpoints {
             IntrospectionEndpoints::Configured {
                 introspection,

@@ -448,12 +448,7 @@ impl KeyCache {
 
     /// The HTTP client for JWKS fetches: rustls, bounded by `fetch_timeout`, no redirects.
     pub fn http_client(cfg: &KeysConfig) -> Result<reqwest::Client, reqwest::Error> {
-        reqwest::Client::builder()
-            .timeout(cfg.fetch_timeout)
-            .connect_timeout(cfg.fetch_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("hti-guard/", env!("CARGO_PKG_VERSION")))
-            .build()
+        super::http_client(cfg.fetch_timeout)
     }
 
     /// Start one refresh task per issuer; abort the handles to stop them.

@@ -263,37 +263,64 @@ impl Verifier {
         let keep_until = u64::try_from(exp)
             .unwrap_or(0)
             .saturating_add(self.clock_skew_secs);
-        let started = std::time::Instant::now();
-        let checked = self
-            .replay
-            .check_and_insert(replay_iss, replay_jti, now_secs, keep_until)
-            .await;
-        let result = match &checked {
-            Ok(Freshness::Fresh) => ReplayOutcome::Fresh,
-            Ok(Freshness::Replayed) => ReplayOutcome::Replayed,
-            Err(_) => ReplayOutcome::Error,
-        };
-        self.metrics
-            .replay_check(self.replay.name(), result, started.elapsed().as_secs_f64());
-        match checked {
-            Ok(Freshness::Fresh) => Ok(VerifiedLaunch {
-                issuer: label,
-                claims_json: serde_json::to_vec(&*claims_set).unwrap_or_default(),
-                claims,
-            }),
-            Ok(Freshness::Replayed) => {
-                Err(tag(Rejection::new(Reason::Replayed, "jti seen before")))
-            }
-            Err(ReplayError::Full) => Err(tag(Rejection::new(
-                Reason::ReplayStoreUnavailable,
-                "replay store is full",
-            ))),
-            Err(ReplayError::Unavailable(e)) => Err(tag(Rejection::new(
-                Reason::ReplayStoreUnavailable,
-                format!("replay store: {e}"),
-            ))),
-        }
+        single_use(
+            &*self.replay,
+            &self.metrics,
+            (replay_iss, replay_jti),
+            (now_secs, keep_until),
+            "jti seen before",
+        )
+        .await
+        .map_err(tag)?;
+        Ok(VerifiedLaunch {
+            issuer: label,
+            claims_json: serde_json::to_vec(&*claims_set).unwrap_or_default(),
+            claims,
+        })
     }
+}
+
+/// Record (`iss`, `jti`) in the replay store until `keep_until`, counted in the metrics:
+/// `Ok` when it was fresh, else `replayed` (with `replayed_detail`) or
+/// `replay_store_unavailable`. Used by HTI launches and by SHOF logins alike.
+pub(crate) async fn single_use(
+    replay: &dyn ReplayStore,
+    metrics: &Metrics,
+    (iss, jti): (&str, &str),
+    (now, keep_until): (u64, u64),
+    replayed_detail: &'static str,
+) -> Result<(), Rejection> {
+    let started = std::time::Instant::now();
+    let checked = replay.check_and_insert(iss, jti, now, keep_until).await;
+    let result = match &checked {
+        Ok(Freshness::Fresh) => ReplayOutcome::Fresh,
+        Ok(Freshness::Replayed) => ReplayOutcome::Replayed,
+        Err(_) => ReplayOutcome::Error,
+    };
+    metrics.replay_check(replay.name(), result, started.elapsed().as_secs_f64());
+    match checked {
+        Ok(Freshness::Fresh) => Ok(()),
+        Ok(Freshness::Replayed) => Err(Rejection::new(Reason::Replayed, replayed_detail)),
+        Err(ReplayError::Full) => Err(Rejection::new(
+            Reason::ReplayStoreUnavailable,
+            "replay store is full",
+        )),
+        Err(ReplayError::Unavailable(e)) => Err(Rejection::new(
+            Reason::ReplayStoreUnavailable,
+            format!("replay store: {e}"),
+        )),
+    }
+}
+
+/// The HTTP client for the guard's own requests (key sets, discovery, introspection, the
+/// token exchange): rustls, bounded by `timeout` (connect included), no redirects.
+pub(crate) fn http_client(timeout: std::time::Duration) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("hti-guard/", env!("CARGO_PKG_VERSION")))
+        .build()
 }
 
 #[cfg(test)]
