@@ -281,29 +281,8 @@ impl Proxy {
             ));
         };
         let (parts, body) = request.into_parts();
-        let form = match kind {
-            Kind::Query => Bytes::copy_from_slice(parts.uri.query().unwrap_or("").as_bytes()),
-            Kind::FormPost => {
-                let content_type = parts
-                    .headers
-                    .get(header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok());
-                if !launch::is_form(content_type) {
-                    return Err(Rejection::new(
-                        Reason::MissingToken,
-                        "launch body is not application/x-www-form-urlencoded",
-                    ));
-                }
-                self.read_body(&parts.headers, body).await?
-            }
-            Kind::MethodNotAllowed | Kind::Passthrough => {
-                return Err(Rejection::new(
-                    Reason::MethodNotAllowed,
-                    "method not accepted on a launch path",
-                ));
-            }
-        };
-        Ok(made(shof.begin(&form, sessions, SystemTime::now())?))
+        let params = self.launch_params(kind, &parts, body).await?;
+        Ok(made(shof.begin(&params, sessions, SystemTime::now())?))
     }
 
     /// The SHOF callback (GET only): the auth server's answer becomes a session and a 303
@@ -434,29 +413,8 @@ impl Proxy {
     ) -> Result<(VerifiedLaunch, Request<Outgoing>), Rejection> {
         let (mut parts, body) = request.into_parts();
         let fields = &self.launch.token_fields;
-        let extracted = match kind {
-            Kind::Query => launch::extract(parts.uri.query().unwrap_or("").as_bytes(), fields)?,
-            Kind::FormPost => {
-                let content_type = parts
-                    .headers
-                    .get(header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok());
-                if !launch::is_form(content_type) {
-                    return Err(Rejection::new(
-                        Reason::MissingToken,
-                        "launch body is not application/x-www-form-urlencoded",
-                    ));
-                }
-                let form = self.read_body(&parts.headers, body).await?;
-                launch::extract(&form, fields)?
-            }
-            Kind::MethodNotAllowed | Kind::Passthrough => {
-                return Err(Rejection::new(
-                    Reason::MethodNotAllowed,
-                    "method not accepted on a launch path",
-                ));
-            }
-        };
+        let params = self.launch_params(kind, &parts, body).await?;
+        let extracted = launch::extract(&params, fields)?;
         let started = Instant::now();
         let verified = self
             .verifier
@@ -491,6 +449,38 @@ impl Proxy {
             verified,
             Request::from_parts(parts, Either::Right(Full::new(body))),
         ))
+    }
+
+    /// A launch's parameters, urlencoded: the query of a GET launch (its body, if any, is
+    /// dropped), the form body of a POST one.
+    async fn launch_params(
+        &self,
+        kind: Kind,
+        parts: &http::request::Parts,
+        body: Incoming,
+    ) -> Result<Bytes, Rejection> {
+        match kind {
+            Kind::Query => Ok(Bytes::copy_from_slice(
+                parts.uri.query().unwrap_or("").as_bytes(),
+            )),
+            Kind::FormPost => {
+                let content_type = parts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok());
+                if !launch::is_form(content_type) {
+                    return Err(Rejection::new(
+                        Reason::MissingToken,
+                        "launch body is not application/x-www-form-urlencoded",
+                    ));
+                }
+                self.read_body(&parts.headers, body).await
+            }
+            Kind::MethodNotAllowed | Kind::Passthrough => Err(Rejection::new(
+                Reason::MethodNotAllowed,
+                "method not accepted on a launch path",
+            )),
+        }
     }
 
     /// Read a launch body, at most `launch.max_body` bytes.
