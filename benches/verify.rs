@@ -138,7 +138,7 @@ fn header_rewrite(c: &mut Criterion) {
             headers::strip_reserved(&mut h);
             headers::strip_hop_by_hop(&mut h, None);
             let host = h.get(http::header::HOST).cloned();
-            headers::set_forwarded(&mut h, client, false, host);
+            headers::set_forwarded(&mut h, client, false, host, false);
             h.insert(headers::X_REQUEST_ID, HeaderValue::from_str(&id).unwrap());
             h
         })
@@ -288,7 +288,7 @@ fn launch_in_process(c: &mut Criterion) {
             headers::strip_reserved(&mut h);
             headers::strip_hop_by_hop(&mut h, None);
             let host = h.get(http::header::HOST).cloned();
-            headers::set_forwarded(&mut h, client, false, host);
+            headers::set_forwarded(&mut h, client, false, host, false);
             if let Ok(verified) =
                 runtime.block_on(verifier.verify(&extracted.token, SystemTime::now()))
             {

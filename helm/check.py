@@ -279,6 +279,10 @@ def expected_config(v: dict, guard: dict) -> dict:
         "admin_listen": "0.0.0.0:9090",
         "upstream": upstream,
         "shutdown_grace": v["shutdownGrace"],
+        "trusted_proxies": [
+            p if "/" in p else p + ("/128" if ":" in p else "/32")
+            for p in v.get("trustedProxies") or []
+        ],
         "launch.paths": launch["paths"],
         "launch.audience": audience,
         "launch.token_fields": launch["tokenFields"],

@@ -162,16 +162,31 @@ fn is_client_forwarding(name: &HeaderName) -> bool {
         && CLIENT_FORWARDING.iter().any(|f| folds_to(name, f))
 }
 
-/// Replace the forwarding headers with what the guard saw: `X-Forwarded-For` is the peer,
-/// `-Proto` the listener's scheme, `-Host` the request's host; every other forwarding or
-/// path-override header a client sent (`Forwarded`, `X-Real-IP`, `X-Original-URL`, ...)
-/// is removed.
+/// Set the forwarding headers. From a peer that is not a trusted proxy (`trusted` false)
+/// they are replaced with what the guard saw: `X-Forwarded-For` is the peer, `-Proto` the
+/// listener's scheme, `-Host` the request's host; every other forwarding or path-override
+/// header a client sent (`Forwarded`, `X-Real-IP`, `X-Original-URL`, ...) is removed.
+/// From a trusted proxy the chain is kept and extended, as nginx's
+/// `$proxy_add_x_forwarded_for` and Envoy's `xff_num_trusted_hops` do: `X-Forwarded-For`
+/// is the incoming list with the peer appended, `-Proto`, `-Host` and `Forwarded` are kept
+/// when present (`-Proto` and `-Host` set as above otherwise); the rest still goes.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     client: IpAddr,
     tls: bool,
     host: Option<HeaderValue>,
+    trusted: bool,
 ) {
+    let kept = if trusted {
+        Kept {
+            for_: joined(headers, &X_FORWARDED_FOR),
+            proto: headers.get(&X_FORWARDED_PROTO).cloned(),
+            host: headers.get(&X_FORWARDED_HOST).cloned(),
+            forwarded: headers.get_all(header::FORWARDED).iter().cloned().collect(),
+        }
+    } else {
+        Kept::default()
+    };
     if headers.keys().any(is_client_forwarding) {
         let names: Vec<HeaderName> = headers
             .keys()
@@ -188,18 +203,55 @@ pub fn set_forwarded(
         let mut cursor = std::io::Cursor::new(&mut buf[..]);
         let _ = write!(cursor, "{client}");
         let len = usize::try_from(cursor.position()).unwrap_or(0);
-        HeaderValue::from_bytes(&buf[..len])
+        &buf[..len]
     };
-    if let Ok(value) = client {
+    let value = match kept.for_ {
+        Some(mut chain) => {
+            chain.extend_from_slice(b", ");
+            chain.extend_from_slice(client);
+            HeaderValue::from_bytes(&chain)
+        }
+        None => HeaderValue::from_bytes(client),
+    };
+    if let Ok(value) = value {
         headers.insert(X_FORWARDED_FOR, value);
     }
-    headers.insert(
-        X_FORWARDED_PROTO,
-        HeaderValue::from_static(if tls { "https" } else { "http" }),
-    );
-    if let Some(host) = host {
+    let proto = kept
+        .proto
+        .unwrap_or_else(|| HeaderValue::from_static(if tls { "https" } else { "http" }));
+    headers.insert(X_FORWARDED_PROTO, proto);
+    if let Some(host) = kept.host.or(host) {
         headers.insert(X_FORWARDED_HOST, host);
     }
+    for value in kept.forwarded {
+        headers.append(header::FORWARDED, value);
+    }
+}
+
+/// What a trusted proxy's forwarding headers carried, kept across the removal.
+#[derive(Default)]
+struct Kept {
+    for_: Option<Vec<u8>>,
+    proto: Option<HeaderValue>,
+    host: Option<HeaderValue>,
+    forwarded: Vec<HeaderValue>,
+}
+
+/// Every value of `name` joined with `, ` (a list header sent as several lines is one
+/// list), or `None` when there is none or only empty ones.
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    for value in headers.get_all(name) {
+        let v = value.as_bytes().trim_ascii();
+        if v.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(v);
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// The request id: the client's when it is sane (1 to 128 of `A-Za-z0-9._:-`), else new.
@@ -406,6 +458,7 @@ mod tests {
             "127.0.0.1".parse().unwrap(),
             false,
             Some(HeaderValue::from_static("app.example")),
+            false,
         );
         let mut names: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
         names.sort();
@@ -424,17 +477,68 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "app.example");
 
         let mut h = map(&[("x-forwarded-host", "evil.example")]);
-        set_forwarded(&mut h, "::1".parse().unwrap(), true, None);
+        set_forwarded(&mut h, "::1".parse().unwrap(), true, None, false);
         assert_eq!(h["x-forwarded-for"], "::1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert!(h.get("x-forwarded-host").is_none());
         let mut h = HeaderMap::new();
         let long: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap();
-        set_forwarded(&mut h, long, false, None);
+        set_forwarded(&mut h, long, false, None, false);
         assert_eq!(
             h["x-forwarded-for"],
             "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
         );
+    }
+
+    #[test]
+    fn a_trusted_proxy_chain_is_kept_and_extended() {
+        let mut h = map(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x_forwarded_for", "10.0.0.66"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "portal.example"),
+            ("forwarded", "for=203.0.113.9;proto=https"),
+            ("x-real-ip", "10.0.0.4"),
+            ("x-original-url", "/admin"),
+        ]);
+        set_forwarded(
+            &mut h,
+            "10.0.0.2".parse().unwrap(),
+            false,
+            Some(HeaderValue::from_static("app.internal")),
+            true,
+        );
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "forwarded",
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-proto"
+            ]
+        );
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.0.0.1, 10.0.0.2");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "portal.example");
+        assert_eq!(h["forwarded"], "for=203.0.113.9;proto=https");
+
+        // Nothing forwarded yet: set from what the guard saw, as for any peer.
+        let mut h = HeaderMap::new();
+        set_forwarded(
+            &mut h,
+            "::1".parse().unwrap(),
+            true,
+            Some(HeaderValue::from_static("app.example")),
+            true,
+        );
+        assert_eq!(h["x-forwarded-for"], "::1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "app.example");
+        assert!(h.get("forwarded").is_none());
     }
 
     #[test]

@@ -175,7 +175,8 @@ pub async fn run(
         upstream,
         metrics.clone(),
     )
-    .with_shof(shof.clone());
+    .with_shof(shof.clone())
+    .with_trusted_proxies(config.trusted_proxies.clone());
     let workers = server::Workers::start(config.workers).map_err(StartupError::Io)?;
     let overload = config.limits.max_memory.map(overload::Overload::new);
     if let Some(overload) = &overload {

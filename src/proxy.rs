@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use crate::config::{LaunchConfig, path};
+use crate::config::{Cidr, LaunchConfig, path};
 use crate::error::{ErrorFormat, Fault, Reason, Rejection};
 use crate::headers;
 use crate::launch::{self, Kind, Route, Routes};
@@ -82,6 +82,8 @@ pub(crate) struct Proxy {
     shof: Option<Arc<Shof>>,
     upstream: Upstream,
     metrics: Arc<Metrics>,
+    /// Peers whose forwarding headers are kept and extended (`trusted_proxies`).
+    trusted_proxies: Arc<[Cidr]>,
 }
 
 impl Proxy {
@@ -108,7 +110,14 @@ impl Proxy {
             shof: None,
             upstream,
             metrics,
+            trusted_proxies: Arc::new([]),
         }
+    }
+
+    /// This proxy keeping and extending the forwarding headers of peers in `cidrs`.
+    pub(crate) fn with_trusted_proxies(mut self, cidrs: Vec<Cidr>) -> Self {
+        self.trusted_proxies = cidrs.into();
+        self
     }
 
     /// This proxy with SHOF logins (`[shof]`): launches become logins at the auth server,
@@ -532,7 +541,9 @@ impl Proxy {
         *request.uri_mut() = self.upstream.uri_for(request.uri().path_and_query())?;
         *request.version_mut() = Version::HTTP_11;
         let headers = request.headers_mut();
-        headers::set_forwarded(headers, peer.addr.ip(), peer.tls, host);
+        let ip = peer.addr.ip();
+        let trusted = self.trusted_proxies.iter().any(|c| c.contains(ip));
+        headers::set_forwarded(headers, ip, peer.tls, host, trusted);
         match HeaderValue::from_str(&exchange.reference) {
             Ok(id) => {
                 headers.insert(headers::X_REQUEST_ID, id);

@@ -1,7 +1,8 @@
 //! What an attacker found and what must now hold, over real sockets with raw bytes (an HTTP
 //! client library would clean up the very paths and headers under test): only websocket
 //! upgrades pass, every alias of a reserved header goes, a client's `Connection:` list cannot
-//! remove a header the guard set, forwarding headers are the guard's own, and paths are
+//! remove a header the guard set, forwarding headers are the guard's own (kept and extended
+//! only from a `trusted_proxies` peer), and paths are
 //! normalised before the session rules and the launch paths are matched.
 
 mod common;
@@ -362,6 +363,60 @@ async fn forwarding_headers_are_the_guards_own() {
     ] {
         assert_eq!(echo.header(gone), None, "{gone} reached the app");
     }
+}
+
+/// What a client (or a proxy in front) sends as forwarding headers in the tests below.
+const FORWARDING: &[&str] = &[
+    "X-Forwarded-For: 203.0.113.9, 198.51.100.7",
+    "X-Forwarded-Host: portal.example",
+    "X-Forwarded-Proto: https",
+    "Forwarded: for=203.0.113.9;proto=https;host=portal.example",
+    "X-Real-IP: 203.0.113.12",
+    "X-Original-URL: /admin",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_of_an_untrusted_peer_are_replaced() {
+    // Proxies are trusted, but not this peer (127.0.0.1).
+    let fx =
+        Fixture::start_with(|b| b.set("trusted_proxies", r#"["10.0.0.0/8", "fd00::/8"]"#)).await;
+    let response = raw(fx.guard.public, &get("/page", fx.guard.public, FORWARDING)).await;
+    let echo = response.echo();
+    assert_eq!(echo.header_all("x-forwarded-for"), vec!["127.0.0.1"]);
+    assert_eq!(echo.header("x-forwarded-proto"), Some("http"));
+    let own = fx.guard.public.to_string();
+    assert_eq!(echo.header("x-forwarded-host"), Some(own.as_str()));
+    for gone in ["forwarded", "x-real-ip", "x-original-url"] {
+        assert_eq!(echo.header(gone), None, "{gone} reached the app");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxy_chain_is_kept_and_extended() {
+    let fx = Fixture::start_with(|b| b.set("trusted_proxies", r#"["127.0.0.0/8"]"#)).await;
+    let response = raw(fx.guard.public, &get("/page", fx.guard.public, FORWARDING)).await;
+    let echo = response.echo();
+    assert_eq!(
+        echo.header_all("x-forwarded-for"),
+        vec!["203.0.113.9, 198.51.100.7, 127.0.0.1"]
+    );
+    assert_eq!(echo.header("x-forwarded-proto"), Some("https"));
+    assert_eq!(echo.header("x-forwarded-host"), Some("portal.example"));
+    assert_eq!(
+        echo.header("forwarded"),
+        Some("for=203.0.113.9;proto=https;host=portal.example")
+    );
+    for gone in ["x-real-ip", "x-original-url"] {
+        assert_eq!(echo.header(gone), None, "{gone} reached the app");
+    }
+
+    // A trusted peer that sent none: set from what the guard saw.
+    let response = raw(fx.guard.public, &get("/page", fx.guard.public, &[])).await;
+    let echo = response.echo();
+    assert_eq!(echo.header_all("x-forwarded-for"), vec!["127.0.0.1"]);
+    assert_eq!(echo.header("x-forwarded-proto"), Some("http"));
+    let own = fx.guard.public.to_string();
+    assert_eq!(echo.header("x-forwarded-host"), Some(own.as_str()));
 }
 
 /// Launch with a good token and give the session cookie's `name=value`.

@@ -62,6 +62,16 @@ fn settings(config: &Config) -> Vec<(&'static str, Value)> {
         ("admin_listen", json!(config.admin_listen.to_string())),
         ("shutdown_grace", json!(duration(config.shutdown_grace))),
         ("workers", json!(config.workers)),
+        (
+            "trusted_proxies",
+            json!(
+                config
+                    .trusted_proxies
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+            ),
+        ),
         ("launch.paths", list(&launch.paths)),
         ("launch.audience", list(&launch.audience)),
         ("launch.token_fields", list(&launch.token_fields)),

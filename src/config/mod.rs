@@ -34,7 +34,7 @@ pub use koppeltaal::{
 };
 pub use launch::{IssuerConfig, KeysConfig, LaunchConfig, ReplayConfig, ReplayStoreKind};
 pub use parse::{parse_duration, parse_size};
-pub use serve::{Limits, Timeouts, TlsConfig};
+pub use serve::{Cidr, Limits, Timeouts, TlsConfig};
 pub use session::{SameSite, SessionConfig};
 pub use shof::ShofConfig;
 pub use sources::{ENV_PREFIX, Source};
@@ -42,7 +42,7 @@ pub use sources::{ENV_PREFIX, Source};
 use koppeltaal::{RawIntrospection, RawModule};
 use launch::{RawIssuer, RawKeys, RawLaunch, RawReplay, validate_issuers};
 use parse::parse_addr;
-use serve::{RawLimits, RawTimeouts, RawTls};
+use serve::{RawLimits, RawTimeouts, RawTls, parse_trusted_proxies};
 use session::RawSession;
 use shof::RawShof;
 use sources::{describe_figment_error, env_provider, sources};
@@ -76,6 +76,8 @@ struct RawConfig {
     #[serde(default = "d_shutdown_grace")]
     shutdown_grace: String,
     workers: Option<i64>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
     #[serde(default)]
     launch: RawLaunch,
     #[serde(default)]
@@ -121,6 +123,7 @@ pub const KEYS: &[&str] = &[
     "admin_listen",
     "shutdown_grace",
     "workers",
+    "trusted_proxies",
     "launch.paths",
     "launch.audience",
     "launch.token_fields",
@@ -196,6 +199,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Worker threads of the public listener (`workers`, default: the CPUs available).
     pub workers: usize,
+    /// Peers whose forwarding headers are kept and extended rather than replaced.
+    pub trusted_proxies: Vec<Cidr>,
     pub launch: LaunchConfig,
     pub issuers: Vec<IssuerConfig>,
     pub keys: KeysConfig,
@@ -325,6 +330,7 @@ impl RawConfig {
                 ));
             }
         };
+        let trusted_proxies = parse_trusted_proxies(&self.trusted_proxies)?;
         let launch = self.launch.validate()?;
         let issuers = validate_issuers(self.issuers, self.shof.enabled())?;
         let keys = self.keys.validate()?;
@@ -347,6 +353,7 @@ impl RawConfig {
             upstream,
             shutdown_grace,
             workers,
+            trusted_proxies,
             launch,
             issuers,
             keys,

@@ -192,3 +192,112 @@ fn load_tls(cert_file: PathBuf, key_file: PathBuf) -> Result<TlsConfig, ConfigEr
         server_config: std::sync::Arc::new(server_config),
     })
 }
+
+/// One `trusted_proxies` entry: an address and a prefix length (a bare address is the one
+/// host). An IPv4-mapped IPv6 peer (`::ffff:a.b.c.d`) is matched as the IPv4 address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` lies in this range.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = ip.to_canonical();
+        let bits = |a: u128, b: u128, width: u32| {
+            let shift = width - u32::from(self.prefix);
+            shift >= width || (a >> shift) == (b >> shift)
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                bits(u32::from(net).into(), u32::from(ip).into(), 32)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => bits(u128::from(net), u128::from(ip), 128),
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// Parse `trusted_proxies`: each entry `address/prefix` or a bare address.
+pub(super) fn parse_trusted_proxies(values: &[String]) -> Result<Vec<Cidr>, ConfigError> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, value)| {
+            parse_cidr(value.trim()).ok_or_else(|| {
+                invalid(
+                    format!("trusted_proxies[{i}]"),
+                    format!("{value:?} is not a CIDR (address/prefix)"),
+                )
+            })
+        })
+        .collect()
+}
+
+fn parse_cidr(value: &str) -> Option<Cidr> {
+    let (addr, prefix) = match value.split_once('/') {
+        Some((addr, prefix)) => (addr, Some(prefix)),
+        None => (value, None),
+    };
+    let addr: std::net::IpAddr = addr.parse().ok()?;
+    let addr = addr.to_canonical();
+    let width = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => width,
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => p.parse().ok()?,
+        Some(_) => return None,
+    };
+    (prefix <= width).then_some(Cidr { addr, prefix })
+}
+
+#[cfg(test)]
+mod cidr_tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_parse_and_match() {
+        let c = parse_cidr("10.0.0.0/8").unwrap();
+        assert!(c.contains("10.1.2.3".parse().unwrap()));
+        assert!(c.contains("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!c.contains("11.0.0.1".parse().unwrap()));
+        assert!(!c.contains("::1".parse().unwrap()));
+        let c = parse_cidr("192.168.1.7").unwrap();
+        assert!(c.contains("192.168.1.7".parse().unwrap()));
+        assert!(!c.contains("192.168.1.8".parse().unwrap()));
+        assert!(
+            parse_cidr("0.0.0.0/0")
+                .unwrap()
+                .contains("1.2.3.4".parse().unwrap())
+        );
+        let c = parse_cidr("fd00::/8").unwrap();
+        assert!(c.contains("fd12::1".parse().unwrap()));
+        assert!(!c.contains("fe80::1".parse().unwrap()));
+        assert!(parse_cidr("::1").unwrap().contains("::1".parse().unwrap()));
+        for bad in [
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0.0/",
+            "10.0.0.0/+8",
+            "x/8",
+            "",
+            "10.0.0/8",
+        ] {
+            assert!(parse_cidr(bad).is_none(), "{bad}");
+        }
+        let err = parse_trusted_proxies(&["10.0.0.0/8".into(), "10.0.0.0/33".into()])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            r#"trusted_proxies[1]: "10.0.0.0/33" is not a CIDR (address/prefix)"#
+        );
+    }
+}

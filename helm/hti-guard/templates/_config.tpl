@@ -28,6 +28,7 @@ shutdown_grace = {{ .Values.shutdownGrace | toString | toJson }}
 {{- if .Values.workers }}
 workers = {{ .Values.workers | int }}
 {{- end }}
+trusted_proxies = {{ .Values.trustedProxies | default list | toJson }}
 
 [launch]
 paths = {{ .Values.launch.paths | toJson }}
