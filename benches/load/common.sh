@@ -150,6 +150,25 @@ upstream_conf() {
 EOF
 }
 
+# guard_conf PORT ADMIN_PORT ALG [TOP] [LAUNCH]: hti-guard's configuration up to and including
+# its one issuer ($ISS, keys at the upstream's /jwks.json, audience $AUD), with TOP's lines among
+# the top-level keys and LAUNCH's in [launch]; a caller appends any further sections.
+guard_conf() {
+  cat <<EOF
+listen = "127.0.0.1:$1"
+admin_listen = "127.0.0.1:$2"
+upstream = "http://127.0.0.1:$P_UP"
+${4:-}
+[launch]
+audience = "$AUD"
+${5:-}
+[[issuers]]
+iss = "$ISS"
+jwks_url = "http://127.0.0.1:$P_UP/jwks.json"
+algorithms = ["$3"]
+EOF
+}
+
 # proxy_conf PORT UPSTREAM_PORT: the whole configuration of nginx as a reverse proxy on PORT
 # to the upstream, with a keepalive pool (HTTP/1.1), files under $WORK named "proxy".
 proxy_conf() {

@@ -60,18 +60,7 @@ nginx -p "$WORK" -e "$WORK/upstream.err" -c "$WORK/upstream.conf" &
 PIDS+=($!)
 wait_port "$P_UP" /jwks.json
 
-cat >"$WORK/guard.toml" <<EOF
-listen = "127.0.0.1:$P_SUBJECT"
-admin_listen = "127.0.0.1:$P_ADMIN"
-upstream = "http://127.0.0.1:$P_UP"
-workers = 1
-[launch]
-audience = "$AUD"
-[[issuers]]
-iss = "$ISS"
-jwks_url = "http://127.0.0.1:$P_UP/jwks.json"
-algorithms = ["RS512"]
-EOF
+guard_conf "$P_SUBJECT" "$P_ADMIN" RS512 "workers = 1" >"$WORK/guard.toml"
 
 # One worker (CORES=1) and no master process, so that callgrind sees the process that works.
 proxy_conf "$P_SUBJECT" "$P_UP" | sed 's/^master_process on;/master_process off;/' >"$WORK/proxy.conf"

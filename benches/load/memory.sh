@@ -55,21 +55,10 @@ issuer_keys ES256
 
 upstream_conf "$P_UP" >"$WORK/upstream.conf"
 
-cat >"$WORK/guard.toml" <<EOF
-listen = "127.0.0.1:$P_GUARD"
-admin_listen = "127.0.0.1:$P_GUARD_ADMIN"
-upstream = "http://127.0.0.1:$P_UP"
-[launch]
-audience = "$AUD"
-max_lifetime = "1h"
-[[issuers]]
-iss = "$ISS"
-jwks_url = "http://127.0.0.1:$P_UP/jwks.json"
-algorithms = ["ES256"]
-[replay]
-store = "memory"
-max_entries = $JTIS
-EOF
+{
+  guard_conf "$P_GUARD" "$P_GUARD_ADMIN" ES256 "" 'max_lifetime = "1h"'
+  printf '[replay]\nstore = "memory"\nmax_entries = %s\n' "$JTIS"
+} >"$WORK/guard.toml"
 
 for port in "$P_UP" "$P_GUARD" "$P_GUARD_ADMIN"; do
   if ! python3 - "$port" <<'EOF' 2>/dev/null; then

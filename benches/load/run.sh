@@ -93,24 +93,14 @@ backend app
   server up 127.0.0.1:$P_UP
 EOF
 
-guard_conf() { # port admin_port store
-  cat <<EOF
-listen = "127.0.0.1:$1"
-admin_listen = "127.0.0.1:$2"
-upstream = "http://127.0.0.1:$P_UP"
-[launch]
-audience = "$AUD"
-[[issuers]]
-iss = "$ISS"
-jwks_url = "http://127.0.0.1:$P_UP/jwks.json"
-algorithms = ["RS512"]
-[replay]
-store = "$3"
-EOF
+guard_conf_store() { # port admin_port store: the guard with the given replay store
+  guard_conf "$1" "$2" RS512
+  echo "[replay]"
+  echo "store = \"$3\""
   [ "$3" = redis ] && echo "redis_url = \"redis://127.0.0.1:$P_REDIS\""
   return 0
 }
-guard_conf "$P_GUARD" "$P_GUARD_ADMIN" memory >"$WORK/guard.toml"
+guard_conf_store "$P_GUARD" "$P_GUARD_ADMIN" memory >"$WORK/guard.toml"
 
 log "starting upstream, nginx, HAProxy, hti-guard in $WORK"
 nginx -p "$WORK" -e "$WORK/upstream.err" -c "$WORK/upstream.conf" &
@@ -131,7 +121,7 @@ if [ "$HAVE_REDIS" = 1 ]; then
   redis-server --port "$P_REDIS" --bind 127.0.0.1 --save "" --appendonly no \
     >"$WORK/redis.log" 2>&1 &
   PIDS+=($!)
-  guard_conf "$P_GREDIS" "$P_GREDIS_ADMIN" redis >"$WORK/guard-redis.toml"
+  guard_conf_store "$P_GREDIS" "$P_GREDIS_ADMIN" redis >"$WORK/guard-redis.toml"
   sleep 0.3
   "$GUARD" serve --config "$WORK/guard-redis.toml" >"$WORK/guard-redis.log" 2>&1 &
   PIDS+=($!); PID_GREDIS=$!

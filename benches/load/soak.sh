@@ -77,24 +77,12 @@ issuer_keys RS512
 upstream_conf "$P_UP" >"$WORK/upstream.conf"
 
 {
-  cat <<EOF
-listen = "127.0.0.1:$P_GUARD"
-admin_listen = "127.0.0.1:$P_GUARD_ADMIN"
-upstream = "http://127.0.0.1:$P_UP"
-[launch]
-audience = "$AUD"
-EOF
   # The default max_lifetime (5m) holds unless TOKEN_TTL is raised near it.
   lifetime=$((TOKEN_TTL + TOKEN_LEAD))
-  [ "$lifetime" -le 300 ] || echo "max_lifetime = \"${lifetime}s\""
-  cat <<EOF
-[[issuers]]
-iss = "$ISS"
-jwks_url = "http://127.0.0.1:$P_UP/jwks.json"
-algorithms = ["RS512"]
-[replay]
-store = "memory"
-EOF
+  launch=""
+  [ "$lifetime" -le 300 ] || launch="max_lifetime = \"${lifetime}s\""
+  guard_conf "$P_GUARD" "$P_GUARD_ADMIN" RS512 "" "$launch"
+  printf '[replay]\nstore = "memory"\n'
 } >"$WORK/guard.toml"
 
 for port in "$P_UP" "$P_GUARD" "$P_GUARD_ADMIN"; do
