@@ -185,7 +185,8 @@ pub async fn run(
     let readiness = Arc::new(
         Readiness::new(keys, replay, introspector)
             .with_overload(overload.clone())
-            .with_shof(shof),
+            .with_shof(shof)
+            .with_startup_wait(config.readiness.startup_wait),
     );
 
     let public_addr = listeners.public.local_addr()?;

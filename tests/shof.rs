@@ -1087,6 +1087,11 @@ async fn readiness_waits_for_the_first_discovery() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let response = guard.admin_get("/readyz").await;
     assert_eq!(response.status(), 503);
+    let body = response.text().await.unwrap();
+    assert!(
+        body.contains("starting, awaiting SHOF smart-configuration"),
+        "{body}"
+    );
     // And a launch cannot be sent anywhere: no redirect.
     let query = form(&[("iss", &fhir_base), ("launch", "x.y.z")]);
     let response = within(
