@@ -593,7 +593,11 @@ async fn stale_keys_expire_after_max_stale() {
     expect_rejection(response, 503, "keys_unavailable").await;
     // The guard was ready: an outage every replica shares is reported, not a 503.
     let ready = fx.guard.admin_get("/readyz").await;
-    assert_eq!(ready.status(), 200, "keys gone after startup: still in service");
+    assert_eq!(
+        ready.status(),
+        200,
+        "keys gone after startup: still in service"
+    );
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["status"], "degraded", "{body}");
     assert_eq!(body["degraded"][0]["dependency"], "issuer_keys", "{body}");

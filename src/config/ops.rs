@@ -128,7 +128,12 @@ mod tests {
         let long = RawReadiness {
             startup_wait: "2h".into(),
         };
-        assert!(long.validate().unwrap_err().to_string().starts_with("readiness.startup_wait"));
+        assert!(
+            long.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("readiness.startup_wait")
+        );
         assert_eq!(
             RawAudit::default().validate().unwrap().format,
             AuditFormat::Fields
