@@ -1142,7 +1142,44 @@ async fn a_login_logs_no_token_code_state_or_cookie() {
     assert_eq!(done.status(), 303);
     let session = session_set(&done).expect("a session");
     expect_echo(browser.get(&served.url("/task/abc"), JSON).await).await;
-    let finished = served.kill().await;
+    // The same callback again: refused, and audited as a refused login.
+    let again = browser.get(&callback, JSON).await;
+    assert_eq!(again.status(), 400);
+    // Stopped, not killed: the log writer's queue is written out on the way.
+    served.signal("-TERM").await;
+    let finished = served.finish().await;
+
+    // One audit event per login decision: started, accepted (with the launch context),
+    // refused (with its reason and no claims).
+    let events = finished.audit_events();
+    let kinds: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap_or_default(),
+                e["outcome"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("login_start", "accepted"),
+            ("login_callback", "accepted"),
+            ("login_callback", "rejected"),
+        ],
+        "{events:#?}"
+    );
+    assert_eq!(events[0]["status"], 302);
+    assert_eq!(events[1]["status"], 303);
+    assert_eq!(events[1]["sub"], "Practitioner/123", "{}", events[1]);
+    assert_eq!(events[1]["resource"], "Task/abc", "{}", events[1]);
+    assert!(events[1]["jti"].is_string(), "{}", events[1]);
+    assert_eq!(events[2]["reason"], "login_state_mismatch");
+    assert!(events[2].get("sub").is_none(), "{}", events[2]);
+    for e in &events {
+        assert_eq!(e["client_address"], "127.0.0.1", "{e}");
+    }
 
     let sent = query_of(&authorize);
     let back = query_of(&callback);
