@@ -164,8 +164,16 @@ impl Auditor {
         let claims = event.claims;
         let claim = |f: fn(&HtiClaims) -> Option<&str>| claims.and_then(f);
         let fault = event.rejection.map(Rejection::fault);
+        let message = match (event.decision, event.accepted()) {
+            (Decision::Launch, true) => "launch accepted",
+            (Decision::Launch, false) => "launch rejected",
+            (Decision::LoginStart, true) => "login started at the auth server",
+            (Decision::LoginStart, false) => "login refused before the auth server",
+            (Decision::LoginCallback, true) => "login accepted",
+            (Decision::LoginCallback, false) => "login rejected",
+        };
         macro_rules! emit {
-            ($level:ident, $message:literal) => {
+            ($level:ident) => {
                 tracing::$level!(
                     target: TARGET,
                     time = %time,
@@ -186,15 +194,15 @@ impl Auditor {
                     user_agent = event.origin.user_agent.as_deref(),
                     detail = event.rejection.map(|r| r.detail.as_ref()),
                     fhir_audit_event = fhir.as_deref(),
-                    $message
+                    "{}",
+                    message
                 )
             };
         }
         match fault {
-            None => emit!(info, "audit: accepted"),
-            Some(Fault::Client) => emit!(info, "audit: rejected"),
-            Some(Fault::Dependency) => emit!(warn, "audit: rejected"),
-            Some(Fault::Internal) => emit!(error, "audit: rejected"),
+            None | Some(Fault::Client) => emit!(info),
+            Some(Fault::Dependency) => emit!(warn),
+            Some(Fault::Internal) => emit!(error),
         }
     }
 
