@@ -664,6 +664,8 @@ async fn unusable_jwks_at_startup_is_not_ready() {
             missing.starts_with("starting, awaiting issuer ") && missing.contains(&fx.iss),
             "{body}"
         );
+        let metrics = fx.guard.metrics().await;
+        assert!(metrics.contains("hti_guard_ready 0"), "{metrics}");
         assert_eq!(fx.upstream.hits(), 0);
     }
 }

@@ -1107,6 +1107,29 @@ async fn readiness_waits_for_the_first_discovery() {
     assert_ne!(response.status(), 302);
     assert!(response.status().as_u16() >= 500, "{}", response.status());
     assert_eq!(upstream.hits(), 0);
+
+    // Without the startup wait the same outage is reported, not 503: every replica shares it.
+    let guard = shof_builder(&auth, &upstream, &callback)
+        .set_str("shof.fhir_base", &fhir_base)
+        .set_str("shof.timeout", "500ms")
+        .set_str("readiness.startup_wait", "0s")
+        .start()
+        .await;
+    let response = guard.admin_get("/readyz").await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "degraded", "{body}");
+    let degraded = body["degraded"].as_array().unwrap();
+    assert!(
+        degraded.iter().any(|d| d["dependency"] == "auth_server"),
+        "{body}"
+    );
+    let metrics = guard.metrics().await;
+    assert!(
+        metrics.contains("hti_guard_dependency_up{dependency=\"auth_server\",issuer=\"\"} 0"),
+        "{metrics}"
+    );
+    assert_eq!(upstream.hits(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
