@@ -12,12 +12,17 @@ Steps (one line each; exit 1 on any failure, 2 when a dependency is missing):
   render      every sample renders; every file in check-fixtures/fail/ is refused by a
               template `fail`, with the message its `# expect:` line names.
   coverage    the samples still exercise both modes with Redis, HPA and ServiceMonitor, the
+              PrometheusRule, the FHIR audit format, the
               memory store, a PodDisruptionBudget, the dashboard, TLS, sessions and module keys
               from the chart's Secret and from existing Secrets, introspection and SHOF.
   kubernetes  every rendered object but the ServiceMonitor validates strictly against the
               Kubernetes 1.32 schemas bundled with kubernetes-validate.
   servicemon  the ServiceMonitor (a CRD, not in those schemas) checked here: a strict schema
               of the fields the chart uses, and its selector, port and namespace resolve.
+  promrule    the PrometheusRule (a CRD too): a strict schema of the fields the chart uses,
+              every alert with a severity and a summary, every hti_guard_* metric its
+              expressions name exported by the guard (src/metrics.rs), and the job they
+              select the Service the ServiceMonitor scrapes.
   wiring      the pieces fit: Service -> pod ports, probes on the admin port, config mount and
               HTI_GUARD_CONFIG, Secrets referenced exist, no session secret or private key in
               a ConfigMap, every secret file config.toml names is mounted, security context,
@@ -314,7 +319,11 @@ def expected_config(v: dict, guard: dict) -> dict:
         "timeouts.request_body": timeouts["requestBody"],
         "timeouts.upstream_connect": timeouts["upstreamConnect"],
         "timeouts.upstream_response": timeouts["upstreamResponse"],
+        "readiness.startup_wait": v["readiness"]["startupWait"],
+        "audit.format": v["audit"]["format"],
     }
+    if v["audit"].get("observer"):
+        want["audit.observer"] = v["audit"]["observer"]
     if v.get("workers"):
         want["workers"] = v["workers"]
     if v["limits"].get("maxConnections"):
@@ -645,8 +654,8 @@ def step_kubernetes(kv, renders):
     for label, (_, objs, _) in renders.items():
         for obj in objs:
             ident = f"{label}: {obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
-            if obj.get("kind") == "ServiceMonitor":
-                skipped.add("ServiceMonitor")
+            if obj.get("kind") in ("ServiceMonitor", "PrometheusRule"):
+                skipped.add(obj["kind"])
                 continue
             try:
                 kv.validate(copy.deepcopy(obj), KUBE_VERSION, strict=True)
@@ -661,7 +670,7 @@ def step_kubernetes(kv, renders):
         not problems,
         f"{checked} objects valid against the Kubernetes {KUBE_VERSION} schemas, strict"
         + (
-            f" ({', '.join(sorted(skipped))} is a CRD: checked in the next step)" if skipped else ""
+            f" ({', '.join(sorted(skipped))}: CRDs, checked in the next steps)" if skipped else ""
         ),
         problems,
     )
@@ -720,6 +729,114 @@ def step_servicemonitor(jsonschema, renders):
     )
 
 
+# --- the PrometheusRule's shape ------------------------------------------------------------
+
+_rule = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["expr"],
+    "properties": {
+        "alert": _str,
+        "record": _str,
+        "expr": {"type": ["string", "integer"]},
+        "for": {"type": "string", "pattern": "^(([0-9]+)(ms|s|m|h|d|w|y))+$"},
+        "labels": _labels,
+        "annotations": _labels,
+    },
+}
+PROMETHEUS_RULE_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": SERVICE_MONITOR_SCHEMA["properties"]["metadata"],
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["groups"],
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["name", "rules"],
+                        "properties": {"name": _str, "rules": {"type": "array", "items": _rule}},
+                    },
+                }
+            },
+        },
+    },
+}
+
+# The alerts the chart itself renders.
+CHART_ALERTS = {
+    "HtiGuardIssuerKeysDown",
+    "HtiGuardIssuerKeysStale",
+    "HtiGuardReplayStoreDown",
+    "HtiGuardAuthServerDown",
+    "HtiGuardLaunchRejectionsHigh",
+    "HtiGuardNotScraped",
+}
+
+
+def guard_metric_names() -> set[str]:
+    """The metric families the guard registers (src/metrics.rs), with the series suffixes a
+    histogram adds."""
+    text = (REPO / "src" / "metrics.rs").read_text()
+    names = set(re.findall(r'"(hti_guard_[a-z_]+)"', text))
+    return names | {n + s for n in names for s in ("_bucket", "_sum", "_count")}
+
+
+def step_prometheusrule(jsonschema, renders):
+    problems = []
+    count = 0
+    validator = jsonschema.Draft7Validator(PROMETHEUS_RULE_SCHEMA)
+    exported = guard_metric_names()
+    for label, (_, objs, _) in renders.items():
+        for pr in kinds(objs, "PrometheusRule"):
+            count += 1
+            ident = f"{label}: PrometheusRule/{pr['metadata']['name']}"
+            for err in validator.iter_errors(pr):
+                problems.append(f"{ident}: {'.'.join(map(str, err.path))}: {err.message}")
+            if problems:
+                continue
+            rules = [r for g in pr["spec"]["groups"] for r in g["rules"]]
+            alerts = {r.get("alert") for r in rules}
+            if not CHART_ALERTS <= alerts:
+                problems.append(f"{ident}: missing alerts {sorted(CHART_ALERTS - alerts)}")
+            services = [s["metadata"]["name"] for s in kinds(objs, "Service")]
+            for r in rules:
+                name = r.get("alert") or r.get("record")
+                expr = str(r["expr"])
+                for metric in re.findall(r"\b(hti_guard_[a-z_]+)", expr):
+                    if metric not in exported:
+                        problems.append(f"{ident}: {name}: {metric} is not a metric of the guard")
+                if r.get("alert") in CHART_ALERTS:
+                    if not (r.get("labels") or {}).get("severity"):
+                        problems.append(f"{ident}: {name}: no severity label")
+                    if not (r.get("annotations") or {}).get("summary"):
+                        problems.append(f"{ident}: {name}: no summary")
+                    for job in re.findall(r'job="([^"]*)"', expr):
+                        if job not in services:
+                            problems.append(
+                                f"{ident}: {name}: job {job!r} is not the Service the ServiceMonitor scrapes"
+                            )
+                    if f'namespace="{NAMESPACE}"' not in expr:
+                        problems.append(f"{ident}: {name}: not limited to the release namespace")
+    if not any(kinds(o, "PrometheusRule") for _, o, _ in renders.values()):
+        problems.append("no sample renders a PrometheusRule")
+    report(
+        "promrule",
+        not problems,
+        f"{count} PrometheusRules: strict shape, {len(CHART_ALERTS)} chart alerts with severity and summary, every hti_guard_* metric exported by the guard, job -> Service, release namespace",
+        problems,
+    )
+
+
 def step_coverage(renders):
     """The samples must keep exercising what the chart offers."""
     seen = {}
@@ -750,6 +867,8 @@ def step_coverage(renders):
             seen[f"module keys from {origin}"] = True
         seen["introspection"] = seen.get("introspection") or "[introspection]" in config
         seen["shof"] = seen.get("shof") or "[shof]" in config
+        seen["prometheusrule"] = seen.get("prometheusrule") or has("PrometheusRule")
+        seen["audit fhir"] = seen.get("audit fhir") or 'format = \\"fhir\\"' in config
     wanted = [
         "sidecar+redis+hpa+servicemonitor",
         "standalone+redis+hpa+servicemonitor",
@@ -763,6 +882,8 @@ def step_coverage(renders):
         "module keys from existing Secret",
         "introspection",
         "shof",
+        "prometheusrule",
+        "audit fhir",
     ]
     missing = [w for w in wanted if not seen.get(w)]
     report(
@@ -1336,6 +1457,7 @@ def main() -> int:
     step_coverage(renders)
     step_kubernetes(kv, renders)
     step_servicemonitor(jsonschema, renders)
+    step_prometheusrule(jsonschema, renders)
     step_wiring(renders)
     step_guard(renders, binary)
     print(f"chart check {'FAILED' if failures else 'passed'} in {time.monotonic() - start:.1f}s")

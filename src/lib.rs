@@ -17,6 +17,8 @@
 //! - `headers`: reserved, hop-by-hop, forwarding and trusted headers
 //! - `upstream`: the pooled client to the module application
 //! - `respond`: every response the guard makes itself (errors, 303, logout, module JWKS)
+//! - `audit`: one audit event per launch and login decision (log target
+//!   `hti_guard::audit`; optionally a FHIR R4 AuditEvent)
 //! - `metrics`, `admin`: Prometheus metrics, `/healthz`, `/readyz`, `/metrics`
 //! - `config`: raw and validated configuration, the module's keys parsed at load, and
 //!   `config::path`, the request path normalisation config and the router share
@@ -35,6 +37,7 @@
 #![warn(unreachable_pub)]
 
 pub(crate) mod admin;
+pub(crate) mod audit;
 pub mod check;
 pub mod config;
 pub mod demo;
@@ -176,7 +179,11 @@ pub async fn run(
         metrics.clone(),
     )
     .with_shof(shof.clone())
-    .with_trusted_proxies(config.trusted_proxies.clone());
+    .with_trusted_proxies(config.trusted_proxies.clone())
+    .with_audit(audit::Auditor::new(
+        &config.audit,
+        config.module.client_id.as_deref(),
+    ));
     let workers = server::Workers::start(config.workers).map_err(StartupError::Io)?;
     let overload = config.limits.max_memory.map(overload::Overload::new);
     if let Some(overload) = &overload {
@@ -185,7 +192,8 @@ pub async fn run(
     let readiness = Arc::new(
         Readiness::new(keys, replay, introspector)
             .with_overload(overload.clone())
-            .with_shof(shof),
+            .with_shof(shof)
+            .with_startup_wait(config.readiness.startup_wait),
     );
 
     let public_addr = listeners.public.local_addr()?;

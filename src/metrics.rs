@@ -148,6 +148,8 @@ pub struct Metrics {
     login_duration: Histogram,
     refused: IntCounterVec,
     open_connections: IntGauge,
+    dependency_up: IntGaugeVec,
+    ready: IntGauge,
     up: Gauge,
 }
 
@@ -297,6 +299,20 @@ impl Metrics {
             "Client connections open on the public listener (at most limits.max_connections).",
         )
         .expect("valid metric");
+        let dependency_up = IntGaugeVec::new(
+            Opts::new(
+                "hti_guard_dependency_up",
+                "1 while a dependency answers (issuer_keys per issuer, replay_store, \
+                 introspection, auth_server), else 0; updated on /readyz and on scrape.",
+            ),
+            &["dependency", "issuer"],
+        )
+        .expect("valid metric");
+        let ready = IntGauge::new(
+            "hti_guard_ready",
+            "1 while /readyz answers 200 (a degraded dependency included), else 0.",
+        )
+        .expect("valid metric");
         let up = Gauge::new("hti_guard_up", "1 while the guard runs.").expect("valid metric");
         up.set(1.0);
         for c in [
@@ -318,6 +334,8 @@ impl Metrics {
             Box::new(sessions.clone()),
             Box::new(refused.clone()),
             Box::new(open_connections.clone()),
+            Box::new(dependency_up.clone()),
+            Box::new(ready.clone()),
             Box::new(up.clone()),
         ] {
             registry.register(c).expect("metric registered once");
@@ -343,6 +361,8 @@ impl Metrics {
             sessions,
             refused,
             open_connections,
+            dependency_up,
+            ready,
             up,
         }
     }
@@ -470,6 +490,18 @@ impl Metrics {
         self.open_connections.add(change);
     }
 
+    /// Whether `dependency` (for `issuer_keys`: of `issuer`; "" otherwise) answers.
+    pub fn dependency_up(&self, dependency: &str, issuer: Option<&str>, up: bool) {
+        self.dependency_up
+            .with_label_values(&[dependency, issuer.unwrap_or("")])
+            .set(i64::from(up));
+    }
+
+    /// Whether `/readyz` answers 200.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();
@@ -548,6 +580,9 @@ mod tests {
         m.login_accepted();
         m.login_rejected(Reason::LoginStateMismatch);
         m.observe_login(0.01);
+        m.dependency_up("issuer_keys", Some("https://portal"), false);
+        m.dependency_up("replay_store", None, true);
+        m.set_ready(true);
         let text = String::from_utf8(m.render()).unwrap();
         for name in [
             "hti_guard_launches_total{issuer=\"unknown\",reason=\"missing_token\",result=\"rejected\"} 1",
@@ -564,6 +599,9 @@ mod tests {
             "hti_guard_logins_total{reason=\"none\",result=\"accepted\"} 1",
             "hti_guard_logins_total{reason=\"login_state_mismatch\",result=\"rejected\"} 1",
             "hti_guard_login_duration_seconds_bucket",
+            "hti_guard_dependency_up{dependency=\"issuer_keys\",issuer=\"https://portal\"} 0",
+            "hti_guard_dependency_up{dependency=\"replay_store\",issuer=\"\"} 1",
+            "hti_guard_ready 1",
         ] {
             assert!(text.contains(name), "missing {name}");
         }

@@ -4,8 +4,8 @@
 //! to the auth server | `launch`: read the token, verify, set trusted headers)
 //! -> `forward` -> `finish`. The stages use `?` and record what they decide in an
 //! [`Exchange`]; `finish` alone writes it out: the error response (`respond::error`), the
-//! session cookie, the metrics and the log lines, a launch's audit line (on the target
-//! `hti_guard::audit`) included. `handle` never fails.
+//! session cookie, the metrics and the log lines, and each launch and login decision's
+//! audit event (`audit`, on the target `hti_guard::audit`). `handle` never fails.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
+use crate::audit::{AuditEvent, Auditor, Decision, Origin};
 use crate::config::{Cidr, LaunchConfig, path};
 use crate::error::{ErrorFormat, Fault, Reason, Rejection};
 use crate::headers;
@@ -29,14 +30,11 @@ use crate::respond;
 use crate::session::{self, SessionState, Sessions};
 use crate::shof::Shof;
 use crate::upstream::{Outgoing, Upstream, UpstreamBody};
-use crate::verify::{VerifiedLaunch, Verifier};
+use crate::verify::{HtiClaims, VerifiedLaunch, Verifier};
 
 /// The body of every response the guard returns: the upstream's, passed through, or one
 /// the guard made.
 pub(crate) type Body = Either<UpstreamBody, Full<Bytes>>;
-
-/// The tracing target of the audit lines: each launch's decision, with its reference.
-const AUDIT: &str = "hti_guard::audit";
 
 /// Log a rejection on `target` at the level of its fault: the client's `info`, a
 /// dependency's `warn`, ours `error`.
@@ -84,6 +82,8 @@ pub(crate) struct Proxy {
     metrics: Arc<Metrics>,
     /// Peers whose forwarding headers are kept and extended (`trusted_proxies`).
     trusted_proxies: Arc<[Cidr]>,
+    /// Writes each launch and login decision's audit event.
+    audit: Arc<Auditor>,
 }
 
 impl Proxy {
@@ -111,7 +111,14 @@ impl Proxy {
             upstream,
             metrics,
             trusted_proxies: Arc::new([]),
+            audit: Arc::new(Auditor::default()),
         }
+    }
+
+    /// This proxy writing audit events with `audit` (`[audit]`).
+    pub(crate) fn with_audit(mut self, audit: Auditor) -> Self {
+        self.audit = Arc::new(audit);
+        self
     }
 
     /// This proxy keeping and extending the forwarding headers of peers in `cidrs`.
@@ -141,7 +148,7 @@ impl Proxy {
     /// `match` on its route (module JWKS, logout, [`Proxy::admit`], [`Proxy::launch`]),
     /// [`Proxy::forward`], then [`Proxy::finish`], which writes what the stages recorded.
     pub(crate) async fn handle(&self, request: Request<Incoming>, peer: Peer) -> Response<Body> {
-        let mut exchange = Exchange::new(&self.metrics, request.headers());
+        let mut exchange = Exchange::new(&self.metrics, &self.audit, request.headers());
         let outcome = self.run(request, peer, &mut exchange).await;
         self.finish(exchange, outcome)
     }
@@ -156,6 +163,10 @@ impl Proxy {
         let upgrade = self.receive(&mut request, exchange)?;
         let route = self.routes.route(request.method(), request.uri().path());
         exchange.route = Some(route);
+        if matches!(route, Route::Launch(_) | Route::Callback) {
+            let ip = peer.addr.ip();
+            exchange.origin = Origin::read(request.headers(), ip, &self.trusted_proxies);
+        }
         let request = match route {
             Route::ModuleJwks => {
                 return Ok(made(respond::jwks(
@@ -328,8 +339,7 @@ impl Proxy {
             Ok((launch, response)) => {
                 exchange.session_change = Some(SessionEvent::Created);
                 exchange.login = Some(LoginDecision::Accepted {
-                    iss: launch.claims.iss,
-                    jti: launch.claims.jti,
+                    claims: Box::new(launch.claims),
                 });
                 Ok(response)
             }
@@ -382,8 +392,7 @@ impl Proxy {
                 }
                 exchange.launch = Some(LaunchDecision::Accepted {
                     issuer: launch.issuer,
-                    iss: launch.claims.iss,
-                    jti: launch.claims.jti,
+                    claims: Box::new(launch.claims),
                 });
                 Ok(launched)
             }
@@ -585,21 +594,10 @@ impl Proxy {
         mut exchange: Exchange<'_>,
         outcome: Result<Response<Body>, Rejection>,
     ) -> Response<Body> {
-        exchange.settle();
         let mut response = match outcome {
             Ok(response) => response,
             Err(rejection) => {
                 let reference = exchange.reference.as_str();
-                if let Some(LaunchDecision::Rejected) = exchange.launch {
-                    self.metrics
-                        .launch_rejected(rejection.issuer.as_deref(), rejection.reason);
-                    log_rejection!(AUDIT, &rejection, reference);
-                } else if let Some(LoginDecision::Rejected) = exchange.login {
-                    self.metrics.login_rejected(rejection.reason);
-                    log_rejection!(AUDIT, &rejection, reference);
-                } else {
-                    log_rejection!(module_path!(), &rejection, reference);
-                }
                 // The only 405 before routing is CONNECT's, on any path: every other method
                 // is proxied.
                 let allow = match exchange.route {
@@ -608,14 +606,31 @@ impl Proxy {
                     None => ANY_METHOD,
                 };
                 let allow = (rejection.reason == Reason::MethodNotAllowed).then_some(allow);
-                made(respond::error(
+                let response = made(respond::error(
                     rejection.reason,
                     reference,
                     exchange.format,
                     allow,
-                ))
+                ));
+                let status = Some(response.status().as_u16());
+                if let Some(LaunchDecision::Rejected) = exchange.launch {
+                    self.metrics
+                        .launch_rejected(rejection.issuer.as_deref(), rejection.reason);
+                    exchange.audit(Decision::Launch, None, Some(&rejection), status);
+                } else if let Some(LoginDecision::Rejected) = exchange.login {
+                    self.metrics.login_rejected(rejection.reason);
+                    let decision = match exchange.route {
+                        Some(Route::Callback) => Decision::LoginCallback,
+                        _ => Decision::LoginStart,
+                    };
+                    exchange.audit(decision, None, Some(&rejection), status);
+                } else {
+                    log_rejection!(module_path!(), &rejection, reference);
+                }
+                response
             }
         };
+        exchange.settle(Some(response.status().as_u16()));
         self.set_session_cookie(&exchange.session, &mut response);
         for cookie in exchange.cookies.drain(..) {
             response.headers_mut().append(header::SET_COOKIE, cookie);
@@ -659,6 +674,9 @@ impl Proxy {
 /// What the stages of one request decided, for [`Proxy::finish`] to write out.
 struct Exchange<'m> {
     metrics: &'m Metrics,
+    auditor: &'m Auditor,
+    /// Where a launch or login came from, for its audit event.
+    origin: Origin,
     started: Instant,
     /// The request id: kept from the client when sane, else made here.
     reference: String,
@@ -689,30 +707,30 @@ struct Exchange<'m> {
 enum LoginDecision {
     /// The launch was sent on to the auth server.
     Started,
-    /// The callback ended in a session: the launch context's `iss` and `jti`, for the
-    /// audit line.
-    Accepted { iss: String, jti: String },
+    /// The callback ended in a session: the launch context, for the audit event.
+    Accepted { claims: Box<HtiClaims> },
     /// Refused: the request's rejection says why.
     Rejected,
 }
 
 /// A launch's decision.
 enum LaunchDecision {
-    /// Verified: the configured issuer (the metric label) and, for the audit line, the
-    /// token's `iss` and `jti`.
+    /// Verified: the configured issuer (the metric label) and, for the audit event, the
+    /// verified claims.
     Accepted {
         issuer: Option<String>,
-        iss: String,
-        jti: String,
+        claims: Box<HtiClaims>,
     },
     /// Refused: the request's rejection says why.
     Rejected,
 }
 
 impl<'m> Exchange<'m> {
-    fn new(metrics: &'m Metrics, headers: &http::HeaderMap) -> Self {
+    fn new(metrics: &'m Metrics, auditor: &'m Auditor, headers: &http::HeaderMap) -> Self {
         Exchange {
             metrics,
+            auditor,
+            origin: Origin::default(),
             started: Instant::now(),
             reference: headers::request_id(headers),
             format: ErrorFormat::from_accept(headers.get(header::ACCEPT)),
@@ -730,9 +748,10 @@ impl<'m> Exchange<'m> {
         }
     }
 
-    /// Count and log what was decided before the response: the stripped headers, the
-    /// session events, the verification time and an accepted launch (its audit line).
-    fn settle(&mut self) {
+    /// Count and log what was decided: the stripped headers, the session events, the
+    /// verification time and an accepted launch or login (its audit event, with the
+    /// response `status`; `None` when the client left first).
+    fn settle(&mut self, status: Option<u16>) {
         if std::mem::replace(&mut self.settled, true) {
             return;
         }
@@ -758,25 +777,42 @@ impl<'m> Exchange<'m> {
             self.metrics.observe_login(login.as_secs_f64());
         }
         match &self.login {
-            Some(LoginDecision::Started) => {
-                tracing::info!(target: AUDIT, reference, "login started at the auth server");
-            }
-            Some(LoginDecision::Accepted { iss, jti }) => {
+            Some(LoginDecision::Started) => self.audit(Decision::LoginStart, None, None, status),
+            Some(LoginDecision::Accepted { claims }) => {
                 self.metrics.login_accepted();
-                tracing::info!(target: AUDIT, reference, issuer = %iss, jti = %jti, "login accepted");
+                self.audit(Decision::LoginCallback, Some(claims), None, status);
             }
             Some(LoginDecision::Rejected) | None => {}
         }
-        if let Some(LaunchDecision::Accepted { issuer, iss, jti }) = &self.launch {
+        if let Some(LaunchDecision::Accepted { issuer, claims }) = &self.launch {
             self.metrics.launch_accepted(issuer.as_deref());
-            tracing::info!(target: AUDIT, reference, issuer = %iss, jti = %jti, "launch accepted");
+            self.audit(Decision::Launch, Some(claims), None, status);
         }
+    }
+
+    /// Write one decision's audit event.
+    fn audit(
+        &self,
+        decision: Decision,
+        claims: Option<&HtiClaims>,
+        rejection: Option<&Rejection>,
+        status: Option<u16>,
+    ) {
+        self.auditor.write(&AuditEvent {
+            decision,
+            time: SystemTime::now(),
+            claims,
+            rejection,
+            status,
+            request_id: &self.reference,
+            origin: &self.origin,
+        });
     }
 }
 
 impl Drop for Exchange<'_> {
     fn drop(&mut self) {
-        self.settle();
+        self.settle(None);
     }
 }
 
@@ -823,76 +859,5 @@ async fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn accepted(metrics: &Metrics) -> Exchange<'_> {
-        let mut exchange = Exchange::new(metrics, &http::HeaderMap::new());
-        exchange.stripped = 2;
-        exchange.session_change = Some(SessionEvent::Created);
-        exchange.launch = Some(LaunchDecision::Accepted {
-            issuer: Some("https://portal".into()),
-            iss: "https://portal".into(),
-            jti: "j-1".into(),
-        });
-        exchange
-    }
-
-    fn rendered(metrics: &Metrics) -> String {
-        String::from_utf8(metrics.render()).unwrap()
-    }
-
-    const ACCEPTED: &str =
-        "hti_guard_launches_total{issuer=\"https://portal\",reason=\"none\",result=\"accepted\"} 1";
-
-    #[test]
-    fn decisions_are_written_once() {
-        let metrics = Metrics::new();
-        let mut exchange = accepted(&metrics);
-        exchange.settle();
-        exchange.settle();
-        drop(exchange);
-        let text = rendered(&metrics);
-        assert!(text.contains(ACCEPTED), "{text}");
-        assert!(text.contains("hti_guard_sessions_total{event=\"created\"} 1"));
-        assert!(text.contains("hti_guard_spoofed_headers_stripped_total 2"));
-    }
-
-    #[test]
-    fn a_launch_accepted_before_the_client_left_is_still_counted() {
-        let metrics = Metrics::new();
-        drop(accepted(&metrics));
-        let text = rendered(&metrics);
-        assert!(text.contains(ACCEPTED), "{text}");
-        // The request itself was never answered.
-        assert!(!text.contains("hti_guard_requests_total{"), "{text}");
-    }
-
-    #[test]
-    fn a_login_is_counted_once_with_its_exchange_time() {
-        let metrics = Metrics::new();
-        let mut exchange = Exchange::new(&metrics, &http::HeaderMap::new());
-        exchange.login = Some(LoginDecision::Accepted {
-            iss: "portal-1".into(),
-            jti: "j-1".into(),
-        });
-        exchange.login_time = Some(Duration::from_millis(20));
-        exchange.settle();
-        drop(exchange);
-        let text = rendered(&metrics);
-        assert!(
-            text.contains("hti_guard_logins_total{reason=\"none\",result=\"accepted\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("hti_guard_login_duration_seconds_count 1"),
-            "{text}"
-        );
-        // A login that only started is no login counted yet.
-        let metrics = Metrics::new();
-        let mut exchange = Exchange::new(&metrics, &http::HeaderMap::new());
-        exchange.login = Some(LoginDecision::Started);
-        drop(exchange);
-        assert!(!rendered(&metrics).contains("hti_guard_logins_total{"));
-    }
-}
+#[path = "proxy_tests.rs"]
+mod tests;

@@ -17,6 +17,7 @@ async fn health_readiness_and_metrics_endpoints() {
     assert_eq!(health.status(), 200);
     let ready = within(LIMIT, "readyz", get("/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200);
+    assert_eq!(ready.text().await.unwrap(), r#"{"status":"ready"}"#);
 
     let metrics = within(LIMIT, "metrics", get("/metrics")).await.unwrap();
     assert_eq!(metrics.status(), 200);
@@ -32,6 +33,16 @@ async fn health_readiness_and_metrics_endpoints() {
         text.contains("# TYPE hti_guard_"),
         "Prometheus text: {text}"
     );
+    for series in [
+        "hti_guard_ready 1".to_owned(),
+        "hti_guard_dependency_up{dependency=\"replay_store\",issuer=\"\"} 1".to_owned(),
+        format!(
+            "hti_guard_dependency_up{{dependency=\"issuer_keys\",issuer=\"{}\"}} 1",
+            fx.iss
+        ),
+    ] {
+        assert!(text.contains(&series), "{series} in {text}");
+    }
 
     let missing = within(LIMIT, "unknown", get("/nothing-here"))
         .await

@@ -547,6 +547,7 @@ async fn discovered_endpoints_over_http_on_another_origin_are_not_used() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(body.contains("introspection_endpoint"), "{body}");
+    assert!(body.contains("starting, awaiting"), "{body}");
     expect_rejection(
         kt.launch(&kt.token()).await,
         503,

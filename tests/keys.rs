@@ -591,8 +591,24 @@ async fn stale_keys_expire_after_max_stale() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let response = fx.launch(&fx.token_by(&key)).await;
     expect_rejection(response, 503, "keys_unavailable").await;
+    // The guard was ready: an outage every replica shares is reported, not a 503.
     let ready = fx.guard.admin_get("/readyz").await;
-    assert_eq!(ready.status(), 503, "no usable keys: not ready");
+    assert_eq!(
+        ready.status(),
+        200,
+        "keys gone after startup: still in service"
+    );
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["degraded"][0]["dependency"], "issuer_keys", "{body}");
+    assert_eq!(body["degraded"][0]["issuer"], fx.iss.as_str(), "{body}");
+    let metrics = fx.guard.metrics().await;
+    let down = format!(
+        "hti_guard_dependency_up{{dependency=\"issuer_keys\",issuer=\"{}\"}} 0",
+        fx.iss
+    );
+    assert!(metrics.contains(&down), "{metrics}");
+    assert!(metrics.contains("hti_guard_ready 1"), "{metrics}");
     assert_eq!(fx.upstream.hits(), 0);
 
     // The JWKS comes back: keys and readiness return without a restart.
@@ -642,8 +658,44 @@ async fn unusable_jwks_at_startup_is_not_ready() {
         expect_rejection(response, 503, "keys_unavailable").await;
         let ready = fx.guard.admin_get("/readyz").await;
         assert_eq!(ready.status(), 503, "{mode:?}");
+        let body: Value = ready.json().await.unwrap();
+        let missing = body["missing"][0].as_str().unwrap_or_default();
+        assert!(
+            missing.starts_with("starting, awaiting issuer ") && missing.contains(&fx.iss),
+            "{body}"
+        );
+        let metrics = fx.guard.metrics().await;
+        assert!(metrics.contains("hti_guard_ready 0"), "{metrics}");
         assert_eq!(fx.upstream.hits(), 0);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_jwks_after_the_startup_wait_is_reported_not_503() {
+    let key = mint::shared_key(Alg::RS512);
+    let jwks = JwksServer::start(&[key]).await;
+    jwks.set_mode(Mode::Error500);
+    let fx = Fixture::with_jwks(jwks, |b| {
+        b.set_str("readiness.startup_wait", "0s").no_wait_ready()
+    })
+    .await;
+    let ready = wait_ok(
+        &fx.guard.admin_url("/readyz"),
+        Duration::from_secs(15),
+        || false,
+    )
+    .await;
+    assert!(ready, "startup_wait 0s: ready without the keys");
+    fx.jwks.wait_for_hits(1, Duration::from_secs(10)).await;
+    let body: Value = fx.guard.admin_get("/readyz").await.json().await.unwrap();
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["degraded"][0]["dependency"], "issuer_keys", "{body}");
+    assert_eq!(body["degraded"][0]["issuer"], fx.iss.as_str(), "{body}");
+    let response = fx.launch(&fx.token_by(key)).await;
+    expect_rejection(response, 503, "keys_unavailable").await;
+    assert_eq!(fx.upstream.hits(), 0);
+    let metrics = fx.guard.metrics().await;
+    assert!(metrics.contains("hti_guard_ready 1"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -127,6 +127,13 @@ fn imports_run_one_way_down() {
         &["proxy", "server", "admin", "upstream"],
     ));
     found.extend(violations(
+        "audit.rs sits below the proxy: it records decisions, it does not make them",
+        &pick(&|p| p == "audit.rs"),
+        &[
+            "proxy", "server", "admin", "upstream", "session", "respond", "shof", "launch",
+        ],
+    ));
+    found.extend(violations(
         "only the accept loops and the wiring reach the proxy",
         &pick(&|p| !matches!(p, "proxy.rs" | "server.rs" | "lib.rs")),
         &["proxy"],

@@ -178,9 +178,20 @@ async fn redis_down_refuses_with_503_and_back_accepts_again() {
     let response = a.guard.launch(&a.client, &token).await;
     expect_rejection(response, 503, "replay_store_unavailable").await;
     assert_eq!(a.upstream.hits(), 0, "nothing accepted unchecked");
+    // Every replica shares the outage: /readyz stays 200 and names it (not 503), while
+    // launches are refused.
     let ready = a.guard.admin_get("/readyz").await;
-    assert_eq!(ready.status(), 503);
-    assert!(ready.text().await.unwrap().contains("replay store (redis)"));
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["degraded"][0]["dependency"], "replay_store", "{body}");
+    let detail = body["degraded"][0]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("replay store (redis)"), "{body}");
+    let metrics = a.guard.metrics().await;
+    assert!(
+        metrics.contains("hti_guard_dependency_up{dependency=\"replay_store\",issuer=\"\"} 0"),
+        "{metrics}"
+    );
 
     redis.run().await;
     // The connection manager reconnects on its own; the same token was never accepted,
@@ -201,4 +212,5 @@ async fn redis_down_refuses_with_503_and_back_accepts_again() {
     assert_eq!(a.upstream.hits(), 1);
     let ready = a.guard.admin_get("/readyz").await;
     assert_eq!(ready.status(), 200);
+    assert_eq!(ready.text().await.unwrap(), r#"{"status":"ready"}"#);
 }

@@ -1087,6 +1087,11 @@ async fn readiness_waits_for_the_first_discovery() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let response = guard.admin_get("/readyz").await;
     assert_eq!(response.status(), 503);
+    let body = response.text().await.unwrap();
+    assert!(
+        body.contains("starting, awaiting SHOF smart-configuration"),
+        "{body}"
+    );
     // And a launch cannot be sent anywhere: no redirect.
     let query = form(&[("iss", &fhir_base), ("launch", "x.y.z")]);
     let response = within(
@@ -1101,6 +1106,29 @@ async fn readiness_waits_for_the_first_discovery() {
     .unwrap();
     assert_ne!(response.status(), 302);
     assert!(response.status().as_u16() >= 500, "{}", response.status());
+    assert_eq!(upstream.hits(), 0);
+
+    // Without the startup wait the same outage is reported, not 503: every replica shares it.
+    let guard = shof_builder(&auth, &upstream, &callback)
+        .set_str("shof.fhir_base", &fhir_base)
+        .set_str("shof.timeout", "500ms")
+        .set_str("readiness.startup_wait", "0s")
+        .start()
+        .await;
+    let response = guard.admin_get("/readyz").await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "degraded", "{body}");
+    let degraded = body["degraded"].as_array().unwrap();
+    assert!(
+        degraded.iter().any(|d| d["dependency"] == "auth_server"),
+        "{body}"
+    );
+    let metrics = guard.metrics().await;
+    assert!(
+        metrics.contains("hti_guard_dependency_up{dependency=\"auth_server\",issuer=\"\"} 0"),
+        "{metrics}"
+    );
     assert_eq!(upstream.hits(), 0);
 }
 
@@ -1137,7 +1165,44 @@ async fn a_login_logs_no_token_code_state_or_cookie() {
     assert_eq!(done.status(), 303);
     let session = session_set(&done).expect("a session");
     expect_echo(browser.get(&served.url("/task/abc"), JSON).await).await;
-    let finished = served.kill().await;
+    // The same callback again: refused, and audited as a refused login.
+    let again = browser.get(&callback, JSON).await;
+    assert_eq!(again.status(), 400);
+    // Stopped, not killed: the log writer's queue is written out on the way.
+    served.signal("-TERM").await;
+    let finished = served.finish().await;
+
+    // One audit event per login decision: started, accepted (with the launch context),
+    // refused (with its reason and no claims).
+    let events = finished.audit_events();
+    let kinds: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap_or_default(),
+                e["outcome"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("login_start", "accepted"),
+            ("login_callback", "accepted"),
+            ("login_callback", "rejected"),
+        ],
+        "{events:#?}"
+    );
+    assert_eq!(events[0]["status"], 302);
+    assert_eq!(events[1]["status"], 303);
+    assert_eq!(events[1]["sub"], "Practitioner/123", "{}", events[1]);
+    assert_eq!(events[1]["resource"], "Task/abc", "{}", events[1]);
+    assert!(events[1]["jti"].is_string(), "{}", events[1]);
+    assert_eq!(events[2]["reason"], "login_state_mismatch");
+    assert!(events[2].get("sub").is_none(), "{}", events[2]);
+    for e in &events {
+        assert_eq!(e["client_address"], "127.0.0.1", "{e}");
+    }
 
     let sent = query_of(&authorize);
     let back = query_of(&callback);

@@ -281,6 +281,12 @@ fn settings(config: &Config) -> Vec<(&'static str, Value)> {
         ("shof.timeout", json!(shof.map(|s| duration(s.timeout)))),
         ("shof.login_ttl", json!(shof.map(|s| duration(s.login_ttl)))),
         ("shof.nonce", json!(shof.is_some_and(|s| s.nonce))),
+        (
+            "readiness.startup_wait",
+            json!(duration(config.readiness.startup_wait)),
+        ),
+        ("audit.format", json!(config.audit.format.as_str())),
+        ("audit.observer", json!(config.audit.observer)),
     ]
 }
 

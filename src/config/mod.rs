@@ -9,6 +9,7 @@
 
 mod koppeltaal;
 mod launch;
+mod ops;
 mod parse;
 pub mod path;
 mod serve;
@@ -33,6 +34,7 @@ pub use koppeltaal::{
     AssertionAudience, IntrospectionConfig, IntrospectionEndpoints, ModuleConfig, ModuleKeyFile,
 };
 pub use launch::{IssuerConfig, KeysConfig, LaunchConfig, ReplayConfig, ReplayStoreKind};
+pub use ops::{AuditConfig, AuditFormat, ReadinessConfig};
 pub use parse::{parse_duration, parse_size};
 pub use serve::{Cidr, Limits, Timeouts, TlsConfig};
 pub use session::{SameSite, SessionConfig};
@@ -41,6 +43,7 @@ pub use sources::{ENV_PREFIX, Source};
 
 use koppeltaal::{RawIntrospection, RawModule};
 use launch::{RawIssuer, RawKeys, RawLaunch, RawReplay, validate_issuers};
+use ops::{RawAudit, RawReadiness};
 use parse::parse_addr;
 use serve::{RawLimits, RawTimeouts, RawTls, parse_trusted_proxies};
 use session::RawSession;
@@ -100,6 +103,10 @@ struct RawConfig {
     session: RawSession,
     #[serde(default)]
     shof: RawShof,
+    #[serde(default)]
+    readiness: RawReadiness,
+    #[serde(default)]
+    audit: RawAudit,
 }
 
 fn d_listen() -> String {
@@ -188,6 +195,9 @@ pub const KEYS: &[&str] = &[
     "shof.timeout",
     "shof.login_ttl",
     "shof.nonce",
+    "readiness.startup_wait",
+    "audit.format",
+    "audit.observer",
 ];
 
 /// The validated configuration.
@@ -215,6 +225,10 @@ pub struct Config {
     pub session: Option<SessionConfig>,
     /// Present when `shof.enabled`: launches become SHOF logins.
     pub shof: Option<ShofConfig>,
+    /// `[readiness]`: the startup gate of `/readyz`.
+    pub readiness: ReadinessConfig,
+    /// `[audit]`: how the audit trail is written.
+    pub audit: AuditConfig,
     /// The configuration file that was read, if any.
     pub file: Option<PathBuf>,
     /// Where each of [`KEYS`] got its value (absent: default).
@@ -347,6 +361,8 @@ impl RawConfig {
             introspection.as_ref().map(|i| i.assertion_alg),
         )?;
         let tls = self.tls.validate()?;
+        let readiness = self.readiness.validate()?;
+        let audit = self.audit.validate()?;
         Ok(Config {
             listen,
             admin_listen,
@@ -365,6 +381,8 @@ impl RawConfig {
             introspection,
             session,
             shof,
+            readiness,
+            audit,
             file: None,
             sources: BTreeMap::new(),
         })

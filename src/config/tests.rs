@@ -248,6 +248,8 @@ fn keys_name_every_field() {
         "introspection",
         "session",
         "shof",
+        "readiness",
+        "audit",
     ];
     let mut fields = std::collections::BTreeSet::new();
     for section in std::iter::once("").chain(sections) {

@@ -474,6 +474,17 @@ impl KeyCache {
         self.issuers.get(iss)
     }
 
+    /// Every issuer's key set: usable, or why not (readiness, the dependency metric).
+    pub fn states(&self) -> Vec<(String, Result<(), String>)> {
+        let mut states: Vec<_> = self
+            .issuers
+            .values()
+            .map(|k| (k.iss.clone(), k.ready()))
+            .collect();
+        states.sort();
+        states
+    }
+
     /// Issuers without a usable key set, with the reason.
     pub fn not_ready(&self) -> Vec<(String, String)> {
         let mut missing: Vec<(String, String)> = self

@@ -75,6 +75,17 @@ impl Finished {
             .unwrap_or_else(|| panic!("no line for {key}:\n{self}"))
     }
 
+    /// The audit events the guard logged: the `fields` of each stdout JSON line on the
+    /// target `hti_guard::audit`, in order.
+    pub fn audit_events(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| line["target"] == "hti_guard::audit")
+            .map(|line| line["fields"].clone())
+            .collect()
+    }
+
     pub fn has(&self, text: &str) -> bool {
         self.stdout.contains(text)
     }

@@ -165,6 +165,16 @@ decryption_key_files = [{{ join ", " . }}]
   (list "nonce" .nonce)) }}
 {{- end }}
 {{- end }}
+
+
+[readiness]
+startup_wait = {{ .Values.readiness.startupWait | toString | toJson }}
+
+[audit]
+format = {{ .Values.audit.format | toJson }}
+{{- with .Values.audit.observer }}
+observer = {{ . | toJson }}
+{{- end }}
 {{- if .Values.tls.enabled }}
 
 [tls]
