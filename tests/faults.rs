@@ -17,3 +17,6 @@ mod support;
 
 #[path = "faults/keys.rs"]
 mod keys;
+
+#[path = "faults/replay.rs"]
+mod replay;
