@@ -20,3 +20,6 @@ mod keys;
 
 #[path = "faults/replay.rs"]
 mod replay;
+
+#[path = "faults/auth.rs"]
+mod auth;
