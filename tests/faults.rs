@@ -23,3 +23,6 @@ mod replay;
 
 #[path = "faults/auth.rs"]
 mod auth;
+
+#[path = "faults/upstream.rs"]
+mod upstream;
