@@ -26,3 +26,6 @@ mod auth;
 
 #[path = "faults/upstream.rs"]
 mod upstream;
+
+#[path = "faults/connections.rs"]
+mod connections;

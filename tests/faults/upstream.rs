@@ -4,8 +4,6 @@
 //! afterwards every request gets its own answer from the one-worker pool: a broken or
 //! timed-out connection is never reused.
 
-use std::time::Duration;
-
 use futures_util::StreamExt;
 
 use crate::common::mint::{self, Alg};
