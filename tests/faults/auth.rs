@@ -55,7 +55,9 @@ async fn a_hanging_introspection_endpoint_refuses_its_launches_while_others_are_
     assert_eq!(outcome(launch(token()).await).await, "accepted");
 
     auth.set_mode(AuthMode::Hang);
-    let waiting: Vec<_> = (0..WAITING).map(|_| tokio::spawn(launch(token()))).collect();
+    let waiting: Vec<_> = (0..WAITING)
+        .map(|_| tokio::spawn(launch(token())))
+        .collect();
     // While they wait: the other issuer's launch and passthrough.
     let other = other_key.token(&mint::hti_claims(&other_iss, AUDIENCE));
     assert_eq!(outcome(launch(other).await).await, "accepted");
@@ -107,8 +109,7 @@ fn session_set(response: &reqwest::Response) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_shof_token_endpoint_refuses_its_logins_while_others_are_served() {
-    let shof =
-        ShofFixture::start_at("127.0.0.1", |b, _| b.set_str("shof.timeout", "3s")).await;
+    let shof = ShofFixture::start_at("127.0.0.1", |b, _| b.set_str("shof.timeout", "3s")).await;
     shof.auth.set_token_mode(TokenMode::Hang);
     let mut waiting = Vec::new();
     for _ in 0..WAITING {
@@ -145,9 +146,16 @@ async fn a_hanging_shof_token_endpoint_refuses_its_logins_while_others_are_serve
             .await
         }
     };
-    assert_eq!(logins("rejected", "login_unavailable").await, WAITING as f64);
+    assert_eq!(
+        logins("rejected", "login_unavailable").await,
+        WAITING as f64
+    );
     assert_eq!(logins("accepted", "none").await, 0.0);
-    assert_eq!(shof.upstream.hits(), 0, "nothing of a login reached the app");
+    assert_eq!(
+        shof.upstream.hits(),
+        0,
+        "nothing of a login reached the app"
+    );
 
     // The token endpoint answers again: a new login ends in a session the app sees.
     shof.auth.set_token_mode(TokenMode::Answer);

@@ -125,9 +125,11 @@ async fn two_thousand_slowloris_connections_while_launches_are_served() {
         loris.push(stream);
     }
     let guard = &fx.guard;
-    eventually(LIMIT, "the guard holding every slowloris connection", || async {
-        open_connections(guard).await >= SLOWLORIS as f64
-    })
+    eventually(
+        LIMIT,
+        "the guard holding every slowloris connection",
+        || async { open_connections(guard).await >= SLOWLORIS as f64 },
+    )
     .await;
 
     let client = client();
@@ -135,7 +137,11 @@ async fn two_thousand_slowloris_connections_while_launches_are_served() {
         expect_echo(guard.launch(&client, &fx.good_token()).await).await;
         expect_echo(get(&client, &guard.url(&format!("/page/{n}"))).await).await;
     }
-    assert_eq!(fx.upstream.hits(), 20, "only the served requests reached the upstream");
+    assert_eq!(
+        fx.upstream.hits(),
+        20,
+        "only the served requests reached the upstream"
+    );
     // They were held throughout: none was answered or closed.
     let mut byte = [0u8; 1];
     for stream in loris.iter_mut().step_by(97) {
@@ -268,7 +274,10 @@ async fn at_ulimit_256_the_default_connection_limit_keeps_descriptors_for_the_wo
     // listen backlog (128 for a std listener: more would wait for SYN retries).
     let hogs = hogs(&served, 200).await;
     let mut waiting = TcpStream::connect(served.public).await.unwrap();
-    waiting.write_all(get_request("/waiting").as_bytes()).await.unwrap();
+    waiting
+        .write_all(get_request("/waiting").as_bytes())
+        .await
+        .unwrap();
     eventually(LIMIT, "the guard at its connection limit", || async {
         served_open(&served).await == 96.0
     })
@@ -317,23 +326,31 @@ async fn out_of_descriptors_at_ulimit_256_launches_fail_closed_and_recover() {
     let known = first.token(&mint::hti_claims(&backends.iss, AUDIENCE));
     let (status, body) = exchange(&mut established, &launch_request(&known)).await;
     assert_eq!(reason(status, &body), "accepted", "{body}");
-    assert_eq!(backends.upstream.hits(), 2, "the first GET and the known key's launch");
+    assert_eq!(
+        backends.upstream.hits(),
+        2,
+        "the first GET and the known key's launch"
+    );
 
     // Descriptors free up: new connections are served and the new key is fetched.
     drop(hogs);
-    eventually(LIMIT, "the new key usable once descriptors are back", || {
-        let token = second.token(&mint::hti_claims(&backends.iss, AUDIENCE));
-        let public = served.public;
-        async move {
-            let mut fresh = TcpStream::connect(public).await.unwrap();
-            let (status, body) = exchange(&mut fresh, &launch_request(&token)).await;
-            match reason(status, &body).as_str() {
-                "accepted" => true,
-                "keys_unavailable" => false,
-                other => panic!("unexpected {other}: {body}"),
+    eventually(
+        LIMIT,
+        "the new key usable once descriptors are back",
+        || {
+            let token = second.token(&mint::hti_claims(&backends.iss, AUDIENCE));
+            let public = served.public;
+            async move {
+                let mut fresh = TcpStream::connect(public).await.unwrap();
+                let (status, body) = exchange(&mut fresh, &launch_request(&token)).await;
+                match reason(status, &body).as_str() {
+                    "accepted" => true,
+                    "keys_unavailable" => false,
+                    other => panic!("unexpected {other}: {body}"),
+                }
             }
-        }
-    })
+        },
+    )
     .await;
     assert_eq!(backends.upstream.hits(), 3);
     let stdout = served.kill().await.stdout;

@@ -39,7 +39,10 @@ async fn a_hanging_jwks_refuses_unknown_keys_after_fetch_timeout_and_nothing_els
             .set_str("keys.max_stale", "1h")
     })
     .await;
-    assert_eq!(outcome(fx.launch(&fx.token_by(&key)).await).await, "accepted");
+    assert_eq!(
+        outcome(fx.launch(&fx.token_by(&key)).await).await,
+        "accepted"
+    );
 
     fx.jwks.set_mode(Mode::Hang);
     // Two hanging fetches: the first has timed out.
@@ -51,8 +54,7 @@ async fn a_hanging_jwks_refuses_unknown_keys_after_fetch_timeout_and_nothing_els
     let client = fx.client.clone();
     let url = fx.guard.url("/launch");
     let token = fx.token_by(&stranger);
-    let pending =
-        tokio::spawn(async move { post_form(&client, &url, &[("token", &token)]).await });
+    let pending = tokio::spawn(async move { post_form(&client, &url, &[("token", &token)]).await });
 
     // Meanwhile: the last good keys, the other issuer and passthrough.
     assert_eq!(
@@ -66,7 +68,11 @@ async fn a_hanging_jwks_refuses_unknown_keys_after_fetch_timeout_and_nothing_els
         .await
         .expect("launch task");
     expect_rejection(refused, 503, "keys_unavailable").await;
-    assert_eq!(fx.upstream.hits(), 4, "the stranger's token reached nothing");
+    assert_eq!(
+        fx.upstream.hits(),
+        4,
+        "the stranger's token reached nothing"
+    );
     assert!(
         metric(
             &fx.guard,
@@ -83,7 +89,10 @@ async fn garbage_or_500_from_the_jwks_keeps_the_last_good_keys_until_max_stale()
     let key = SigningKey::generate(Alg::RS512);
     let (fx, other_iss, other_key, _other) =
         two_issuers(&key, |b| b.set_str("keys.max_stale", "8s")).await;
-    assert_eq!(outcome(fx.launch(&fx.token_by(&key)).await).await, "accepted");
+    assert_eq!(
+        outcome(fx.launch(&fx.token_by(&key)).await).await,
+        "accepted"
+    );
     let mut accepted = 1;
 
     // A document with a key the guard must never take: it comes with each kind of garbage.
@@ -131,9 +140,13 @@ async fn garbage_or_500_from_the_jwks_keeps_the_last_good_keys_until_max_stale()
     })
     .await;
     accepted += launches - 1;
-    others_are_served(&fx, &other_iss, other_key).await;
+    others_are_served(fx, &other_iss, other_key).await;
     accepted += 2;
-    assert_eq!(fx.upstream.hits(), accepted, "refused launches reached nothing");
+    assert_eq!(
+        fx.upstream.hits(),
+        accepted,
+        "refused launches reached nothing"
+    );
 
     // A good answer again: the issuer is back without a restart.
     fx.jwks.set_keys(&[&key]);

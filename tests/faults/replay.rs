@@ -59,7 +59,10 @@ async fn redis_killed_and_restarted_under_load_accepts_no_jti_twice() {
                     mint_token()
                 };
                 let response = post_form(&client, &url, &[("token", &token)]).await;
-                let jti = mint::payload_of(&token)["jti"].as_str().unwrap().to_string();
+                let jti = mint::payload_of(&token)["jti"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
                 outcomes.push((jti, outcome(response).await));
                 n += WORKERS;
                 tokio::time::sleep(PAUSE).await;
@@ -111,7 +114,10 @@ async fn redis_killed_and_restarted_under_load_accepts_no_jti_twice() {
     // Nothing accepted twice, and nothing accepted that the client was not told of.
     let seen = upstream.seen();
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "jtis the upstream received twice: {twice:?}");
+    assert!(
+        twice.is_empty(),
+        "jtis the upstream received twice: {twice:?}"
+    );
     let accepted_jtis: std::collections::HashSet<&String> = outcomes
         .iter()
         .filter(|(_, o)| o == "accepted")
@@ -119,7 +125,11 @@ async fn redis_killed_and_restarted_under_load_accepts_no_jti_twice() {
         .collect();
     assert_eq!(accepted_jtis.len(), accepted, "no jti accepted twice");
     for jti in &accepted_jtis {
-        assert_eq!(seen.get(*jti), Some(&1), "accepted {jti} reached the upstream");
+        assert_eq!(
+            seen.get(*jti),
+            Some(&1),
+            "accepted {jti} reached the upstream"
+        );
     }
     // The load's launches plus the accepted probe after the restart.
     assert_eq!(seen.values().sum::<usize>(), accepted + 1);
@@ -179,7 +189,11 @@ async fn a_full_memory_store_refuses_new_launches_never_forgets_a_live_jti_and_r
     fx.expect_refused(&short, 401, "expired").await;
     fx.expect_refused(&fx.good_token(), 503, "replay_store_unavailable")
         .await;
-    assert_eq!(fx.upstream.hits(), 4, "each accepted launch once, nothing else");
+    assert_eq!(
+        fx.upstream.hits(),
+        4,
+        "each accepted launch once, nothing else"
+    );
     assert!(
         metric(
             &fx.guard,

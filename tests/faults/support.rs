@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -64,10 +65,7 @@ pub async fn get(client: &reqwest::Client, url: &str) -> reqwest::Response {
     within(
         LIMIT,
         url,
-        client
-            .get(url)
-            .header("accept", "application/json")
-            .send(),
+        client.get(url).header("accept", "application/json").send(),
     )
     .await
     .unwrap_or_else(|error| panic!("GET {url}: {error}"))
@@ -226,7 +224,11 @@ async fn connection(mut stream: TcpStream) {
                 stream.write_all(answer("late").as_bytes()).await
             }
             "/trickle" => trickle(&mut stream).await,
-            _ => stream.write_all(answer(&format!("ok {path}")).as_bytes()).await,
+            _ => {
+                stream
+                    .write_all(answer(&format!("ok {path}")).as_bytes())
+                    .await
+            }
         };
         if result.is_err() {
             return;
@@ -300,8 +302,6 @@ impl Drop for JtiCounter {
     }
 }
 
-use hyper_util::rt::TokioIo;
-
 // ---------------------------------------------------------------------------------------
 // A durable redis-server.
 
@@ -339,7 +339,14 @@ impl Redis {
     pub async fn run(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
             .args(["--dir", path_str(self.dir.path())])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

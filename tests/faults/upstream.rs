@@ -29,7 +29,11 @@ async fn ok(guard: &Guard, path: &str) {
     let response = get(&client(), &guard.url(path)).await;
     assert_eq!(response.status(), 200, "{path}");
     let body = within(LIMIT, "body", response.text()).await.unwrap();
-    assert_eq!(body, format!("ok {path}"), "the answer to {path}, not another's");
+    assert_eq!(
+        body,
+        format!("ok {path}"),
+        "the answer to {path}, not another's"
+    );
 }
 
 /// A launch of a fresh token: asserts it reached the scripted upstream.
@@ -48,14 +52,23 @@ async fn an_upstream_that_refuses_and_then_listens_is_used_without_a_restart() {
     let response = get(&client, &guard.url("/page")).await;
     expect_rejection(response, 502, "upstream_unavailable").await;
     let token = mint::shared_key(Alg::RS512).token(&mint::hti_claims(&iss, AUDIENCE));
-    expect_rejection(guard.launch(&client, &token).await, 502, "upstream_unavailable").await;
+    expect_rejection(
+        guard.launch(&client, &token).await,
+        502,
+        "upstream_unavailable",
+    )
+    .await;
     // The refused launch is not accepted later: its jti was spent on the failed attempt.
     let addr = origin.trim_start_matches("http://").parse().unwrap();
     let upstream = Scripted::start_on(addr).await;
     expect_rejection(guard.launch(&client, &token).await, 401, "replayed").await;
     ok(&guard, "/page").await;
     launch_ok(&guard, &iss).await;
-    assert_eq!(upstream.accepted(), 1, "one pooled connection once it listens");
+    assert_eq!(
+        upstream.accepted(),
+        1,
+        "one pooled connection once it listens"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,7 +88,11 @@ async fn a_response_broken_off_mid_body_reaches_the_client_broken_and_poisons_no
         // The next requests get their own answers, on a new connection.
         ok(&guard, "/after").await;
         launch_ok(&guard, &iss).await;
-        assert_eq!(upstream.accepted(), connections + 1, "{path}: one new connection");
+        assert_eq!(
+            upstream.accepted(),
+            connections + 1,
+            "{path}: one new connection"
+        );
         connections += 1;
     }
 
@@ -109,7 +126,11 @@ async fn late_upstream_headers_get_504_and_the_late_answer_reaches_no_one() {
         ok(&guard, "/later").await;
     }
     launch_ok(&guard, &iss).await;
-    assert_eq!(upstream.accepted(), 2, "the timed-out connection was not reused");
+    assert_eq!(
+        upstream.accepted(),
+        2,
+        "the timed-out connection was not reused"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,5 +151,9 @@ async fn a_slow_body_streams_through_longer_than_upstream_response() {
     assert_eq!(String::from_utf8(received).unwrap(), expected);
     assert!(reads > 1, "passed on as it came, not buffered");
     ok(&guard, "/after").await;
-    assert_eq!(upstream.accepted(), 1, "the connection went back to the pool");
+    assert_eq!(
+        upstream.accepted(),
+        1,
+        "the connection went back to the pool"
+    );
 }
