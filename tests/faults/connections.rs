@@ -232,7 +232,7 @@ fn shell_with_nofile(nofile: u32, config: &str) -> tokio::process::Command {
     command
 }
 
-/// A guard binary at `ulimit -n 256` (with `settings`), its issuer's JWKS about to rotate
+/// A guard binary with one worker at `ulimit -n 256` (with `settings`), its issuer's JWKS about to rotate
 /// to a second key, and one established connection.
 async fn at_256(
     settings: &[(&str, &str)],
@@ -241,7 +241,9 @@ async fn at_256(
     let backends = Backends::start(JwksServer::start(&[&first]).await).await;
     let builder = settings
         .iter()
-        .fold(backends.builder(), |b, (key, value)| b.set(key, value));
+        .fold(backends.builder().set("workers", "1"), |b, (key, value)| {
+            b.set(key, value)
+        });
     let served = Served::start_with(builder, |config| shell_with_nofile(256, config)).await;
     let mut established = TcpStream::connect(served.public).await.unwrap();
     let (status, _) = exchange(&mut established, &get_request("/a")).await;
@@ -270,7 +272,7 @@ async fn hogs(served: &Served, count: usize) -> Vec<TcpStream> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_ulimit_256_the_default_connection_limit_keeps_descriptors_for_the_work() {
     let (served, backends, _first, second, mut established) = at_256(&[]).await;
-    // 200 connections: the default limit takes (256 - 64) / 2 = 96, the rest wait in the
+    // 200 connections: the default limit takes (256 - 64 - 4) / 2 = 94, the rest wait in the
     // listen backlog (128 for a std listener: more would wait for SYN retries).
     let hogs = hogs(&served, 200).await;
     let mut waiting = TcpStream::connect(served.public).await.unwrap();
@@ -279,7 +281,7 @@ async fn at_ulimit_256_the_default_connection_limit_keeps_descriptors_for_the_wo
         .await
         .unwrap();
     eventually(LIMIT, "the guard at its connection limit", || async {
-        served_open(&served).await == 96.0
+        served_open(&served).await == 94.0
     })
     .await;
 
@@ -293,7 +295,7 @@ async fn at_ulimit_256_the_default_connection_limit_keeps_descriptors_for_the_wo
     )
     .await;
     assert_eq!(reason(status, &body), "accepted", "{body}");
-    assert_eq!(served_open(&served).await, 96.0, "no more than the limit");
+    assert_eq!(served_open(&served).await, 94.0, "no more than the limit");
 
     drop(hogs);
     let (status, _) = within(LIMIT, "the waiting connection", read_response(&mut waiting)).await;
@@ -357,5 +359,73 @@ async fn out_of_descriptors_at_ulimit_256_launches_fail_closed_and_recover() {
     assert!(
         stdout.contains("accept failed"),
         "the guard did run out of descriptors:\n{stdout}"
+    );
+}
+
+/// Reads a response head; gives its status, or `None` when the connection ends first.
+async fn head_status(stream: &mut TcpStream) -> Option<u16> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).get(9..12)?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_ulimit_256_the_default_limit_leaves_each_worker_its_descriptors() {
+    // 16 workers hold 4 descriptors each (their runtimes): the default limit leaves them
+    // room, so that every connection it takes can open its upstream connection too:
+    // (256 - 64 - 4 x 16) / 2 = 64.
+    let backends = Backends::start(JwksServer::start(&[mint::shared_key(Alg::RS512)]).await).await;
+    let builder = backends.builder().set("workers", "16");
+    let served = Served::start_with(builder, |config| shell_with_nofile(256, config)).await;
+
+    // 110 connections, each asking for a response the upstream holds open: each connection
+    // the guard takes holds an upstream connection of its own.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut held = Vec::new();
+    for _ in 0..110 {
+        let mut stream = TcpStream::connect(served.public).await.unwrap();
+        stream
+            .write_all(get_request("/hold").as_bytes())
+            .await
+            .unwrap();
+        let tx = tx.clone();
+        held.push(tokio::spawn(async move {
+            let _ = tx.send(head_status(&mut stream).await);
+            std::future::pending::<()>().await;
+            drop(stream);
+        }));
+    }
+    let mut statuses = Vec::new();
+    while statuses.len() < 64 {
+        statuses.push(within(LIMIT, "a held response", rx.recv()).await.unwrap());
+    }
+    // Every connection taken has its answer: the limit is reached.
+    eventually(LIMIT, "every taken connection answered", || {
+        while let Ok(status) = rx.try_recv() {
+            statuses.push(status);
+        }
+        let (served, answered) = (&served, statuses.len());
+        async move { served_open(served).await == answered as f64 }
+    })
+    .await;
+    assert!(
+        statuses.iter().all(|status| *status == Some(200)),
+        "each held request got its upstream connection: {statuses:?}"
+    );
+    assert_eq!(statuses.len(), 64, "the default limit");
+    assert_eq!(backends.upstream.hits(), 64);
+    for task in held {
+        task.abort();
+    }
+    let stdout = served.kill().await.stdout;
+    assert!(
+        !stdout.contains("accept failed"),
+        "never out of descriptors:\n{stdout}"
     );
 }
