@@ -1,7 +1,8 @@
 //! Clients that hold or break connections: 2,000 slowloris connections, clients that abort
 //! their upload or launch mid-body, and the guard binary at `ulimit -n 256` swamped with
-//! connections (with its default `limits.max_connections`, and past it with the limit
-//! lifted so that it really runs out of descriptors).
+//! connections: with its default `limits.max_connections` (also with 16 workers and every
+//! connection holding an upstream one), and with the limit lifted so that it really runs
+//! out of descriptors.
 
 use std::time::Duration;
 
