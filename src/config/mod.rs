@@ -350,7 +350,7 @@ impl RawConfig {
         let keys = self.keys.validate()?;
         let replay = self.replay.validate()?;
         let timeouts = self.timeouts.validate()?;
-        let limits = self.limits.validate()?;
+        let limits = self.limits.validate(workers)?;
         let module = self.module.validate(&launch)?;
         let introspection = self.introspection.validate(&issuers, &module)?;
         let session = self.session.validate(&launch)?;

@@ -77,17 +77,20 @@ pub struct Limits {
 const MAX_CONNECTIONS: i64 = 1_000_000;
 /// The default `limits.max_connections` when the open-files limit does not lower it.
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-/// File descriptors kept for everything but client connections (listeners, runtimes, key
-/// fetches, Redis, logs).
+/// File descriptors kept for everything but client connections (listeners, key fetches,
+/// Redis, logs).
 const RESERVED_FDS: u64 = 64;
+/// File descriptors each worker's runtime holds (its epoll and waker descriptors).
+const FDS_PER_WORKER: u64 = 4;
 
 /// The default `limits.max_connections`: 10 000, or fewer when the open-files limit
 /// (`RLIMIT_NOFILE`) cannot hold them: each client connection may hold an upstream
-/// connection too, so half of what is left after a reserve.
-pub(super) fn default_max_connections(open_files: Option<u64>) -> usize {
+/// connection too, so half of what is left after a reserve and the workers' runtimes.
+pub(super) fn default_max_connections(open_files: Option<u64>, workers: usize) -> usize {
     match open_files {
         Some(n) => {
-            let fit = n.saturating_sub(RESERVED_FDS) / 2;
+            let reserved = RESERVED_FDS + FDS_PER_WORKER * workers as u64;
+            let fit = n.saturating_sub(reserved) / 2;
             (fit.clamp(1, DEFAULT_MAX_CONNECTIONS as u64)) as usize
         }
         None => DEFAULT_MAX_CONNECTIONS,
@@ -95,9 +98,10 @@ pub(super) fn default_max_connections(open_files: Option<u64>) -> usize {
 }
 
 impl RawLimits {
-    pub(super) fn validate(self) -> Result<Limits, ConfigError> {
+    /// `workers`: the worker threads, whose runtimes take descriptors too.
+    pub(super) fn validate(self, workers: usize) -> Result<Limits, ConfigError> {
         let max_connections = match self.max_connections {
-            None => default_max_connections(super::system::open_files_limit()),
+            None => default_max_connections(super::system::open_files_limit(), workers),
             Some(n) if (1..=MAX_CONNECTIONS).contains(&n) => n as usize,
             Some(n) => {
                 return Err(invalid(

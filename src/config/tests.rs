@@ -99,14 +99,18 @@ fn staying_up_defaults_and_limits() {
     assert_eq!(c.timeouts.request_body, Duration::from_secs(30));
     assert_eq!(
         c.limits.max_connections,
-        default_max_connections(super::system::open_files_limit())
+        default_max_connections(super::system::open_files_limit(), c.workers)
     );
     assert_eq!(c.limits.max_memory, super::system::cgroup_memory_max());
-    // The open-files limit lowers the default: half of what the reserve leaves.
-    assert_eq!(default_max_connections(None), 10_000);
-    assert_eq!(default_max_connections(Some(1024)), 480);
-    assert_eq!(default_max_connections(Some(1_048_576)), 10_000);
-    assert_eq!(default_max_connections(Some(16)), 1);
+    // The open-files limit lowers the default: half of what the reserve and the workers'
+    // runtimes (4 descriptors each) leave.
+    assert_eq!(default_max_connections(None, 1), 10_000);
+    assert_eq!(default_max_connections(Some(1024), 1), 478);
+    assert_eq!(default_max_connections(Some(1024), 16), 448);
+    assert_eq!(default_max_connections(Some(256), 16), 64);
+    assert_eq!(default_max_connections(Some(1_048_576), 64), 10_000);
+    assert_eq!(default_max_connections(Some(16), 1), 1);
+    assert_eq!(default_max_connections(Some(256), 64), 1);
     let set = Config::from_toml_str(&format!(
         "{MINIMAL}\n[limits]\nmax_connections = 2\nmax_memory = \"1GiB\"\n\
          [timeouts]\nidle = \"5s\"\nrequest_body = \"2s\""

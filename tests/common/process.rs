@@ -215,6 +215,11 @@ impl Served {
         format!("http://{}{path}", self.admin)
     }
 
+    /// The process id of what was spawned (the guard itself unless `make` wrapped it).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("child pid")
+    }
+
     /// Sends `signal` (`-TERM`, `-INT`) with kill(1).
     pub async fn signal(&self, signal: &str) {
         let pid = self.child.id().expect("child pid").to_string();

@@ -1,0 +1,206 @@
+//! The replay store failing: a real `redis-server` SIGKILLed and restarted on its port while a
+//! bounded load of launches (fresh tokens and replays) runs, and the memory store full. The
+//! upstream counts what it received per jti: none twice.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::common::mint::{self, Alg};
+use crate::common::*;
+use crate::support::*;
+
+/// Load workers, and their pause between launches.
+const WORKERS: usize = 4;
+const PAUSE: Duration = Duration::from_millis(10);
+/// Tokens every worker keeps resubmitting (each may be accepted once in all).
+const POOL: usize = 24;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_under_load_accepts_no_jti_twice() {
+    let Some(mut redis) = Redis::start().await else {
+        return;
+    };
+    let upstream = JtiCounter::start().await;
+    let key = mint::shared_key(Alg::RS512);
+    let jwks = JwksServer::start(&[key]).await;
+    let iss = unique_issuer();
+    let guard = GuardBuilder::new(&upstream.url())
+        .issuer(&iss, &jwks.url())
+        .set_str("replay.store", "redis")
+        .set_str("replay.redis_url", &redis.url())
+        .set_str("replay.redis_timeout", "250ms")
+        .start()
+        .await;
+    let mint_token = {
+        let iss = iss.clone();
+        move || key.token(&mint::hti_claims(&iss, AUDIENCE))
+    };
+    let pool: Arc<Vec<String>> = Arc::new((0..POOL).map(|_| mint_token()).collect());
+    let url = guard.url("/launch");
+    let client = client();
+
+    // Each worker alternates a token of the shared pool and a fresh one, and records each
+    // outcome with the token's jti.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for worker in 0..WORKERS {
+        let (pool, url, client, stop) = (pool.clone(), url.clone(), client.clone(), stop.clone());
+        let mint_token = mint_token.clone();
+        workers.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            let mut n = worker;
+            while !stop.load(Ordering::SeqCst) {
+                let token = if n % 2 == 0 {
+                    pool[(n / 2) % POOL].clone()
+                } else {
+                    mint_token()
+                };
+                let response = post_form(&client, &url, &[("token", &token)]).await;
+                let jti = mint::payload_of(&token)["jti"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                outcomes.push((jti, outcome(response).await));
+                n += WORKERS;
+                tokio::time::sleep(PAUSE).await;
+            }
+            outcomes
+        }));
+    }
+
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    redis.kill().await;
+    // Down: a fresh token is refused with 503, and reaches nothing.
+    for _ in 0..5 {
+        let response = guard.launch(&client, &mint_token()).await;
+        expect_rejection(response, 503, "replay_store_unavailable").await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.run().await;
+    // Back on the same port: the guard reconnects by itself.
+    eventually(LIMIT, "launches accepted after Redis came back", || {
+        let token = mint_token();
+        let (client, guard) = (&client, &guard);
+        async move { outcome(guard.launch(client, &token).await).await == "accepted" }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+
+    let mut outcomes = Vec::new();
+    for worker in workers {
+        outcomes.extend(within(LIMIT, "a load worker", worker).await.unwrap());
+    }
+    let count = |what: &str| outcomes.iter().filter(|(_, o)| o == what).count();
+    let (accepted, replayed, unavailable) = (
+        count("accepted"),
+        count("replayed"),
+        count("replay_store_unavailable"),
+    );
+    eprintln!(
+        "{} launches under load: {accepted} accepted, {replayed} replayed, {unavailable} 503",
+        outcomes.len()
+    );
+    assert_eq!(
+        accepted + replayed + unavailable,
+        outcomes.len(),
+        "only these outcomes: {outcomes:?}"
+    );
+    assert!(unavailable >= 1, "the load met Redis down");
+
+    // Nothing accepted twice, and nothing accepted that the client was not told of.
+    let seen = upstream.seen();
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "jtis the upstream received twice: {twice:?}"
+    );
+    let accepted_jtis: std::collections::HashSet<&String> = outcomes
+        .iter()
+        .filter(|(_, o)| o == "accepted")
+        .map(|(jti, _)| jti)
+        .collect();
+    assert_eq!(accepted_jtis.len(), accepted, "no jti accepted twice");
+    for jti in &accepted_jtis {
+        assert_eq!(
+            seen.get(*jti),
+            Some(&1),
+            "accepted {jti} reached the upstream"
+        );
+    }
+    // The load's launches plus the accepted probe after the restart.
+    assert_eq!(seen.values().sum::<usize>(), accepted + 1);
+
+    // A pool token accepted before the kill is still known after the restart (the store
+    // is durable), so it is replayed, not accepted again.
+    let accepted_before = pool
+        .iter()
+        .find(|token| {
+            let jti = mint::payload_of(token)["jti"].as_str().unwrap().to_string();
+            accepted_jtis.contains(&jti)
+        })
+        .expect("a pool token was accepted");
+    let response = guard.launch(&client, accepted_before).await;
+    expect_rejection(response, 401, "replayed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_memory_store_refuses_new_launches_never_forgets_a_live_jti_and_recovers() {
+    let fx = Fixture::start_with(|b| {
+        b.set("replay.max_entries", "3")
+            .set_str("launch.clock_skew", "1s")
+    })
+    .await;
+    let long = [fx.good_token(), fx.good_token()];
+    let mut short = fx.claims();
+    short["exp"] = json!(mint::now() + 2);
+    let short = fx.token(&short);
+    for token in long.iter().chain([&short]) {
+        assert_eq!(outcome(fx.launch(token).await).await, "accepted");
+    }
+
+    // Full: a new token is refused, the live ones stay replays.
+    fx.expect_refused(&fx.good_token(), 503, "replay_store_unavailable")
+        .await;
+    for token in &long {
+        fx.expect_refused(token, 401, "replayed").await;
+    }
+
+    // Once the short token's exp + clock_skew has passed, its room is taken by a new launch.
+    let mut refused = 0;
+    let fresh = loop {
+        let token = fx.good_token();
+        match outcome(fx.launch(&token).await).await.as_str() {
+            "accepted" => break token,
+            "replay_store_unavailable" => refused += 1,
+            other => panic!("unexpected {other}"),
+        }
+        assert!(refused < 200, "the expired entry was never removed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // The live jtis were not evicted to make that room; the store is full again.
+    for token in long.iter().chain([&fresh]) {
+        fx.expect_refused(token, 401, "replayed").await;
+    }
+    fx.expect_refused(&short, 401, "expired").await;
+    fx.expect_refused(&fx.good_token(), 503, "replay_store_unavailable")
+        .await;
+    assert_eq!(
+        fx.upstream.hits(),
+        4,
+        "each accepted launch once, nothing else"
+    );
+    assert!(
+        metric(
+            &fx.guard,
+            "hti_guard_launches_total",
+            &[("reason", "replay_store_unavailable")]
+        )
+        .await
+            >= 2.0
+    );
+}
