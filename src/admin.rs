@@ -23,7 +23,8 @@ pub(crate) struct Readiness {
     introspector: Option<Arc<Introspector>>,
     overload: Option<Arc<Overload>>,
     shof: Option<Arc<Shof>>,
-    draining: AtomicBool,
+    /// Shared with the readiness a reload makes.
+    draining: Arc<AtomicBool>,
 }
 
 impl Readiness {
@@ -38,7 +39,25 @@ impl Readiness {
             introspector,
             overload: None,
             shof: None,
-            draining: AtomicBool::new(false),
+            draining: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The readiness of a reloaded configuration: its key cache, introspector and SHOF
+    /// login; the replay store, the memory limit and draining stay.
+    pub(crate) fn reloaded(
+        &self,
+        keys: Arc<KeyCache>,
+        introspector: Option<Arc<Introspector>>,
+        shof: Option<Arc<Shof>>,
+    ) -> Self {
+        Readiness {
+            keys,
+            replay: self.replay.clone(),
+            introspector,
+            overload: self.overload.clone(),
+            shof,
+            draining: self.draining.clone(),
         }
     }
 

@@ -118,6 +118,27 @@ impl IntrospectionOutcome {
     }
 }
 
+/// The `result` label of `hti_guard_config_reloads_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// The new configuration applies in full.
+    Ok,
+    /// It applies, except keys that need a restart (logged at warn).
+    Partial,
+    /// Refused: the old configuration stays.
+    Error,
+}
+
+impl ReloadResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadResult::Ok => "ok",
+            ReloadResult::Partial => "partial",
+            ReloadResult::Error => "error",
+        }
+    }
+}
+
 /// The `reason` label of `hti_guard_launches_total` for an accepted launch.
 const NO_REASON: &str = "none";
 
@@ -149,6 +170,9 @@ pub struct Metrics {
     refused: IntCounterVec,
     open_connections: IntGauge,
     up: Gauge,
+    config_reloads: IntCounterVec,
+    config_last_success: Gauge,
+    config_last_ok: IntGauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -299,6 +323,25 @@ impl Metrics {
         .expect("valid metric");
         let up = Gauge::new("hti_guard_up", "1 while the guard runs.").expect("valid metric");
         up.set(1.0);
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "hti_guard_config_reloads_total",
+                "Configuration reloads (SIGHUP, reload.watch), by result: ok, partial, error.",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let config_last_success = Gauge::new(
+            "hti_guard_config_last_reload_success_timestamp_seconds",
+            "When the configuration in use was loaded (at start or by a reload), Unix time.",
+        )
+        .expect("valid metric");
+        let config_last_ok = IntGauge::new(
+            "hti_guard_config_last_reload_successful",
+            "1 when the last reload attempt applied (ok or partial), 0 when it was refused.",
+        )
+        .expect("valid metric");
+        config_last_ok.set(1);
         for c in [
             Box::new(launches.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(launch_verify.clone()),
@@ -319,6 +362,9 @@ impl Metrics {
             Box::new(refused.clone()),
             Box::new(open_connections.clone()),
             Box::new(up.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(config_last_success.clone()),
+            Box::new(config_last_ok.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -344,6 +390,9 @@ impl Metrics {
             refused,
             open_connections,
             up,
+            config_reloads,
+            config_last_success,
+            config_last_ok,
         }
     }
 
@@ -480,6 +529,21 @@ impl Metrics {
         out
     }
 
+    /// A configuration loaded: at start (`None`) or by a reload, at `unix_seconds`.
+    pub fn config_loaded(&self, result: Option<ReloadResult>, unix_seconds: f64) {
+        if let Some(result) = result {
+            self.config_reloads
+                .with_label_values(&[result.as_str()])
+                .inc();
+            if result == ReloadResult::Error {
+                self.config_last_ok.set(0);
+                return;
+            }
+        }
+        self.config_last_ok.set(1);
+        self.config_last_success.set(unix_seconds);
+    }
+
     pub fn set_down(&self) {
         self.up.set(0.0);
     }
@@ -511,6 +575,9 @@ mod tests {
             IntrospectionOutcome::Active.as_str(),
             IntrospectionOutcome::Inactive.as_str(),
             IntrospectionOutcome::Error.as_str(),
+            ReloadResult::Ok.as_str(),
+            ReloadResult::Partial.as_str(),
+            ReloadResult::Error.as_str(),
         ];
         assert_eq!(
             strings,
@@ -527,6 +594,9 @@ mod tests {
                 "error",
                 "active",
                 "inactive",
+                "error",
+                "ok",
+                "partial",
                 "error",
             ]
         );

@@ -34,7 +34,7 @@ pub use koppeltaal::{
 };
 pub use launch::{IssuerConfig, KeysConfig, LaunchConfig, ReplayConfig, ReplayStoreKind};
 pub use parse::{parse_duration, parse_size};
-pub use serve::{Cidr, Limits, Timeouts, TlsConfig};
+pub use serve::{Cidr, Limits, ReloadConfig, Timeouts, TlsConfig};
 pub use session::{SameSite, SessionConfig};
 pub use shof::ShofConfig;
 pub use sources::{ENV_PREFIX, Source};
@@ -42,7 +42,7 @@ pub use sources::{ENV_PREFIX, Source};
 use koppeltaal::{RawIntrospection, RawModule};
 use launch::{RawIssuer, RawKeys, RawLaunch, RawReplay, validate_issuers};
 use parse::parse_addr;
-use serve::{RawLimits, RawTimeouts, RawTls, parse_trusted_proxies};
+use serve::{RawLimits, RawReload, RawTimeouts, RawTls, parse_trusted_proxies};
 use session::RawSession;
 use shof::RawShof;
 use sources::{describe_figment_error, env_provider, sources};
@@ -100,6 +100,8 @@ struct RawConfig {
     session: RawSession,
     #[serde(default)]
     shof: RawShof,
+    #[serde(default)]
+    reload: RawReload,
 }
 
 fn d_listen() -> String {
@@ -152,6 +154,8 @@ pub const KEYS: &[&str] = &[
     "limits.max_memory",
     "tls.cert_file",
     "tls.key_file",
+    "reload.watch",
+    "reload.watch_interval",
     "module.client_id",
     "module.signing_key_files",
     "module.generate",
@@ -215,6 +219,8 @@ pub struct Config {
     pub session: Option<SessionConfig>,
     /// Present when `shof.enabled`: launches become SHOF logins.
     pub shof: Option<ShofConfig>,
+    /// What else re-reads the configuration besides SIGHUP (`[reload]`).
+    pub reload: ReloadConfig,
     /// The configuration file that was read, if any.
     pub file: Option<PathBuf>,
     /// Where each of [`KEYS`] got its value (absent: default).
@@ -347,6 +353,7 @@ impl RawConfig {
             introspection.as_ref().map(|i| i.assertion_alg),
         )?;
         let tls = self.tls.validate()?;
+        let reload = self.reload.validate()?;
         Ok(Config {
             listen,
             admin_listen,
@@ -365,6 +372,7 @@ impl RawConfig {
             introspection,
             session,
             shof,
+            reload,
             file: None,
             sources: BTreeMap::new(),
         })

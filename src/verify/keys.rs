@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::config::{IssuerConfig, KeysConfig};
 use crate::error::{Reason, Rejection};
@@ -215,6 +215,9 @@ pub struct IssuerKeys {
     refetch: Notify,
     fetching: AtomicBool,
     last_unknown_kid: Mutex<Option<Instant>>,
+    /// The refresh task [`KeyCache::start`] spawned, so that a reload that drops this
+    /// issuer stops it.
+    task: Mutex<Option<AbortHandle>>,
 }
 
 /// Why a usable key could not be found (a `Rejection` reason).
@@ -236,6 +239,7 @@ impl IssuerKeys {
             refetch: Notify::new(),
             fetching: AtomicBool::new(false),
             last_unknown_kid: Mutex::new(None),
+            task: Mutex::new(None),
         }
     }
 
@@ -451,12 +455,50 @@ impl KeyCache {
         super::http_client(cfg.fetch_timeout)
     }
 
-    /// Start one refresh task per issuer; abort the handles to stop them.
+    /// The cache for `issuers` after a reload: an issuer whose `iss`, `jwks_url` and
+    /// `[keys]` settings are unchanged keeps its cache as it is (keys, clocks, refresh
+    /// task), so that a reload neither refetches it nor loses its last good keys; one whose
+    /// `[keys]` settings changed starts from its last good keys with a task of its own.
+    pub fn reloaded(issuers: &[IssuerConfig], cfg: &KeysConfig, previous: &KeyCache) -> Self {
+        let mut cache = KeyCache::new(issuers, cfg);
+        for (iss, keys) in cache.issuers.iter_mut() {
+            let Some(old) = previous.issuers.get(iss).filter(|o| o.url == keys.url) else {
+                continue;
+            };
+            if old.cfg == *cfg {
+                *keys = old.clone();
+            } else {
+                *keys.state.write().unwrap_or_else(|p| p.into_inner()) = old.snapshot();
+            }
+        }
+        cache
+    }
+
+    /// Start a refresh task for each issuer that has none yet; abort the handles (or call
+    /// [`KeyCache::stop_dropped`]) to stop them.
     pub fn start(&self, client: reqwest::Client, metrics: Arc<Metrics>) -> Vec<JoinHandle<()>> {
-        self.issuers
-            .values()
-            .map(|keys| tokio::spawn(keys.clone().run(client.clone(), metrics.clone())))
-            .collect()
+        let mut started = Vec::new();
+        for keys in self.issuers.values() {
+            let mut task = keys.task.lock().unwrap_or_else(|p| p.into_inner());
+            if task.is_none() {
+                let handle = tokio::spawn(keys.clone().run(client.clone(), metrics.clone()));
+                *task = Some(handle.abort_handle());
+                started.push(handle);
+            }
+        }
+        started
+    }
+
+    /// Stop the refresh tasks of the issuers that `next` (this cache reloaded) does not keep.
+    pub fn stop_dropped(&self, next: &KeyCache) {
+        for (iss, keys) in &self.issuers {
+            if next.issuers.get(iss).is_some_and(|n| Arc::ptr_eq(n, keys)) {
+                continue;
+            }
+            if let Some(task) = keys.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                task.abort();
+            }
+        }
     }
 
     /// Install a key set for `iss` as if it had just been fetched (keys known in advance,
