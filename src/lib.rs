@@ -117,6 +117,7 @@ struct Shared {
 /// whole; the parts whose configuration did not change are carried over.
 struct Policy {
     config: Config,
+    module: Arc<ModuleKeys>,
     proxy: Proxy,
     keys: Arc<KeyCache>,
     introspector: Option<Arc<Introspector>>,
@@ -148,10 +149,18 @@ impl Policy {
             (None, Some(s)) => s.assertion_alg,
             (None, None) => jose::Alg::RS512,
         };
-        let module = Arc::new(ModuleKeys::load(&config.module, assertion_alg)?);
         // A part is kept when what it was built from shows the same.
         let unchanged = |old: &Option<&mut Policy>, of: fn(&Config) -> String| {
             old.as_deref().is_some_and(|o| of(&o.config) == of(&config))
+        };
+        // A key made at start (`module.generate`) stays: a new one would not be the one the
+        // auth server has fetched. Key files are read again.
+        let module_of = |c: &Config| format!("{:?} {:?} {:?}", c.module, c.introspection, c.shof);
+        let module = match &previous {
+            Some(old) if config.module.generate && unchanged(&previous, module_of) => {
+                old.module.clone()
+            }
+            _ => Arc::new(ModuleKeys::load(&config.module, assertion_alg)?),
         };
         let introspection_of =
             |c: &Config| format!("{:?} {:?} {:?}", c.introspection, c.keys, c.module);
@@ -218,6 +227,7 @@ impl Policy {
             .as_deref()
             .and_then(|o| o.proxy.sessions.as_deref());
         let sessions = (config.session.clone()).map(|cfg| Sessions::reloaded(cfg, old_sessions));
+        let proxy_module = module.clone();
         let proxy = Proxy::new(
             module,
             sessions,
@@ -230,6 +240,7 @@ impl Policy {
         .with_trusted_proxies(config.trusted_proxies.clone());
         Ok(Policy {
             config,
+            module: proxy_module,
             proxy,
             keys,
             introspector,

@@ -150,7 +150,11 @@ async fn load(
     let mut n = 0usize;
     while !stop.load(Ordering::Acquire) {
         n += 1;
-        let aud = if n % 2 == 0 { AUDIENCE } else { OTHER_AUDIENCE };
+        let aud = if n.is_multiple_of(2) {
+            AUDIENCE
+        } else {
+            OTHER_AUDIENCE
+        };
         let after = reloaded.load(Ordering::Acquire);
         let body = form(&[("token", &key.token(&mint::hti_claims(&iss, aud)))]);
         let request = http::Request::post("/launch")

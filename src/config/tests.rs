@@ -248,6 +248,7 @@ fn keys_name_every_field() {
         "introspection",
         "session",
         "shof",
+        "reload",
     ];
     let mut fields = std::collections::BTreeSet::new();
     for section in std::iter::once("").chain(sections) {
