@@ -563,6 +563,99 @@ mod tests {
         assert_eq!(refresh_interval(None, &c), c.refresh_min);
     }
 
+    fn config(url_b: &str, refresh_min: &str) -> crate::config::Config {
+        crate::config::Config::from_toml_str(&format!(
+            r#"
+            upstream = "http://127.0.0.1:9"
+            [launch]
+            audience = "module"
+            [keys]
+            refresh_min = "{refresh_min}"
+            [[issuers]]
+            iss = "https://a"
+            jwks_url = "http://127.0.0.1:9/a"
+            [[issuers]]
+            iss = "https://b"
+            jwks_url = "{url_b}"
+            "#
+        ))
+        .unwrap()
+    }
+
+    /// A cache whose issuers both hold an (empty) key set.
+    fn fetched(config: &crate::config::Config) -> KeyCache {
+        let cache = KeyCache::new(&config.issuers, &config.keys);
+        for iss in ["https://a", "https://b"] {
+            assert!(cache.install(
+                iss,
+                ParsedJwks {
+                    keys: vec![],
+                    problems: vec![]
+                }
+            ));
+        }
+        cache
+    }
+
+    const FETCHED: &str = "the key set holds no usable key";
+
+    #[test]
+    fn a_reload_keeps_the_cache_of_each_unchanged_issuer() {
+        let before = config("http://127.0.0.1:9/b", "30s");
+        let cache = fetched(&before);
+        let same =
+            |next: &KeyCache, iss: &str| Arc::ptr_eq(&next.issuers[iss], &cache.issuers[iss]);
+
+        let next = KeyCache::reloaded(&before.issuers, &before.keys, &cache);
+        assert!(same(&next, "https://a") && same(&next, "https://b"));
+
+        // Another key set URL: a new cache for that issuer, nothing fetched yet.
+        let moved = config("http://127.0.0.1:9/b2", "30s");
+        let next = KeyCache::reloaded(&moved.issuers, &moved.keys, &cache);
+        assert!(same(&next, "https://a") && !same(&next, "https://b"));
+        assert_eq!(
+            next.not_ready()[1],
+            ("https://b".into(), "keys not fetched yet".into())
+        );
+
+        // Other [keys] settings: new caches that start from the last good keys.
+        let paced = config("http://127.0.0.1:9/b", "1m");
+        let next = KeyCache::reloaded(&paced.issuers, &paced.keys, &cache);
+        assert!(!same(&next, "https://a") && !same(&next, "https://b"));
+        assert_eq!(
+            next.issuers["https://a"].cfg.refresh_min,
+            Duration::from_secs(60)
+        );
+        for (_, why) in next.not_ready() {
+            assert_eq!(why, FETCHED);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reload_stops_the_refresh_tasks_of_the_caches_it_does_not_keep() {
+        let before = config("http://127.0.0.1:9/b", "30s");
+        let cache = KeyCache::new(&before.issuers, &before.keys);
+        let client = KeyCache::http_client(&before.keys).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        assert_eq!(cache.start(client.clone(), metrics.clone()).len(), 2);
+        let moved = config("http://127.0.0.1:9/b2", "30s");
+        let next = KeyCache::reloaded(&moved.issuers, &moved.keys, &cache);
+        // Only the new cache needs a task.
+        let started = next.start(client, metrics);
+        assert_eq!(started.len(), 1);
+        cache.stop_dropped(&next);
+        let task = |c: &KeyCache, iss: &str| c.issuers[iss].task.lock().unwrap().clone();
+        assert!(
+            task(&cache, "https://b").is_none(),
+            "the replaced cache's task stopped"
+        );
+        assert!(task(&next, "https://a").is_some_and(|t| !t.is_finished()));
+        for handle in started {
+            handle.abort();
+        }
+        next.stop_dropped(&KeyCache::new(&[], &moved.keys));
+    }
+
     #[test]
     fn backoff_doubles_up_to_refresh_min() {
         let c = cfg();
