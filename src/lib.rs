@@ -168,6 +168,8 @@ impl Policy {
             |c: &Config| format!("{:?} {:?} {:?} {:?}", c.shof, c.launch, c.keys, c.module);
         let keep_introspector = unchanged(&previous, introspection_of);
         let keep_shof = unchanged(&previous, shof_of);
+        // Only the launch rules or the module's keys changed: the discovery stays.
+        let keep_discovery = unchanged(&previous, |c| format!("{:?} {:?}", c.shof, c.keys));
         let introspector = match (&config.introspection, &previous) {
             (Some(_), Some(old)) if keep_introspector => old.introspector.clone(),
             (Some(cfg), _) => Some(Arc::new(
@@ -181,8 +183,14 @@ impl Policy {
             )),
             (None, _) => None,
         };
-        let shof = match (&config.shof, &previous) {
-            (Some(_), Some(old)) if keep_shof => old.shof.clone(),
+        let shof = match (
+            &config.shof,
+            previous.as_deref().and_then(|o| o.shof.as_ref()),
+        ) {
+            (Some(_), Some(old)) if keep_shof => Some(old.clone()),
+            (Some(_), Some(old)) if keep_discovery => Some(Arc::new(
+                old.with_rules(config.launch.clone(), module.clone()),
+            )),
             (Some(cfg), _) => Some(Arc::new(
                 Shof::new(
                     cfg.clone(),
@@ -210,7 +218,7 @@ impl Policy {
                 .map(|t| t.abort_handle()),
         };
         let shof_task = match previous.as_deref_mut() {
-            Some(old) if keep_shof => old.shof_task.take(),
+            Some(old) if keep_shof || keep_discovery => old.shof_task.take(),
             _ => shof.as_ref().map(|s| s.start().abort_handle()),
         };
         let mut verifier = Verifier::new(

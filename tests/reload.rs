@@ -66,8 +66,14 @@ impl Mounted {
 
 /// `hti-guard serve` on the mounted configuration `builder` makes, ready.
 async fn serve(builder: GuardBuilder) -> (Served, Mounted) {
+    let public = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    serve_at(builder, public).await
+}
+
+/// As [`serve`], listening on `public`.
+async fn serve_at(builder: GuardBuilder, public: std::net::SocketAddr) -> (Served, Mounted) {
     let mut mounted = None;
-    let served = Served::start_with(builder, |generated| {
+    let served = Served::start_at(builder, public, |generated| {
         let text = std::fs::read_to_string(generated).unwrap();
         let mount = Mounted::new(&text);
         let mut command = command(&["serve", "--config", path_str(&mount.path())]);
@@ -486,5 +492,48 @@ async fn a_session_key_rotated_by_reload_keeps_sessions_while_the_old_key_is_pre
     let hits = backends.upstream.hits();
     assert_eq!(with_session(&served, &cookie).await, Err(401));
     assert_eq!(backends.upstream.hits(), hits);
+    stop(served).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shof_login_started_before_a_reload_of_the_launch_rules_ends_after_it() {
+    use common::shof_fixture::{CALLBACK, CLIENT_ID, JWKS_PATH, shof_builder};
+    let portal = mint::shared_key(Alg::RS512);
+    let auth = AuthServer::start(CLIENT_ID, vec![portal.jwk()]).await;
+    let upstream = Upstream::start().await;
+    let public: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // Discovery refreshed hourly: any further discovery would be the reload's.
+    let builder = shof_builder(&auth, &upstream, &format!("http://{public}{CALLBACK}"))
+        .set_str("keys.refresh_min", "1h")
+        .set_str("launch.clock_skew", "30s");
+    let (served, mut mounted) = serve_at(builder, public).await;
+    auth.set_guard_jwks_url(&served.url(JWKS_PATH));
+    let discoveries = auth.discoveries();
+
+    let browser = Browser::new(&served.url(""));
+    let token = portal.token(&mint::hti_claims(&unique_issuer(), AUDIENCE));
+    let query = form(&[("iss", &auth.fhir_base()), ("launch", &token)]);
+    let json = "application/json";
+    let launched = browser
+        .get(&served.url(&format!("/launch?{query}")), json)
+        .await;
+    assert_eq!(launched.status(), 302);
+
+    mounted.replace("clock_skew = \"30s\"", "clock_skew = \"45s\"");
+    served.signal("-HUP").await;
+    wait_reloads(&served, "ok", 1.0).await;
+    let ready = client()
+        .get(served.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200, "still ready: the discovery was kept");
+
+    let location = |r: &reqwest::Response| r.headers()["location"].to_str().unwrap().to_owned();
+    let approved = client().get(location(&launched)).send().await.unwrap();
+    let done = browser.get(&location(&approved), json).await;
+    assert_eq!(done.status(), 303, "the login ends in a session");
+    expect_echo(browser.get(&served.url("/task/abc"), json).await).await;
+    assert_eq!(auth.discoveries(), discoveries, "no new discovery");
     stop(served).await;
 }
