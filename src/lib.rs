@@ -339,12 +339,12 @@ pub async fn run_with_reload(
             }
             Ok(())
         };
-        background.push(tokio::spawn(reload::serve(
+        background.push(reload::start(
             reloader,
             config.clone(),
             metrics.clone(),
             apply,
-        )));
+        ));
     }
 
     let public_addr = listeners.public.local_addr()?;

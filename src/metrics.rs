@@ -173,6 +173,7 @@ pub struct Metrics {
     config_reloads: IntCounterVec,
     config_last_success: Gauge,
     config_last_ok: IntGauge,
+    config_hash: Gauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -342,6 +343,11 @@ impl Metrics {
         )
         .expect("valid metric");
         config_last_ok.set(1);
+        let config_hash = Gauge::new(
+            "hti_guard_config_hash",
+            "A 48-bit hash of the configuration file in use, to tell replicas on another file.",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(launches.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(launch_verify.clone()),
@@ -365,6 +371,7 @@ impl Metrics {
             Box::new(config_reloads.clone()),
             Box::new(config_last_success.clone()),
             Box::new(config_last_ok.clone()),
+            Box::new(config_hash.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -393,6 +400,7 @@ impl Metrics {
             config_reloads,
             config_last_success,
             config_last_ok,
+            config_hash,
         }
     }
 
@@ -542,6 +550,11 @@ impl Metrics {
         }
         self.config_last_ok.set(1);
         self.config_last_success.set(unix_seconds);
+    }
+
+    /// The configuration file in use, as a hash (48 bits: exact in a float).
+    pub fn config_file(&self, hash: u64) {
+        self.config_hash.set((hash & 0xffff_ffff_ffff) as f64);
     }
 
     pub fn set_down(&self) {

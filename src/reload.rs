@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 use crate::config::{Config, ConfigError};
 use crate::metrics::{Metrics, ReloadResult};
@@ -114,18 +115,31 @@ pub(crate) fn restart_keys(running: &Config, new: &Config) -> Vec<&'static str> 
     keys
 }
 
-/// Serve reloads until the task is aborted: each ask, or each change of the file's content
-/// while `reload.watch` is on, reads the configuration and passes it to `apply` (which
-/// builds and swaps, or says why it cannot). `running` is the configuration the guard
-/// started with.
-pub(crate) async fn serve(
+/// Start serving reloads until the task is aborted: each ask, or each change of the file's
+/// content while `reload.watch` is on, reads the configuration and passes it to `apply`
+/// (which builds and swaps, or says why it cannot). `running` is the configuration the
+/// guard started with.
+pub(crate) fn start(
     reloader: Reloader,
     running: Config,
     metrics: Arc<Metrics>,
+    apply: impl FnMut(Config) -> Result<(), String> + Send + 'static,
+) -> JoinHandle<()> {
+    let seen = reloader.content();
+    if let Some(content) = &seen {
+        metrics.config_file(hash(content));
+    }
+    tokio::spawn(serve(reloader, running, metrics, seen, apply))
+}
+
+async fn serve(
+    reloader: Reloader,
+    running: Config,
+    metrics: Arc<Metrics>,
+    mut seen: Option<Vec<u8>>,
     mut apply: impl FnMut(Config) -> Result<(), String>,
 ) {
     let mut watch = running.reload.clone();
-    let mut seen = reloader.content();
     loop {
         let trigger = tokio::select! {
             _ = reloader.asked.notified() => Trigger::Signal,
@@ -138,6 +152,7 @@ pub(crate) async fn serve(
             }
         };
         seen = reloader.content();
+        let read = seen.as_deref().map(hash);
         let trigger = trigger.as_str();
         let outcome = (reloader.load)()
             .map_err(|e| e.to_string())
@@ -149,6 +164,9 @@ pub(crate) async fn serve(
         let result = match outcome {
             Ok((restart, reload)) => {
                 watch = reload;
+                if let Some(read) = read {
+                    metrics.config_file(read);
+                }
                 if restart.is_empty() {
                     tracing::info!(trigger, "configuration reloaded");
                     ReloadResult::Ok
@@ -174,6 +192,13 @@ pub(crate) async fn serve(
     }
 }
 
+/// FNV-1a: stable across builds and processes, so that replicas on the same file agree.
+fn hash(content: &[u8]) -> u64 {
+    content.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 pub(crate) fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -197,6 +222,13 @@ mod tests {
     fn config(extra_top: &str, audience: &str) -> Config {
         let text = format!("{extra_top}\n{}", BASE.replace("https://module", audience));
         Config::from_toml_str(&text).unwrap()
+    }
+
+    #[test]
+    fn the_file_hash_is_stable() {
+        // FNV-1a's published test vectors.
+        assert_eq!(hash(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(hash(b"a"), 0xaf63_dc4c_8601_ec8c);
     }
 
     #[test]

@@ -405,11 +405,17 @@ async fn reload_watch_picks_up_a_swapped_configmap_without_a_signal() {
         launch(&served, key, &backends.iss, OTHER_AUDIENCE).await,
         401
     );
+    let file_hash = |text: &str| value(text, "hti_guard_config_hash", &[]);
+    let before = file_hash(&metrics(&served).await);
     mounted.replace(
         &format!("audience = {}", toml_str(AUDIENCE)),
         &format!("audience = {}", toml_str(OTHER_AUDIENCE)),
     );
-    wait_reloads(&served, "ok", 1.0).await;
+    let after = file_hash(&wait_reloads(&served, "ok", 1.0).await);
+    assert!(
+        before > 0.0 && after > 0.0 && before != after,
+        "{before} {after}"
+    );
     assert_eq!(
         launch(&served, key, &backends.iss, OTHER_AUDIENCE).await,
         200
