@@ -19,7 +19,7 @@
 //! - `respond`: every response the guard makes itself (errors, 303, logout, module JWKS)
 //! - `metrics`, `admin`: Prometheus metrics, `/healthz`, `/readyz`, `/metrics`
 //! - `reload`: SIGHUP and `reload.watch` re-read the configuration; what a reload cannot
-//!   apply without a restart. Here in `lib.rs`, a [`Policy`] is what it rebuilds and swaps
+//!   apply without a restart. Here in `lib.rs`, a `Policy` is what it rebuilds and swaps
 //! - `config`: raw and validated configuration, the module's keys parsed at load, and
 //!   `config::path`, the request path normalisation config and the router share
 //! - `jose`: JOSE formats and keys, no policy (`jwk` algorithms and public keys, `jws`
