@@ -81,7 +81,7 @@ KUBE_VERSION = "1.32.0"
 RELEASE = "demo"
 NAMESPACE = "modules"
 GUARD = "hti-guard"  # the guard's container name
-CONFIG_PATH = "/etc/hti-guard/config.toml"
+CONFIG_PATH = "/etc/hti-guard/config/config.toml"
 REDIS_URL_ENV = "HTI_GUARD_REPLAY__REDIS_URL"
 # Stands in for a Redis URL kept in a Secret the chart does not render (existingSecret).
 PLACEHOLDER_REDIS_URL = "redis://:placeholder@redis.invalid:6379/0"
@@ -221,6 +221,7 @@ DURATION_KEYS = {
     "session.idle_timeout",
     "shof.timeout",
     "shof.login_ttl",
+    "reload.watch_interval",
 }
 
 # The chart's values of [module], [introspection], [session] and [shof] (camelCase) and the
@@ -321,6 +322,8 @@ def expected_config(v: dict, guard: dict) -> dict:
         "timeouts.upstream_response": timeouts["upstreamResponse"],
         "readiness.startup_wait": v["readiness"]["startupWait"],
         "audit.format": v["audit"]["format"],
+        "reload.watch": v["reload"]["watch"],
+        "reload.watch_interval": v["reload"]["watchInterval"],
     }
     if v["audit"].get("observer"):
         want["audit.observer"] = v["audit"]["observer"]
@@ -914,13 +917,18 @@ def config_toml(objs: list[dict], pod: dict, guard: dict) -> tuple[str, dict]:
     path = env.get("HTI_GUARD_CONFIG")
     if path != CONFIG_PATH:
         raise ValueError(f"HTI_GUARD_CONFIG is {path!r}, expected {CONFIG_PATH}")
-    mount = next((m for m in guard.get("volumeMounts", []) if m["mountPath"] == path), None)
+    # The ConfigMap's directory, mounted whole: a subPath mount never sees an update, and
+    # reload.watch follows the kubelet's swap of the directory.
+    folder, name = path.rsplit("/", 1)
+    mount = next((m for m in guard.get("volumeMounts", []) if m["mountPath"] == folder), None)
     if mount is None:
-        raise ValueError(f"nothing is mounted at {path}")
+        raise ValueError(f"nothing is mounted at {folder}")
+    if "subPath" in mount:
+        raise ValueError(f"{folder} is mounted by subPath, which a ConfigMap update never reaches")
     volume = next(v for v in pod["spec"]["volumes"] if v["name"] == mount["name"])
     cm_name = volume["configMap"]["name"]
     cm = next(c for c in kinds(objs, "ConfigMap") if c["metadata"]["name"] == cm_name)
-    text = cm["data"][mount.get("subPath", "config.toml")]
+    text = cm["data"][name]
     return text, tomllib.loads(text)
 
 
@@ -990,10 +998,16 @@ def step_wiring(renders):
             spec.get("terminationGracePeriodSeconds", 30) > grace,
             f"terminationGracePeriodSeconds {spec.get('terminationGracePeriodSeconds')} <= shutdown_grace {grace}s",
         )
-        # Config rolls the pods.
+        # Config rolls the pods: all of it, or with reload.watch (the guard reloads the rest)
+        # what a reload cannot apply.
+        annotation = (
+            "checksum/config-restart"
+            if config.get("reload", {}).get("watch")
+            else "checksum/config"
+        )
         need(
-            "checksum/config" in pod["metadata"].get("annotations", {}),
-            "no checksum/config annotation",
+            annotation in pod["metadata"].get("annotations", {}),
+            f"no {annotation} annotation",
         )
         # Upstream per mode.
         mode = values.get("mode", "sidecar")

@@ -29,12 +29,14 @@ pub(crate) struct Readiness {
     introspector: Option<Arc<Introspector>>,
     overload: Option<Arc<Overload>>,
     shof: Option<Arc<Shof>>,
-    draining: AtomicBool,
+    /// Shared with the readiness a reload makes.
+    draining: Arc<AtomicBool>,
     /// When the guard started, and how long the startup gate waits from then.
     started: Instant,
     startup_wait: Duration,
-    /// Open once every dependency answered or the wait ran out; it never closes again.
-    gate_open: AtomicBool,
+    /// Open once every dependency answered or the wait ran out; it never closes again, a
+    /// reload included (shared with the readiness a reload makes).
+    gate_open: Arc<AtomicBool>,
 }
 
 impl Readiness {
@@ -49,10 +51,31 @@ impl Readiness {
             introspector,
             overload: None,
             shof: None,
-            draining: AtomicBool::new(false),
+            draining: Arc::new(AtomicBool::new(false)),
             started: Instant::now(),
             startup_wait: Duration::ZERO,
-            gate_open: AtomicBool::new(false),
+            gate_open: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The readiness of a reloaded configuration: its key cache, introspector and SHOF
+    /// login; the replay store, the memory limit, draining and the startup gate stay.
+    pub(crate) fn reloaded(
+        &self,
+        keys: Arc<KeyCache>,
+        introspector: Option<Arc<Introspector>>,
+        shof: Option<Arc<Shof>>,
+    ) -> Self {
+        Readiness {
+            keys,
+            replay: self.replay.clone(),
+            introspector,
+            overload: self.overload.clone(),
+            shof,
+            draining: self.draining.clone(),
+            started: self.started,
+            startup_wait: self.startup_wait,
+            gate_open: self.gate_open.clone(),
         }
     }
 

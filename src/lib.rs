@@ -20,6 +20,8 @@
 //! - `audit`: one audit event per launch and login decision (log target
 //!   `hti_guard::audit`; optionally a FHIR R4 AuditEvent)
 //! - `metrics`, `admin`: Prometheus metrics, `/healthz`, `/readyz`, `/metrics`
+//! - `reload`: SIGHUP and `reload.watch` re-read the configuration; what a reload cannot
+//!   apply without a restart. Here in `lib.rs`, a `Policy` is what it rebuilds and swaps
 //! - `config`: raw and validated configuration, the module's keys parsed at load, and
 //!   `config::path`, the request path normalisation config and the router share
 //! - `jose`: JOSE formats and keys, no policy (`jwk` algorithms and public keys, `jws`
@@ -49,6 +51,7 @@ pub mod metrics;
 pub(crate) mod module_keys;
 pub(crate) mod overload;
 pub(crate) mod proxy;
+pub mod reload;
 pub mod replay;
 pub(crate) mod respond;
 pub(crate) mod server;
@@ -60,13 +63,16 @@ pub(crate) mod upstream;
 pub mod verify;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::AbortHandle;
 
 pub use config::{Config, ConfigError};
 pub use error::StartupError;
+pub use reload::{ReloadHandle, Reloader};
 
 use crate::admin::Readiness;
 use crate::config::ReplayStoreKind;
@@ -74,7 +80,9 @@ use crate::metrics::Metrics;
 use crate::module_keys::ModuleKeys;
 use crate::proxy::Proxy;
 use crate::replay::{MemoryStore, RedisStore, ReplayStore};
-use crate::server::PublicOptions;
+use crate::server::{Live, PublicOptions};
+use crate::session::Sessions;
+use crate::shof::Shof;
 use crate::upstream::Upstream;
 use crate::verify::introspect::Introspector;
 use crate::verify::{KeyCache, Verifier};
@@ -97,11 +105,190 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartupError> {
+    run_with_reload(config, listeners, shutdown, None).await
+}
+
+/// What stays for the life of the process, whatever a reload brings.
+struct Shared {
+    metrics: Arc<Metrics>,
+    replay: Arc<dyn ReplayStore>,
+    upstream: Upstream,
+}
+
+/// Everything built from the sections a reload may change: the proxy (issuers, launch
+/// rules, module keys, sessions, SHOF, trusted proxies) and what readiness reads. Replaced
+/// whole; the parts whose configuration did not change are carried over.
+struct Policy {
+    config: Config,
+    module: Arc<ModuleKeys>,
+    proxy: Proxy,
+    keys: Arc<KeyCache>,
+    introspector: Option<Arc<Introspector>>,
+    shof: Option<Arc<Shof>>,
+    /// The introspector's and the SHOF login's background tasks (each issuer's key cache
+    /// holds its own).
+    introspector_task: Option<AbortHandle>,
+    shof_task: Option<AbortHandle>,
+}
+
+impl Policy {
+    /// Build from `config`, keeping what `previous` has that `config` leaves as it was:
+    /// each unchanged issuer's key cache, the introspector and the SHOF login when their
+    /// sections are unchanged, the random session key. Nothing here waits on the network.
+    fn build(
+        config: Config,
+        shared: &Shared,
+        mut previous: Option<&mut Policy>,
+    ) -> Result<Policy, StartupError> {
+        let metrics = &shared.metrics;
+        let keys = Arc::new(match previous.as_deref() {
+            Some(old) => KeyCache::reloaded(&config.issuers, &config.keys, &old.keys),
+            None => KeyCache::new(&config.issuers, &config.keys),
+        });
+        let client =
+            KeyCache::http_client(&config.keys).map_err(|e| StartupError::Client(e.to_string()))?;
+        let assertion_alg = match (&config.introspection, &config.shof) {
+            (Some(i), _) => i.assertion_alg,
+            (None, Some(s)) => s.assertion_alg,
+            (None, None) => jose::Alg::RS512,
+        };
+        // A part is kept when what it was built from shows the same.
+        let unchanged = |old: &Option<&mut Policy>, of: fn(&Config) -> String| {
+            old.as_deref().is_some_and(|o| of(&o.config) == of(&config))
+        };
+        // A key made at start (`module.generate`) stays: a new one would not be the one the
+        // auth server has fetched. Key files are read again.
+        let module_of = |c: &Config| format!("{:?} {:?} {:?}", c.module, c.introspection, c.shof);
+        let module = match &previous {
+            Some(old) if config.module.generate && unchanged(&previous, module_of) => {
+                old.module.clone()
+            }
+            _ => Arc::new(ModuleKeys::load(&config.module, assertion_alg)?),
+        };
+        let introspection_of =
+            |c: &Config| format!("{:?} {:?} {:?}", c.introspection, c.keys, c.module);
+        let shof_of =
+            |c: &Config| format!("{:?} {:?} {:?} {:?}", c.shof, c.launch, c.keys, c.module);
+        let keep_introspector = unchanged(&previous, introspection_of);
+        let keep_shof = unchanged(&previous, shof_of);
+        // Only the launch rules or the module's keys changed: the discovery stays.
+        let keep_discovery = unchanged(&previous, |c| format!("{:?} {:?}", c.shof, c.keys));
+        let introspector = match (&config.introspection, &previous) {
+            (Some(_), Some(old)) if keep_introspector => old.introspector.clone(),
+            (Some(cfg), _) => Some(Arc::new(
+                Introspector::new(
+                    cfg.clone(),
+                    config.keys.clone(),
+                    module.clone(),
+                    metrics.clone(),
+                )
+                .map_err(StartupError::Client)?,
+            )),
+            (None, _) => None,
+        };
+        let shof = match (
+            &config.shof,
+            previous.as_deref().and_then(|o| o.shof.as_ref()),
+        ) {
+            (Some(_), Some(old)) if keep_shof => Some(old.clone()),
+            (Some(_), Some(old)) if keep_discovery => Some(Arc::new(
+                old.with_rules(config.launch.clone(), module.clone()),
+            )),
+            (Some(cfg), _) => Some(Arc::new(
+                Shof::new(
+                    cfg.clone(),
+                    config.launch.clone(),
+                    &config.keys,
+                    module.clone(),
+                    shared.replay.clone(),
+                    metrics.clone(),
+                )
+                .map_err(StartupError::Client)?,
+            )),
+            (None, _) => None,
+        };
+
+        // Nothing below fails: tasks start, and the kept parts' tasks move over.
+        for issuer in &config.issuers {
+            metrics.init_issuer(&issuer.iss);
+        }
+        drop(keys.start(client, metrics.clone()));
+        let introspector_task = match previous.as_deref_mut() {
+            Some(old) if keep_introspector => old.introspector_task.take(),
+            _ => introspector
+                .as_ref()
+                .and_then(|i| i.start())
+                .map(|t| t.abort_handle()),
+        };
+        let shof_task = match previous.as_deref_mut() {
+            Some(old) if keep_shof || keep_discovery => old.shof_task.take(),
+            _ => shof.as_ref().map(|s| s.start().abort_handle()),
+        };
+        let mut verifier = Verifier::new(
+            &config,
+            keys.clone(),
+            shared.replay.clone(),
+            metrics.clone(),
+        )
+        .with_module(module.clone());
+        if let Some(introspector) = &introspector {
+            verifier = verifier.with_introspector(introspector.clone());
+        }
+        let old_sessions = previous
+            .as_deref()
+            .and_then(|o| o.proxy.sessions.as_deref());
+        let sessions = (config.session.clone()).map(|cfg| Sessions::reloaded(cfg, old_sessions));
+        let proxy_module = module.clone();
+        let proxy = Proxy::new(
+            module,
+            sessions,
+            config.launch.clone(),
+            verifier,
+            shared.upstream.clone(),
+            metrics.clone(),
+        )
+        .with_shof(shof.clone())
+        .with_trusted_proxies(config.trusted_proxies.clone())
+        .with_audit(audit::Auditor::new(
+            &config.audit,
+            config.module.client_id.as_deref(),
+        ));
+        Ok(Policy {
+            config,
+            module: proxy_module,
+            proxy,
+            keys,
+            introspector,
+            shof,
+            introspector_task,
+            shof_task,
+        })
+    }
+
+    /// Stop the background tasks `next` did not take over (`None`: all of them).
+    fn retire(mut self, next: Option<&Policy>) {
+        let none = KeyCache::new(&[], &self.config.keys);
+        self.keys.stop_dropped(next.map_or(&none, |n| &n.keys));
+        for task in [self.introspector_task.take(), self.shof_task.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
+        }
+    }
+}
+
+/// [`run`], reloading the configuration when `reloader` is asked to (or, with
+/// `reload.watch`, when the file changes): a valid new configuration applies to new
+/// requests without dropping a connection; an invalid one is refused, the old one stays.
+pub async fn run_with_reload(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    reloader: Option<Reloader>,
+) -> Result<(), StartupError> {
     install_crypto_provider();
     let metrics = Arc::new(Metrics::new());
-    for issuer in &config.issuers {
-        metrics.init_issuer(&issuer.iss);
-    }
     let mut background = Vec::new();
     let replay: Arc<dyn ReplayStore> = match config.replay.store {
         ReplayStoreKind::Memory => {
@@ -120,81 +307,53 @@ pub async fn run(
             Arc::new(store)
         }
     };
-    let keys = Arc::new(KeyCache::new(&config.issuers, &config.keys));
-    let client =
-        KeyCache::http_client(&config.keys).map_err(|e| StartupError::Client(e.to_string()))?;
     let upstream = Upstream::new(&config.upstream, &config.timeouts)?;
-    background.extend(keys.start(client, metrics.clone()));
-
-    let mut verifier = Verifier::new(&config, keys.clone(), replay.clone(), metrics.clone());
-    let assertion_alg = match (&config.introspection, &config.shof) {
-        (Some(i), _) => i.assertion_alg,
-        (None, Some(s)) => s.assertion_alg,
-        (None, None) => jose::Alg::RS512,
-    };
-    let module = Arc::new(ModuleKeys::load(&config.module, assertion_alg)?);
-    verifier = verifier.with_module(module.clone());
-    let introspector = match &config.introspection {
-        Some(cfg) => {
-            let introspector = Arc::new(
-                Introspector::new(
-                    cfg.clone(),
-                    config.keys.clone(),
-                    module.clone(),
-                    metrics.clone(),
-                )
-                .map_err(StartupError::Client)?,
-            );
-            background.extend(introspector.start());
-            verifier = verifier.with_introspector(introspector.clone());
-            Some(introspector)
-        }
-        None => None,
-    };
-    let shof = match &config.shof {
-        Some(cfg) => {
-            let shof = Arc::new(
-                shof::Shof::new(
-                    cfg.clone(),
-                    config.launch.clone(),
-                    &config.keys,
-                    module.clone(),
-                    replay.clone(),
-                    metrics.clone(),
-                )
-                .map_err(StartupError::Client)?,
-            );
-            background.push(shof.start());
-            Some(shof)
-        }
-        None => None,
-    };
-    let sessions = config.session.clone().map(session::Sessions::new);
-    let proxy = Proxy::new(
-        module,
-        sessions,
-        config.launch.clone(),
-        verifier,
+    let shared = Shared {
+        metrics: metrics.clone(),
+        replay: replay.clone(),
         upstream,
-        metrics.clone(),
-    )
-    .with_shof(shof.clone())
-    .with_trusted_proxies(config.trusted_proxies.clone())
-    .with_audit(audit::Auditor::new(
-        &config.audit,
-        config.module.client_id.as_deref(),
-    ));
+    };
+    let policy = Policy::build(config.clone(), &shared, None)?;
+    metrics.config_loaded(None, reload::unix_now());
     let workers = server::Workers::start(config.workers).map_err(StartupError::Io)?;
+    let live = Arc::new(Live::new(&policy.proxy, workers.len()));
     let overload = config.limits.max_memory.map(overload::Overload::new);
     if let Some(overload) = &overload {
         background.push(overload.start());
     }
-    let readiness = Arc::new(
-        Readiness::new(keys, replay, introspector)
+    let readiness = Arc::new(ArcSwap::from_pointee(
+        Readiness::new(policy.keys.clone(), replay, policy.introspector.clone())
             .with_overload(overload.clone())
-            .with_shof(shof)
+            .with_shof(policy.shof.clone())
             .with_startup_wait(config.readiness.startup_wait),
-    );
+    ));
+    let policy = Arc::new(Mutex::new(Some(policy)));
+    if let Some(reloader) = reloader {
+        let (policy, live, readiness) = (policy.clone(), live.clone(), readiness.clone());
+        let apply = move |config: Config| {
+            let mut current = policy.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(old) = current.as_mut() else {
+                return Err("shutting down".to_owned());
+            };
+            let next = Policy::build(config, &shared, Some(old)).map_err(|e| e.to_string())?;
+            live.replace(&next.proxy);
+            readiness.store(Arc::new(readiness.load().reloaded(
+                next.keys.clone(),
+                next.introspector.clone(),
+                next.shof.clone(),
+            )));
+            if let Some(old) = current.replace(next) {
+                old.retire(current.as_ref());
+            }
+            Ok(())
+        };
+        background.push(reload::start(
+            reloader,
+            config.clone(),
+            metrics.clone(),
+            apply,
+        ));
+    }
 
     let public_addr = listeners.public.local_addr()?;
     let admin_addr = listeners.admin.local_addr()?;
@@ -213,7 +372,7 @@ pub async fn run(
         metrics: metrics.clone(),
     };
     let public = tokio::spawn(async move {
-        server::serve_public(listeners.public, &proxy, &workers, options, stop_public_rx).await;
+        server::serve_public(listeners.public, live, &workers, options, stop_public_rx).await;
         workers.stop().await;
     });
     let admin = {
@@ -221,7 +380,7 @@ pub async fn run(
         let readiness = readiness.clone();
         tokio::spawn(server::serve_plain(
             listeners.admin,
-            move |request| admin::handle(request, metrics.clone(), readiness.clone()),
+            move |request| admin::handle(request, metrics.clone(), readiness.load_full()),
             stop_admin_rx,
         ))
     };
@@ -239,13 +398,17 @@ pub async fn run(
 
     shutdown.await;
     tracing::info!(grace = ?config.shutdown_grace, "shutting down: draining in-flight requests");
-    readiness.start_draining();
+    readiness.load().start_draining();
     let _ = stop_public.send(true);
     let _ = public.await;
     let _ = stop_admin.send(true);
     let _ = admin.await;
     for task in background {
         task.abort();
+    }
+    let last = policy.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(last) = last {
+        last.retire(None);
     }
     metrics.set_down();
     tracing::info!("hti-guard stopped");

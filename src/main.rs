@@ -1,12 +1,13 @@
 //! The command line: parse arguments, load and validate the configuration (exit 2 before
-//! any port is bound), start JSON logging, bind, and hand over to `hti_guard::run`.
+//! any port is bound), start JSON logging, bind, and hand over to
+//! `hti_guard::run_with_reload`, which SIGHUP asks to re-read the configuration.
 
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use hti_guard::{Config, Listeners, check, demo, tools};
+use hti_guard::{Config, ConfigError, Listeners, Reloader, check, demo, tools};
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 
 #[derive(Parser)]
@@ -61,7 +62,8 @@ fn main() -> ExitCode {
         Command::Mint(args) => return tools::mint(&args),
         Command::Jwks(args) => return tools::jwks(&args),
     };
-    let config = match load(&arg) {
+    let (path, explicit) = source(&arg);
+    let config = match Config::load(Some(&path), explicit).map_err(|e| e.to_string()) {
         Ok(config) => config,
         Err(message) => {
             eprintln!("hti-guard: configuration error: {message}");
@@ -73,7 +75,8 @@ fn main() -> ExitCode {
             // Held until main returns, after the runtime is gone, so that every line queued
             // (the last ones on an error path too) is written before the process exits.
             let _log = init_logging();
-            with_runtime(|| serve(config))
+            let reloader = reloader(&config, path, explicit);
+            with_runtime(|| serve(config, reloader))
         }
         Some(options) => with_runtime(|| check::run(config, options)),
     }
@@ -93,12 +96,19 @@ fn with_runtime<F: std::future::Future<Output = ExitCode>>(task: impl FnOnce() -
     }
 }
 
-fn load(arg: &ConfigArg) -> Result<Config, String> {
-    let (path, explicit) = match &arg.config {
+/// The configuration file, and whether it was asked for (then it must exist).
+fn source(arg: &ConfigArg) -> (PathBuf, bool) {
+    match &arg.config {
         Some(path) => (path.clone(), true),
         None => (PathBuf::from("config.toml"), false),
-    };
-    Config::load(Some(Path::new(&path)), explicit).map_err(|e| e.to_string())
+    }
+}
+
+/// A reload reads what the guard started from: the same file, the environment again.
+fn reloader(config: &Config, path: PathBuf, explicit: bool) -> Reloader {
+    let load =
+        move || -> Result<Config, ConfigError> { Config::load(Some(Path::new(&path)), explicit) };
+    Reloader::new(config.file.clone(), load)
 }
 
 /// How much of a burst of log lines goes out in one write(2): a Linux pipe's capacity.
@@ -133,7 +143,7 @@ fn init_logging() -> WorkerGuard {
     guard
 }
 
-async fn serve(config: Config) -> ExitCode {
+async fn serve(config: Config, reloader: Reloader) -> ExitCode {
     let bind = |key: &str, addr| {
         std::net::TcpListener::bind(addr)
             .and_then(|l| l.set_nonblocking(true).map(|_| l))
@@ -151,7 +161,9 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match hti_guard::run(config, listeners, shutdown_signal()).await {
+    let shutdown = shutdown_signal();
+    let reloader = reload_on_hangup(reloader);
+    match hti_guard::run_with_reload(config, listeners, shutdown, Some(reloader)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
@@ -162,6 +174,29 @@ async fn serve(config: Config) -> ExitCode {
             })
         }
     }
+}
+
+/// SIGHUP asks for a reload. Installed before the guard starts, like the shutdown signals,
+/// so that an early SIGHUP does not end the process.
+fn reload_on_hangup(reloader: Reloader) -> Reloader {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let handle = reloader.handle();
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangup) => {
+                tokio::spawn(async move {
+                    while hangup.recv().await.is_some() {
+                        handle.reload();
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "SIGHUP cannot be caught: no reload on SIGHUP"),
+        }
+        reloader
+    }
+    #[cfg(not(unix))]
+    reloader
 }
 
 /// SIGTERM or SIGINT. The handlers are installed now, before the guard starts, so that a

@@ -118,6 +118,27 @@ impl IntrospectionOutcome {
     }
 }
 
+/// The `result` label of `hti_guard_config_reloads_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// The new configuration applies in full.
+    Ok,
+    /// It applies, except keys that need a restart (logged at warn).
+    Partial,
+    /// Refused: the old configuration stays.
+    Error,
+}
+
+impl ReloadResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadResult::Ok => "ok",
+            ReloadResult::Partial => "partial",
+            ReloadResult::Error => "error",
+        }
+    }
+}
+
 /// The `reason` label of `hti_guard_launches_total` for an accepted launch.
 const NO_REASON: &str = "none";
 
@@ -151,6 +172,10 @@ pub struct Metrics {
     dependency_up: IntGaugeVec,
     ready: IntGauge,
     up: Gauge,
+    config_reloads: IntCounterVec,
+    config_last_success: Gauge,
+    config_last_ok: IntGauge,
+    config_hash: Gauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -315,6 +340,30 @@ impl Metrics {
         .expect("valid metric");
         let up = Gauge::new("hti_guard_up", "1 while the guard runs.").expect("valid metric");
         up.set(1.0);
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "hti_guard_config_reloads_total",
+                "Configuration reloads (SIGHUP, reload.watch), by result: ok, partial, error.",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let config_last_success = Gauge::new(
+            "hti_guard_config_last_reload_success_timestamp_seconds",
+            "When the configuration in use was loaded (at start or by a reload), Unix time.",
+        )
+        .expect("valid metric");
+        let config_last_ok = IntGauge::new(
+            "hti_guard_config_last_reload_successful",
+            "1 when the last reload attempt applied (ok or partial), 0 when it was refused.",
+        )
+        .expect("valid metric");
+        config_last_ok.set(1);
+        let config_hash = Gauge::new(
+            "hti_guard_config_hash",
+            "A 48-bit hash of the configuration file in use, to tell replicas on another file.",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(launches.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(launch_verify.clone()),
@@ -337,6 +386,10 @@ impl Metrics {
             Box::new(dependency_up.clone()),
             Box::new(ready.clone()),
             Box::new(up.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(config_last_success.clone()),
+            Box::new(config_last_ok.clone()),
+            Box::new(config_hash.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -364,6 +417,10 @@ impl Metrics {
             dependency_up,
             ready,
             up,
+            config_reloads,
+            config_last_success,
+            config_last_ok,
+            config_hash,
         }
     }
 
@@ -512,6 +569,26 @@ impl Metrics {
         out
     }
 
+    /// A configuration loaded: at start (`None`) or by a reload, at `unix_seconds`.
+    pub fn config_loaded(&self, result: Option<ReloadResult>, unix_seconds: f64) {
+        if let Some(result) = result {
+            self.config_reloads
+                .with_label_values(&[result.as_str()])
+                .inc();
+            if result == ReloadResult::Error {
+                self.config_last_ok.set(0);
+                return;
+            }
+        }
+        self.config_last_ok.set(1);
+        self.config_last_success.set(unix_seconds);
+    }
+
+    /// The configuration file in use, as a hash (48 bits: exact in a float).
+    pub fn config_file(&self, hash: u64) {
+        self.config_hash.set((hash & 0xffff_ffff_ffff) as f64);
+    }
+
     pub fn set_down(&self) {
         self.up.set(0.0);
     }
@@ -543,6 +620,9 @@ mod tests {
             IntrospectionOutcome::Active.as_str(),
             IntrospectionOutcome::Inactive.as_str(),
             IntrospectionOutcome::Error.as_str(),
+            ReloadResult::Ok.as_str(),
+            ReloadResult::Partial.as_str(),
+            ReloadResult::Error.as_str(),
         ];
         assert_eq!(
             strings,
@@ -559,6 +639,9 @@ mod tests {
                 "error",
                 "active",
                 "inactive",
+                "error",
+                "ok",
+                "partial",
                 "error",
             ]
         );

@@ -71,14 +71,14 @@ pub(crate) struct Peer {
 #[derive(Clone)]
 pub(crate) struct Proxy {
     module: Arc<ModuleKeys>,
-    sessions: Option<Arc<Sessions>>,
+    pub(crate) sessions: Option<Arc<Sessions>>,
     launch: LaunchConfig,
     routes: Arc<Routes>,
     allow: String,
     verifier: Arc<Verifier>,
     /// With `[shof]` on: launches become SHOF logins, and the callback is served here.
     shof: Option<Arc<Shof>>,
-    upstream: Upstream,
+    pub(crate) upstream: Upstream,
     metrics: Arc<Metrics>,
     /// Peers whose forwarding headers are kept and extended (`trusted_proxies`).
     trusted_proxies: Arc<[Cidr]>,

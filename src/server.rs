@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -186,18 +187,46 @@ impl Workers {
     }
 }
 
+/// The proxy of each worker, replaced whole by a reload. A request loads its worker's once
+/// and keeps it to its end, so it never mixes two configurations and one in flight finishes
+/// on the old one; each worker keeps its own upstream pool across reloads.
+pub(crate) struct Live {
+    slots: Box<[ArcSwap<Proxy>]>,
+}
+
+impl Live {
+    /// `proxy` for each of `workers`, each with an upstream pool of its own.
+    pub(crate) fn new(proxy: &Proxy, workers: usize) -> Live {
+        Live {
+            slots: (0..workers.max(1))
+                .map(|_| ArcSwap::from_pointee(proxy.with_own_pool()))
+                .collect(),
+        }
+    }
+
+    /// New requests go to `proxy`, through each worker's pool as before.
+    pub(crate) fn replace(&self, proxy: &Proxy) {
+        for slot in self.slots.iter() {
+            let mut next = proxy.clone();
+            next.upstream = slot.load().upstream.clone();
+            slot.store(Arc::new(next));
+        }
+    }
+
+    fn current(&self, worker: usize) -> Arc<Proxy> {
+        self.slots[worker % self.slots.len()].load_full()
+    }
+}
+
 /// Serve the proxy until `stop` turns true, then drain for at most `grace`. Connections
-/// run on `workers`, each worker with its own copy of `proxy` and its upstream pool.
+/// run on `workers`, each worker with its own copy of the proxy in `live`.
 pub(crate) async fn serve_public(
     listener: TcpListener,
-    proxy: &Proxy,
+    live: Arc<Live>,
     workers: &Workers,
     options: PublicOptions,
     stop: watch::Receiver<bool>,
 ) {
-    let proxies: Arc<[Arc<Proxy>]> = (0..workers.len())
-        .map(|_| Arc::new(proxy.with_own_pool()))
-        .collect();
     let builder = Arc::new(builder(options.header_timeout));
     let header_timeout = options.header_timeout;
     let idle = options.idle_timeout;
@@ -205,7 +234,7 @@ pub(crate) async fn serve_public(
     let overload = options.overload.clone();
     let metrics = options.metrics.clone();
     let on_connection = move |index: usize, stream: TcpStream, addr, stop| {
-        let proxy = proxies[index].clone();
+        let live = live.clone();
         let builder = builder.clone();
         let tls = tls.clone();
         let overload = overload.clone();
@@ -234,7 +263,7 @@ pub(crate) async fn serve_public(
                 let activity = Activity::new();
                 let tracked = activity.clone();
                 let service = service_fn(move |request: Request<Incoming>| {
-                    let proxy = proxy.clone();
+                    let proxy = live.current(index);
                     // HTTP/2 response bodies are watched for a client that withholds
                     // flow-control credit; HTTP/1 ones have the write timeout.
                     let in_flight = tracked.begin(request.version() == http::Version::HTTP_2);

@@ -100,6 +100,19 @@ impl Sessions {
         Sessions { cfg, key, previous }
     }
 
+    /// The sessions after a reload: without `session.secret`, the random key made at
+    /// start is kept (a new one would end every session); with it, the new secret seals.
+    pub(crate) fn reloaded(cfg: SessionConfig, previous: Option<&Sessions>) -> Sessions {
+        match previous {
+            Some(old) if cfg.secret.is_none() && old.cfg.secret.is_none() => {
+                let previous = cfg.previous_secret.as_deref().map(Key::derive_from);
+                let key = old.key.clone();
+                Sessions { cfg, key, previous }
+            }
+            _ => Sessions::new(cfg),
+        }
+    }
+
     /// The logout path and whether it matches regardless of case, for the router.
     pub(crate) fn logout_route(&self) -> (String, bool) {
         (

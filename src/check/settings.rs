@@ -164,6 +164,11 @@ fn settings(config: &Config) -> Vec<(&'static str, Value)> {
             "tls.key_file",
             json!(tls.map(|t| t.key_file.display().to_string())),
         ),
+        ("reload.watch", json!(config.reload.watch)),
+        (
+            "reload.watch_interval",
+            json!(duration(config.reload.watch_interval)),
+        ),
         ("module.client_id", json!(module.client_id)),
         ("module.signing_key_files", key_files(&module.signing_keys)),
         ("module.generate", json!(module.generate)),

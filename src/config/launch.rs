@@ -249,7 +249,7 @@ impl Default for RawKeys {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeysConfig {
     pub refresh_min: Duration,
     pub refresh_max: Duration,

@@ -36,7 +36,7 @@ pub use koppeltaal::{
 pub use launch::{IssuerConfig, KeysConfig, LaunchConfig, ReplayConfig, ReplayStoreKind};
 pub use ops::{AuditConfig, AuditFormat, ReadinessConfig};
 pub use parse::{parse_duration, parse_size};
-pub use serve::{Cidr, Limits, Timeouts, TlsConfig};
+pub use serve::{Cidr, Limits, ReloadConfig, Timeouts, TlsConfig};
 pub use session::{SameSite, SessionConfig};
 pub use shof::ShofConfig;
 pub use sources::{ENV_PREFIX, Source};
@@ -45,7 +45,7 @@ use koppeltaal::{RawIntrospection, RawModule};
 use launch::{RawIssuer, RawKeys, RawLaunch, RawReplay, validate_issuers};
 use ops::{RawAudit, RawReadiness};
 use parse::parse_addr;
-use serve::{RawLimits, RawTimeouts, RawTls, parse_trusted_proxies};
+use serve::{RawLimits, RawReload, RawTimeouts, RawTls, parse_trusted_proxies};
 use session::RawSession;
 use shof::RawShof;
 use sources::{describe_figment_error, env_provider, sources};
@@ -107,6 +107,8 @@ struct RawConfig {
     readiness: RawReadiness,
     #[serde(default)]
     audit: RawAudit,
+    #[serde(default)]
+    reload: RawReload,
 }
 
 fn d_listen() -> String {
@@ -159,6 +161,8 @@ pub const KEYS: &[&str] = &[
     "limits.max_memory",
     "tls.cert_file",
     "tls.key_file",
+    "reload.watch",
+    "reload.watch_interval",
     "module.client_id",
     "module.signing_key_files",
     "module.generate",
@@ -229,6 +233,8 @@ pub struct Config {
     pub readiness: ReadinessConfig,
     /// `[audit]`: how the audit trail is written.
     pub audit: AuditConfig,
+    /// What else re-reads the configuration besides SIGHUP (`[reload]`).
+    pub reload: ReloadConfig,
     /// The configuration file that was read, if any.
     pub file: Option<PathBuf>,
     /// Where each of [`KEYS`] got its value (absent: default).
@@ -363,6 +369,7 @@ impl RawConfig {
         let tls = self.tls.validate()?;
         let readiness = self.readiness.validate()?;
         let audit = self.audit.validate()?;
+        let reload = self.reload.validate()?;
         Ok(Config {
             listen,
             admin_listen,
@@ -383,6 +390,7 @@ impl RawConfig {
             shof,
             readiness,
             audit,
+            reload,
             file: None,
             sources: BTreeMap::new(),
         })

@@ -1,4 +1,4 @@
-//! How the guard serves: `[timeouts]`, `[limits]` and `[tls]`.
+//! How the guard serves: `[timeouts]`, `[limits]`, `[tls]` and `[reload]`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -52,6 +52,41 @@ impl RawTimeouts {
             idle: positive("timeouts.idle", &self.idle)?,
             request_body: positive("timeouts.request_body", &self.request_body)?,
             upstream_response: positive("timeouts.upstream_response", &self.upstream_response)?,
+        })
+    }
+}
+
+/// `[reload]`: besides SIGHUP, a poll of the configuration file's content (a Kubernetes
+/// ConfigMap mount swaps a `..data` symlink, which a watch on the file itself misses).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawReload {
+    watch: bool,
+    watch_interval: String,
+}
+
+impl Default for RawReload {
+    fn default() -> Self {
+        Self {
+            watch: false,
+            watch_interval: "5s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ReloadConfig {
+    /// Re-read the configuration when the file's content changes.
+    pub watch: bool,
+    /// How often the file is read for that.
+    pub watch_interval: Duration,
+}
+
+impl RawReload {
+    pub(super) fn validate(self) -> Result<ReloadConfig, ConfigError> {
+        Ok(ReloadConfig {
+            watch: self.watch,
+            watch_interval: positive("reload.watch_interval", &self.watch_interval)?,
         })
     }
 }

@@ -254,6 +254,7 @@ fn keys_name_every_field() {
         "shof",
         "readiness",
         "audit",
+        "reload",
     ];
     let mut fields = std::collections::BTreeSet::new();
     for section in std::iter::once("").chain(sections) {

@@ -409,6 +409,23 @@ impl Shof {
         })
     }
 
+    /// This login with other launch rules and module keys, sharing the discovery (and its
+    /// task) and the auth server's key set: for a reload that leaves `[shof]` and `[keys]`
+    /// as they were.
+    pub(crate) fn with_rules(&self, launch: LaunchConfig, module: Arc<ModuleKeys>) -> Shof {
+        Shof {
+            cfg: self.cfg.clone(),
+            launch,
+            keys_cfg: self.keys_cfg.clone(),
+            module,
+            client: self.client.clone(),
+            server: self.server.clone(),
+            jwks: self.jwks.clone(),
+            replay: self.replay.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
     /// The path the guard serves as the callback.
     pub(crate) fn callback_path(&self) -> &str {
         &self.cfg.callback_path

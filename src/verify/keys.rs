@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::config::{IssuerConfig, KeysConfig};
 use crate::error::{Reason, Rejection};
@@ -215,6 +215,9 @@ pub struct IssuerKeys {
     refetch: Notify,
     fetching: AtomicBool,
     last_unknown_kid: Mutex<Option<Instant>>,
+    /// The refresh task [`KeyCache::start`] spawned, so that a reload that drops this
+    /// issuer stops it.
+    task: Mutex<Option<AbortHandle>>,
 }
 
 /// Why a usable key could not be found (a `Rejection` reason).
@@ -236,6 +239,7 @@ impl IssuerKeys {
             refetch: Notify::new(),
             fetching: AtomicBool::new(false),
             last_unknown_kid: Mutex::new(None),
+            task: Mutex::new(None),
         }
     }
 
@@ -451,12 +455,50 @@ impl KeyCache {
         super::http_client(cfg.fetch_timeout)
     }
 
-    /// Start one refresh task per issuer; abort the handles to stop them.
+    /// The cache for `issuers` after a reload: an issuer whose `iss`, `jwks_url` and
+    /// `[keys]` settings are unchanged keeps its cache as it is (keys, clocks, refresh
+    /// task), so that a reload neither refetches it nor loses its last good keys; one whose
+    /// `[keys]` settings changed starts from its last good keys with a task of its own.
+    pub fn reloaded(issuers: &[IssuerConfig], cfg: &KeysConfig, previous: &KeyCache) -> Self {
+        let mut cache = KeyCache::new(issuers, cfg);
+        for (iss, keys) in cache.issuers.iter_mut() {
+            let Some(old) = previous.issuers.get(iss).filter(|o| o.url == keys.url) else {
+                continue;
+            };
+            if old.cfg == *cfg {
+                *keys = old.clone();
+            } else {
+                *keys.state.write().unwrap_or_else(|p| p.into_inner()) = old.snapshot();
+            }
+        }
+        cache
+    }
+
+    /// Start a refresh task for each issuer that has none yet; abort the handles (or call
+    /// [`KeyCache::stop_dropped`]) to stop them.
     pub fn start(&self, client: reqwest::Client, metrics: Arc<Metrics>) -> Vec<JoinHandle<()>> {
-        self.issuers
-            .values()
-            .map(|keys| tokio::spawn(keys.clone().run(client.clone(), metrics.clone())))
-            .collect()
+        let mut started = Vec::new();
+        for keys in self.issuers.values() {
+            let mut task = keys.task.lock().unwrap_or_else(|p| p.into_inner());
+            if task.is_none() {
+                let handle = tokio::spawn(keys.clone().run(client.clone(), metrics.clone()));
+                *task = Some(handle.abort_handle());
+                started.push(handle);
+            }
+        }
+        started
+    }
+
+    /// Stop the refresh tasks of the issuers that `next` (this cache reloaded) does not keep.
+    pub fn stop_dropped(&self, next: &KeyCache) {
+        for (iss, keys) in &self.issuers {
+            if next.issuers.get(iss).is_some_and(|n| Arc::ptr_eq(n, keys)) {
+                continue;
+            }
+            if let Some(task) = keys.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                task.abort();
+            }
+        }
     }
 
     /// Install a key set for `iss` as if it had just been fetched (keys known in advance,
@@ -530,6 +572,99 @@ mod tests {
             c.refresh_max
         );
         assert_eq!(refresh_interval(None, &c), c.refresh_min);
+    }
+
+    fn config(url_b: &str, refresh_min: &str) -> crate::config::Config {
+        crate::config::Config::from_toml_str(&format!(
+            r#"
+            upstream = "http://127.0.0.1:9"
+            [launch]
+            audience = "module"
+            [keys]
+            refresh_min = "{refresh_min}"
+            [[issuers]]
+            iss = "https://a"
+            jwks_url = "http://127.0.0.1:9/a"
+            [[issuers]]
+            iss = "https://b"
+            jwks_url = "{url_b}"
+            "#
+        ))
+        .unwrap()
+    }
+
+    /// A cache whose issuers both hold an (empty) key set.
+    fn fetched(config: &crate::config::Config) -> KeyCache {
+        let cache = KeyCache::new(&config.issuers, &config.keys);
+        for iss in ["https://a", "https://b"] {
+            assert!(cache.install(
+                iss,
+                ParsedJwks {
+                    keys: vec![],
+                    problems: vec![]
+                }
+            ));
+        }
+        cache
+    }
+
+    const FETCHED: &str = "the key set holds no usable key";
+
+    #[test]
+    fn a_reload_keeps_the_cache_of_each_unchanged_issuer() {
+        let before = config("http://127.0.0.1:9/b", "30s");
+        let cache = fetched(&before);
+        let same =
+            |next: &KeyCache, iss: &str| Arc::ptr_eq(&next.issuers[iss], &cache.issuers[iss]);
+
+        let next = KeyCache::reloaded(&before.issuers, &before.keys, &cache);
+        assert!(same(&next, "https://a") && same(&next, "https://b"));
+
+        // Another key set URL: a new cache for that issuer, nothing fetched yet.
+        let moved = config("http://127.0.0.1:9/b2", "30s");
+        let next = KeyCache::reloaded(&moved.issuers, &moved.keys, &cache);
+        assert!(same(&next, "https://a") && !same(&next, "https://b"));
+        assert_eq!(
+            next.not_ready()[1],
+            ("https://b".into(), "keys not fetched yet".into())
+        );
+
+        // Other [keys] settings: new caches that start from the last good keys.
+        let paced = config("http://127.0.0.1:9/b", "1m");
+        let next = KeyCache::reloaded(&paced.issuers, &paced.keys, &cache);
+        assert!(!same(&next, "https://a") && !same(&next, "https://b"));
+        assert_eq!(
+            next.issuers["https://a"].cfg.refresh_min,
+            Duration::from_secs(60)
+        );
+        for (_, why) in next.not_ready() {
+            assert_eq!(why, FETCHED);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reload_stops_the_refresh_tasks_of_the_caches_it_does_not_keep() {
+        let before = config("http://127.0.0.1:9/b", "30s");
+        let cache = KeyCache::new(&before.issuers, &before.keys);
+        let client = KeyCache::http_client(&before.keys).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        assert_eq!(cache.start(client.clone(), metrics.clone()).len(), 2);
+        let moved = config("http://127.0.0.1:9/b2", "30s");
+        let next = KeyCache::reloaded(&moved.issuers, &moved.keys, &cache);
+        // Only the new cache needs a task.
+        let started = next.start(client, metrics);
+        assert_eq!(started.len(), 1);
+        cache.stop_dropped(&next);
+        let task = |c: &KeyCache, iss: &str| c.issuers[iss].task.lock().unwrap().clone();
+        assert!(
+            task(&cache, "https://b").is_none(),
+            "the replaced cache's task stopped"
+        );
+        assert!(task(&next, "https://a").is_some_and(|t| !t.is_finished()));
+        for handle in started {
+            handle.abort();
+        }
+        next.stop_dropped(&KeyCache::new(&[], &moved.keys));
     }
 
     #[test]

@@ -181,4 +181,15 @@ observer = {{ . | toJson }}
 cert_file = {{ printf "%s/%s" (include "hti-guard.secretsDir" .) .Values.tls.certFile | toJson }}
 key_file = {{ printf "%s/%s" (include "hti-guard.secretsDir" .) .Values.tls.keyFile | toJson }}
 {{- end }}
+
+[reload]
+watch = {{ .Values.reload.watch | toJson }}
+watch_interval = {{ .Values.reload.watchInterval | toString | toJson }}
+{{- end }}
+
+{{- /* What of the configuration a reload cannot apply (the guard's restart keys): with
+  reload.watch, only a change of these rolls the pods. */ -}}
+{{- define "hti-guard.restartConfig" -}}
+{{- $v := .Values -}}
+{{- dict "upstream" (include "hti-guard.upstream" .) "shutdownGrace" $v.shutdownGrace "workers" $v.workers "replay" $v.replay "timeouts" $v.timeouts "limits" $v.limits "tls" $v.tls | toJson -}}
 {{- end }}

@@ -181,7 +181,9 @@ Whether the pod mounts anything at /etc/hti-guard/secrets.
 {{/*
 Where the guard finds its files.
 */}}
-{{- define "hti-guard.configDir" -}}/etc/hti-guard{{- end }}
+{{- /* The ConfigMap's directory: mounted whole (not by subPath, which a ConfigMap update
+  never reaches), so that reload.watch sees the kubelet's swap. */ -}}
+{{- define "hti-guard.configDir" -}}/etc/hti-guard/config{{- end }}
 {{- define "hti-guard.secretsDir" -}}/etc/hti-guard/secrets{{- end }}
 
 {{/*
