@@ -143,11 +143,23 @@ fn init_logging() -> WorkerGuard {
     guard
 }
 
+/// The listen backlog of both listeners: nginx's default on Linux (the kernel caps it at
+/// `net.core.somaxconn`, 4096 by default).
+const LISTEN_BACKLOG: u32 = 511;
+
 async fn serve(config: Config, reloader: Reloader) -> ExitCode {
-    let bind = |key: &str, addr| {
-        std::net::TcpListener::bind(addr)
-            .and_then(|l| l.set_nonblocking(true).map(|_| l))
-            .and_then(tokio::net::TcpListener::from_std)
+    let bind = |key: &str, addr: std::net::SocketAddr| {
+        let socket = match addr {
+            std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        };
+        // SO_REUSEADDR as std sets it (a restart binds while old connections linger in
+        // TIME_WAIT); nginx's backlog rather than std's 128, so that a burst beyond
+        // limits.max_connections waits in the kernel instead of in SYN retries.
+        socket
+            .and_then(|s| s.set_reuseaddr(true).map(|()| s))
+            .and_then(|s| s.bind(addr).map(|()| s))
+            .and_then(|s| s.listen(LISTEN_BACKLOG))
             .map_err(|e| format!("{key}: cannot listen on {addr}: {e}"))
     };
     let listeners = match (
