@@ -274,7 +274,7 @@ async fn hogs(served: &Served, count: usize) -> Vec<TcpStream> {
 async fn at_ulimit_256_the_default_connection_limit_keeps_descriptors_for_the_work() {
     let (served, backends, _first, second, mut established) = at_256(&[]).await;
     // 200 connections: the default limit takes (256 - 64 - 4) / 2 = 94, the rest wait in the
-    // listen backlog (128 for a std listener: more would wait for SYN retries).
+    // listen backlog (511).
     let hogs = hogs(&served, 200).await;
     let mut waiting = TcpStream::connect(served.public).await.unwrap();
     waiting
