@@ -348,6 +348,10 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        // Every result from 0, so that a first reload shows as an increase.
+        for result in [ReloadResult::Ok, ReloadResult::Partial, ReloadResult::Error] {
+            config_reloads.with_label_values(&[result.as_str()]);
+        }
         let config_last_success = Gauge::new(
             "hti_guard_config_last_reload_success_timestamp_seconds",
             "When the configuration in use was loaded (at start or by a reload), Unix time.",

@@ -31,6 +31,10 @@ const REQUIRED_PANELS: &[&str] = &[
     "Sessions by event",
     "SHOF logins by result and reason",
     "SHOF login latency (p50, p99)",
+    "Dependencies up",
+    "Pods ready",
+    "Config reloads by result",
+    "Configurations in use",
 ];
 
 /// A session sealing key for the second guard (base64 of 40 bytes).
@@ -46,6 +50,7 @@ const PROMQL_WORDS: &[&str] = &[
     "max",
     "avg",
     "count",
+    "count_values",
     "topk",
     "bottomk",
     "quantile",
