@@ -38,6 +38,9 @@ pub(crate) mod admin;
 pub mod check;
 pub mod config;
 pub mod demo;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod error;
 pub mod headers;
 pub mod jose;
