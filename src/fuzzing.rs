@@ -136,8 +136,14 @@ pub fn introspection_answer(
         .map_err(|r| r.reason.as_str())?;
     let checked = claims::check(&merged, now, rules).map_err(|f| f.reason.as_str())?;
     // An answer never changes the token's issuer or jti (the replay key).
-    assert_eq!(Some(&Value::String(checked.iss.clone())), token_claims.get("iss"));
-    assert_eq!(Some(&Value::String(checked.jti.clone())), token_claims.get("jti"));
+    assert_eq!(
+        Some(&Value::String(checked.iss.clone())),
+        token_claims.get("iss")
+    );
+    assert_eq!(
+        Some(&Value::String(checked.jti.clone())),
+        token_claims.get("jti")
+    );
     Ok(checked)
 }
 

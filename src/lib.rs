@@ -38,10 +38,10 @@ pub(crate) mod admin;
 pub mod check;
 pub mod config;
 pub mod demo;
+pub(crate) mod error;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
-pub(crate) mod error;
 pub mod headers;
 pub mod jose;
 pub mod launch;

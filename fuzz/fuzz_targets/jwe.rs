@@ -7,8 +7,8 @@
 
 use std::sync::LazyLock;
 
-use hti_guard::jose::jws::{self, MAX_TOKEN_LEN};
 use hti_guard::jose::jwe::{self, DecryptionKeys};
+use hti_guard::jose::jws::{self, MAX_TOKEN_LEN};
 use libfuzzer_sys::fuzz_target;
 
 static KEYS: LazyLock<DecryptionKeys> = LazyLock::new(|| {

@@ -8,8 +8,10 @@ use hti_guard::jose::Alg;
 use hti_guard::jose::jwk::parse_jwks;
 use libfuzzer_sys::fuzz_target;
 
-const MESSAGE: &[u8] = b"eyJhbGciOiJFUzI1NiIsImtpZCI6ImVzMjU2In0.eyJpc3MiOiJodHRwczovL3BvcnRhbC5leGFtcGxlIn0";
-const SIGNATURE: &str = "ZmFrZS1zaWduYXR1cmUtYnl0ZXMtZm9yLXRoZS1mdXp6ZXItMDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3";
+const MESSAGE: &[u8] =
+    b"eyJhbGciOiJFUzI1NiIsImtpZCI6ImVzMjU2In0.eyJpc3MiOiJodHRwczovL3BvcnRhbC5leGFtcGxlIn0";
+const SIGNATURE: &str =
+    "ZmFrZS1zaWduYXR1cmUtYnl0ZXMtZm9yLXRoZS1mdXp6ZXItMDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3";
 
 fuzz_target!(|data: &[u8]| {
     let Ok(parsed) = parse_jwks(data) else {
@@ -19,7 +21,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = key.describe();
         for alg in Alg::ALL {
             if key.fits(alg) {
-                assert!(!key.verify(alg, MESSAGE, SIGNATURE), "a made-up signature verified");
+                assert!(
+                    !key.verify(alg, MESSAGE, SIGNATURE),
+                    "a made-up signature verified"
+                );
             }
         }
     }

@@ -202,8 +202,17 @@ struct Input {
     again: bool,
 }
 
-const ISSUERS: [&str; 3] = [ISS, "https://other-portal.example", "https://portal.example/"];
-const SUBS: [&str; 4] = ["Practitioner/1", "Patient/42", "RelatedPerson/r-7", "Device/9"];
+const ISSUERS: [&str; 3] = [
+    ISS,
+    "https://other-portal.example",
+    "https://portal.example/",
+];
+const SUBS: [&str; 4] = [
+    "Practitioner/1",
+    "Patient/42",
+    "RelatedPerson/r-7",
+    "Device/9",
+];
 const RESOURCES: [&str; 3] = ["Task/123", "Task/t-9", "Task/"];
 const PATIENTS: [&str; 4] = ["Patient/42", "Person/p", "Task/1", "Patient/a b"];
 const DEFINITIONS: [&str; 4] = [
@@ -268,7 +277,11 @@ fn unsigned(header: &Value, claims: &Value, signature: &[u8]) -> String {
 }
 
 fn token(header: &Header, claims: &Value) -> String {
-    let es256 = |h: Value| signer("es256").sign_with_header(Alg::ES256, &h, claims).unwrap();
+    let es256 = |h: Value| {
+        signer("es256")
+            .sign_with_header(Alg::ES256, &h, claims)
+            .unwrap()
+    };
     match header {
         Header::Es256 => es256(json!({"alg": "ES256", "kid": "es256", "typ": "JWT"})),
         Header::Rs256 => signer("rs256")
@@ -341,7 +354,7 @@ fn count(name: String) {
     let mut counts = COUNTS.lock().unwrap();
     *counts.entry(name).or_default() += 1;
     let runs = RUNS.fetch_add(1, Ordering::Relaxed) + 1;
-    if runs % every == 0 {
+    if runs.is_multiple_of(every) {
         eprintln!("outcomes after {runs} runs:");
         for (name, n) in counts.iter() {
             eprintln!("  {n:>9}  {name}");
@@ -375,7 +388,10 @@ fuzz_target!(|input: Input| {
             let aud = &claims["aud"];
             assert!(aud == AUD || aud.as_array().is_some_and(|l| l.contains(&json!(AUD))));
             assert!(
-                matches!(input.header, Header::Es256 | Header::Rs256 | Header::Typ(_) | Header::Extra(..)),
+                matches!(
+                    input.header,
+                    Header::Es256 | Header::Rs256 | Header::Typ(_) | Header::Extra(..)
+                ),
                 "accepted under {:?}",
                 input.header
             );

@@ -22,8 +22,16 @@ pub const AUD: &str = "Device/fuzz";
 /// (kid, alg, key): the portal's signing keys.
 pub static SIGNERS: LazyLock<Vec<(&'static str, Alg, SigningKey)>> = LazyLock::new(|| {
     vec![
-        ("es256", Alg::ES256, SigningKey::from_pem(ES256_PEM).unwrap()),
-        ("es384", Alg::ES384, SigningKey::from_pem(ES384_PEM).unwrap()),
+        (
+            "es256",
+            Alg::ES256,
+            SigningKey::from_pem(ES256_PEM).unwrap(),
+        ),
+        (
+            "es384",
+            Alg::ES384,
+            SigningKey::from_pem(ES384_PEM).unwrap(),
+        ),
         ("rs256", Alg::RS256, SigningKey::from_pem(RSA_PEM).unwrap()),
     ]
 });
