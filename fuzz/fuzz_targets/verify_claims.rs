@@ -334,15 +334,15 @@ fn kind(result: &Result<String, (String, String)>) -> String {
     match result {
         Ok(_) => "accepted".into(),
         Err((reason, detail)) => {
-            let detail: String = detail
-                .split('"')
-                .next()
-                .unwrap_or_default()
-                .chars()
-                .map(|c| if c.is_ascii_digit() { '#' } else { c })
-                .collect();
-            let detail = detail.replace("##", "#").replace("##", "#");
-            format!("{reason}: {}", detail.trim_end())
+            let mut name = format!("{reason}: ");
+            for c in detail.split('"').next().unwrap_or_default().chars() {
+                match c {
+                    '0'..='9' if name.ends_with('N') => {}
+                    '0'..='9' => name.push('N'),
+                    _ => name.push(c),
+                }
+            }
+            name.replace("-N", "N").trim_end().to_owned()
         }
     }
 }
