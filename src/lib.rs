@@ -44,6 +44,9 @@ pub mod check;
 pub mod config;
 pub mod demo;
 pub(crate) mod error;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod headers;
 pub mod jose;
 pub mod launch;

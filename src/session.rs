@@ -347,16 +347,15 @@ pub(crate) fn take_cookie(headers: &mut HeaderMap, name: &str) -> Vec<String> {
     let mut kept = Vec::new();
     let mut touched = false;
     for value in headers.get_all(header::COOKIE) {
-        let Ok(text) = value.to_str() else {
-            kept.push(value.clone());
-            continue;
-        };
-        let mut rest = Vec::new();
-        for pair in text.split(';') {
-            let pair = pair.trim();
-            match pair.split_once('=') {
-                Some((n, v)) if n.trim() == name => {
-                    found.push(v.trim().trim_matches('"').to_owned());
+        // Bytes, not `to_str`: browsers send other cookies' UTF-8 as it is, and such a
+        // header must neither hide the session nor carry it on to the upstream.
+        let mut rest: Vec<&[u8]> = Vec::new();
+        for pair in value.as_bytes().split(|&b| b == b';') {
+            let pair = pair.trim_ascii();
+            match pair.iter().position(|&b| b == b'=') {
+                Some(at) if pair[..at].trim_ascii() == name.as_bytes() => {
+                    let v = String::from_utf8_lossy(pair[at + 1..].trim_ascii());
+                    found.push(v.trim_matches('"').to_owned());
                     touched = true;
                 }
                 _ if pair.is_empty() => {}
@@ -364,7 +363,7 @@ pub(crate) fn take_cookie(headers: &mut HeaderMap, name: &str) -> Vec<String> {
             }
         }
         if !rest.is_empty()
-            && let Ok(v) = HeaderValue::from_str(&rest.join("; "))
+            && let Ok(v) = HeaderValue::from_bytes(&rest.join(&b"; "[..]))
         {
             kept.push(v);
         }
@@ -499,6 +498,28 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(h[header::COOKIE], "a=1; b=2");
+    }
+
+    #[test]
+    fn a_cookie_header_with_utf8_still_gives_up_the_session() {
+        // Found by fuzz/ (session_cookie): another cookie's raw UTF-8 made the header fail
+        // `to_str`, so the session was neither read nor taken out before the upstream.
+        let s = Sessions::new(cfg(Some(vec![7; 32])));
+        let (set, _) = s.create(&launch(), at(T0)).unwrap();
+        let text = format!("name=Ren\u{e9}e; hti_guard_session={}; x=1", value_of(&set));
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_bytes(text.as_bytes()).unwrap(),
+        );
+        assert!(matches!(
+            s.read(&mut h, at(T0 + 10)),
+            SessionState::Valid { .. }
+        ));
+        assert_eq!(
+            h.get(header::COOKIE).unwrap().as_bytes(),
+            "name=Ren\u{e9}e; x=1".as_bytes()
+        );
     }
 
     #[test]

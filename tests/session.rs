@@ -103,6 +103,32 @@ async fn a_launch_becomes_a_session_the_app_sees_on_every_request() {
     );
 }
 
+/// Browsers send other cookies' UTF-8 as raw bytes (found by fuzz/session_cookie: such a
+/// header hid the session and carried it on to the app).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cookie_header_with_raw_utf8_keeps_the_session() {
+    let fx = start().await;
+    let cookie = session_cookie(&fx.launch(&fx.good_token()).await).unwrap();
+    let text = format!("name=Ren\u{e9}e; {cookie}; lang=nl");
+    let response = fx
+        .client
+        .get(fx.guard.url("/task/abc"))
+        .header(
+            "cookie",
+            reqwest::header::HeaderValue::from_bytes(text.as_bytes()).unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let echo = expect_echo(response).await;
+    assert_eq!(echo.header("x-hti-sub"), Some("Practitioner/123"));
+    assert_eq!(
+        echo.header("cookie"),
+        Some("name=Ren\u{e9}e; lang=nl"),
+        "our cookie is not passed on"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protected_paths_need_a_session_public_ones_do_not() {
     let fx = start().await;

@@ -626,10 +626,7 @@ impl Shof {
             .current()
             .ok_or_else(|| unavailable("the auth server is not discovered"))?;
         let response = self.token_request(&server, code, &login.verifier).await?;
-        let id_token = match response.get("id_token") {
-            Some(Value::String(t)) if !t.is_empty() => t.as_str(),
-            _ => return Err(invalid_id_token("the token response carries no id_token")),
-        };
+        let id_token = id_token_of(&response)?;
         let now_secs = i64::try_from(unix(now)).unwrap_or(i64::MAX);
         let id_claims = self
             .verify_id_token(&server, id_token, now_secs, login.nonce.as_deref())
@@ -726,10 +723,7 @@ impl Shof {
                 }
             }
         }
-        match serde_json::from_slice(&body) {
-            Ok(Value::Object(map)) => Ok(map),
-            _ => Err(invalid_id_token("the token response is not a JSON object")),
-        }
+        parse_token_response(&body)
     }
 
     /// The id_token's signature by a key of the auth server's key set (refetched once for
@@ -812,6 +806,22 @@ impl Shof {
             claims,
             claims_json,
         })
+    }
+}
+
+/// A token endpoint's 2xx body: a JSON object.
+pub(crate) fn parse_token_response(body: &[u8]) -> Result<Map<String, Value>, Rejection> {
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(invalid_id_token("the token response is not a JSON object")),
+    }
+}
+
+/// The token response's id_token: a non-empty string.
+pub(crate) fn id_token_of(response: &Map<String, Value>) -> Result<&str, Rejection> {
+    match response.get("id_token") {
+        Some(Value::String(t)) if !t.is_empty() => Ok(t.as_str()),
+        _ => Err(invalid_id_token("the token response carries no id_token")),
     }
 }
 

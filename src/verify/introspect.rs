@@ -165,34 +165,7 @@ impl Introspector {
         };
         self.metrics
             .introspection(label, started.elapsed().as_secs_f64());
-        match result? {
-            None => Err(Rejection::new(
-                Reason::IntrospectionInactive,
-                "the auth server says the token is not active",
-            )),
-            Some(answer) => {
-                // The answer describes this token: one that names another issuer or jti
-                // would put a portal in `X-HTI-Iss` that did not sign it, or dodge the
-                // replay check, which is keyed on the token's own `iss` and `jti`.
-                for name in ["iss", "jti"] {
-                    if let Some(said) = answer.get(name)
-                        && token_claims.get(name) != Some(said)
-                    {
-                        return Err(Rejection::new(
-                            Reason::InvalidClaim,
-                            format!("the introspection answer's {name} is not the token's"),
-                        ));
-                    }
-                }
-                let mut claims = token_claims.clone();
-                for (name, value) in answer {
-                    if !META.contains(&name.as_str()) {
-                        claims.insert(name, value);
-                    }
-                }
-                Ok(claims)
-            }
-        }
+        merge_answer(result?, token_claims)
     }
 
     /// One introspection request: `Some(answer)` when active, `None` when not.
@@ -216,10 +189,7 @@ impl Introspector {
                     "our client assertion was refused ({status})"
                 )))
             }
-            Exchange::Answer(answer) => Ok(match answer.get("active") {
-                Some(Value::Bool(true)) => Some(answer),
-                _ => None,
-            }),
+            Exchange::Answer(answer) => Ok(active(answer)),
         }
     }
 
@@ -268,10 +238,7 @@ impl Introspector {
             return Err(format!("introspection answered {status}"));
         }
         let body = read_limited(response).await?;
-        match serde_json::from_slice(&body) {
-            Ok(Value::Object(map)) => Ok(Exchange::Answer(map)),
-            _ => Err("introspection answer is not a JSON object".into()),
-        }
+        parse_answer(&body).map(Exchange::Answer)
     }
 
     /// For `hti-guard check`: discover the endpoints (when they come from `fhir_base`), then
@@ -328,6 +295,57 @@ impl Introspector {
 
 /// The token `check` introspects: not a JWT, so no auth server can find it active.
 const PROBE_TOKEN: &str = "hti-guard-check-probe";
+
+/// An introspection endpoint's 200 body: a JSON object.
+pub(crate) fn parse_answer(body: &[u8]) -> Result<Map<String, Value>, String> {
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err("introspection answer is not a JSON object".into()),
+    }
+}
+
+/// The answer when it says `"active": true`; only that counts.
+pub(crate) fn active(answer: Map<String, Value>) -> Option<Map<String, Value>> {
+    match answer.get("active") {
+        Some(Value::Bool(true)) => Some(answer),
+        _ => None,
+    }
+}
+
+/// The claims the HTI rules judge for an introspected token: the token's own, overlaid
+/// with an active `answer`'s (its RFC 7662 members left out); `inactive` when there is no
+/// active answer, `invalid_claim` when the answer names another `iss` or `jti`.
+pub(crate) fn merge_answer(
+    answer: Option<Map<String, Value>>,
+    token_claims: &Map<String, Value>,
+) -> Result<Map<String, Value>, Rejection> {
+    let Some(answer) = answer else {
+        return Err(Rejection::new(
+            Reason::IntrospectionInactive,
+            "the auth server says the token is not active",
+        ));
+    };
+    // The answer describes this token: one that names another issuer or jti would put a
+    // portal in `X-HTI-Iss` that did not sign it, or dodge the replay check, which is keyed
+    // on the token's own `iss` and `jti`.
+    for name in ["iss", "jti"] {
+        if let Some(said) = answer.get(name)
+            && token_claims.get(name) != Some(said)
+        {
+            return Err(Rejection::new(
+                Reason::InvalidClaim,
+                format!("the introspection answer's {name} is not the token's"),
+            ));
+        }
+    }
+    let mut claims = token_claims.clone();
+    for (name, value) in answer {
+        if !META.contains(&name.as_str()) {
+            claims.insert(name, value);
+        }
+    }
+    Ok(claims)
+}
 
 /// How the introspection endpoint answered a request.
 enum Exchange {

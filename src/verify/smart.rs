@@ -75,8 +75,13 @@ pub async fn fetch(
         .and_then(|v| v.to_str().ok())
         .and_then(max_age);
     let body = read_limited(response).await.map_err(failed)?;
-    let doc: Value = serde_json::from_slice(&body).map_err(|e| failed(format!("not JSON: {e}")))?;
+    let doc = parse_document(&body).map_err(failed)?;
     Ok((doc, cache))
+}
+
+/// A smart-configuration body as JSON (any JSON: the readers judge its members).
+pub(crate) fn parse_document(body: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))
 }
 
 /// A URL member `name` of a smart-configuration document, when present. It must be https,
