@@ -23,20 +23,19 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Hop-by-hop headers (RFC 9110 7.6.1 and the de-facto ones), never forwarded.
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    KEEP_ALIVE,
-    PROXY_CONNECTION,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
+/// Hop-by-hop headers (RFC 9110 7.6.1 and the de-facto ones), never forwarded. As text:
+/// a name's `as_str` compared with these is cheaper than `HeaderName` equality.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
 ];
 
 /// Whether a header name, lowercased (as every `HeaderName` is) and with `_` and `.` read
@@ -113,19 +112,35 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// are put back, as the switch needs them on the next hop.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
     // One pass over the names present is cheaper than nine lookups, and most messages
-    // carry none of these (or only `Connection`, as in `Connection: keep-alive`): only the
-    // names that are there are removed, and the `Connection` tokens are matched against
-    // them rather than parsed into names of their own.
-    if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
-        let remove: Vec<HeaderName> = headers
-            .keys()
-            .filter(|name| {
-                HOP_BY_HOP.contains(name)
-                    || connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(name.as_str()))
-            })
-            .cloned()
-            .collect();
-        for name in remove {
+    // carry none of these, or only `Connection` (as in `Connection: keep-alive`), whose
+    // tokens are then looked up as they are (no name parsed or copied unless a header of
+    // that name is there). Nothing is allocated unless `Connection` names another header.
+    let mut present = [false; HOP_BY_HOP.len()];
+    let mut any = false;
+    for name in headers.keys() {
+        let name = name.as_str();
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name) {
+            present[i] = true;
+            any = true;
+        }
+    }
+    if any {
+        let mut named: Vec<HeaderName> = Vec::new();
+        if present[0] {
+            for token in connection_tokens(headers) {
+                let hop = HOP_BY_HOP.iter().any(|h| token.eq_ignore_ascii_case(h));
+                if !hop
+                    && headers.contains_key(token)
+                    && let Ok(name) = HeaderName::from_bytes(token.as_bytes())
+                {
+                    named.push(name);
+                }
+            }
+        }
+        for (name, _) in HOP_BY_HOP.into_iter().zip(present).filter(|(_, p)| *p) {
+            headers.remove(name);
+        }
+        for name in named {
             headers.remove(name);
         }
     }
