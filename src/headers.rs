@@ -213,13 +213,7 @@ pub fn set_forwarded(
         }
     }
     let mut buf = [0u8; 39];
-    let client = {
-        use std::io::Write;
-        let mut cursor = std::io::Cursor::new(&mut buf[..]);
-        let _ = write!(cursor, "{client}");
-        let len = usize::try_from(cursor.position()).unwrap_or(0);
-        &buf[..len]
-    };
+    let client = ip_text(client, &mut buf);
     let value = match kept.for_ {
         Some(mut chain) => {
             chain.extend_from_slice(b", ");
@@ -240,6 +234,40 @@ pub fn set_forwarded(
     }
     for value in kept.forwarded {
         headers.append(header::FORWARDED, value);
+    }
+}
+
+/// `ip` as text in `buf` (39 bytes hold the longest IPv6 address): an IPv4 address digit
+/// by digit, as `fmt` would write it at a tenth of the cost; IPv6 through `fmt`.
+fn ip_text(ip: IpAddr, buf: &mut [u8; 39]) -> &[u8] {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[len] = b'.';
+                    len += 1;
+                }
+                if octet >= 100 {
+                    buf[len] = b'0' + octet / 100;
+                    len += 1;
+                }
+                if octet >= 10 {
+                    buf[len] = b'0' + octet / 10 % 10;
+                    len += 1;
+                }
+                buf[len] = b'0' + octet % 10;
+                len += 1;
+            }
+            &buf[..len]
+        }
+        IpAddr::V6(_) => {
+            use std::io::Write;
+            let mut cursor = std::io::Cursor::new(&mut buf[..]);
+            let _ = write!(cursor, "{ip}");
+            let len = usize::try_from(cursor.position()).unwrap_or(0);
+            &buf[..len]
+        }
     }
 }
 
@@ -503,6 +531,29 @@ mod tests {
             h["x-forwarded-for"],
             "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
         );
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        let mut buf = [0u8; 39];
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "100.9.99.199",
+            "::1",
+            "::ffff:10.0.0.1",
+            "2001:db8::8a2e:370:7334",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip, &mut buf), ip.to_string().as_bytes(), "{ip}");
+        }
+        for n in (0..=u32::MAX).step_by(65_537) {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(n));
+            assert_eq!(ip_text(ip, &mut buf), ip.to_string().as_bytes(), "{ip}");
+        }
     }
 
     #[test]
