@@ -299,19 +299,63 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
 
 /// The request id: the client's when it is sane (1 to 128 of `A-Za-z0-9._:-`), else new.
 pub fn request_id(headers: &HeaderMap) -> String {
-    if let Some(id) = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok())
-        && is_sane_request_id(id)
-    {
-        return id.to_owned();
-    }
-    uuid::Uuid::new_v4().to_string()
+    let id = request_id_value(headers);
+    id.to_str().unwrap_or_default().to_owned()
 }
 
-fn is_sane_request_id(id: &str) -> bool {
+/// [`request_id`] as the header value to send on: the client's kept as it came (no copy),
+/// else a [`new_request_id`]. Always visible ASCII, so `to_str` never fails on it.
+pub(crate) fn request_id_value(headers: &HeaderMap) -> HeaderValue {
+    if let Some(id) = headers.get(&X_REQUEST_ID)
+        && is_sane_request_id(id.as_bytes())
+    {
+        return id.clone();
+    }
+    new_request_id()
+}
+
+thread_local! {
+    /// This thread's request ids: 64 random bits chosen once, and a counter.
+    static NEXT_ID: std::cell::Cell<(u64, u64)> = std::cell::Cell::new((random_u64(), 0));
+}
+
+fn random_u64() -> u64 {
+    // The first half of a v4 UUID: 64 bits of which 60 are random; `uuid`'s own generator,
+    // seeded by the OS.
+    let (high, low) = uuid::Uuid::new_v4().as_u64_pair();
+    high ^ low.rotate_left(4)
+}
+
+/// A new request id without a random number per request: a UUID of version 8 (RFC 9562's
+/// custom layout) made of this thread's 64-bit random prefix and a 58-bit counter. Unique
+/// across threads, processes and restarts as long as no two threads draw the same prefix
+/// (one chance in 2^64 for a pair); the same 36-character form as a v4 UUID.
+pub(crate) fn new_request_id() -> HeaderValue {
+    let (prefix, count) = NEXT_ID.with(|next| {
+        let (prefix, count) = next.get();
+        next.set((prefix, count.wrapping_add(1)));
+        (prefix, count)
+    });
+    let bits = (u128::from(prefix >> 16) << 80)
+        | (0x8 << 76)
+        | (u128::from((prefix >> 4) & 0xfff) << 64)
+        | (0b10 << 62)
+        | (u128::from(prefix & 0xf) << 58)
+        | u128::from(count & ((1 << 58) - 1));
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    uuid::Uuid::from_u128(bits)
+        .hyphenated()
+        .encode_lower(&mut buf);
+    // Owned by a `Bytes` of its own: one allocation, and clones (the copy sent upstream)
+    // share it rather than allocate again.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf)).expect("a UUID is a header value")
+}
+
+fn is_sane_request_id(id: &[u8]) -> bool {
     (1..=128).contains(&id.len())
         && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
 /// Set the trusted claim headers of an accepted launch. Only claims that passed
@@ -639,5 +683,25 @@ mod tests {
         let fresh = request_id(&map(&[("x-request-id", "a b<script>")]));
         assert_eq!(fresh.len(), 36);
         assert_eq!(request_id(&HeaderMap::new()).len(), 36);
+    }
+
+    #[test]
+    fn new_request_ids_are_version_8_uuids_that_differ() {
+        let ids: Vec<String> = (0..1000)
+            .map(|_| new_request_id().to_str().unwrap().to_owned())
+            .collect();
+        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        for id in &ids {
+            assert!(is_sane_request_id(id.as_bytes()), "{id}");
+            let uuid = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(uuid.get_version_num(), 8, "{id}");
+            assert_eq!(uuid.get_variant(), uuid::Variant::RFC4122, "{id}");
+        }
+        // Another thread draws its own prefix.
+        let other = std::thread::spawn(|| new_request_id().to_str().unwrap().to_owned())
+            .join()
+            .unwrap();
+        assert_ne!(other[..18], ids[0][..18]);
     }
 }
