@@ -320,8 +320,9 @@ thread_local! {
 }
 
 fn random_u64() -> u64 {
-    // The first half of a v4 UUID: 64 bits of which 60 are random; `uuid`'s own generator,
-    // seeded by the OS.
+    // A v4 UUID's 122 random bits (`uuid`'s generator, seeded by the OS) folded into 64:
+    // the rotation puts each half's fixed version and variant bits over random bits of the
+    // other, so all 64 are random.
     let (high, low) = uuid::Uuid::new_v4().as_u64_pair();
     high ^ low.rotate_left(4)
 }
