@@ -553,15 +553,7 @@ impl Proxy {
         let ip = peer.addr.ip();
         let trusted = self.trusted_proxies.iter().any(|c| c.contains(ip));
         headers::set_forwarded(headers, ip, peer.tls, host, trusted);
-        match HeaderValue::from_str(&exchange.reference) {
-            Ok(id) => {
-                headers.insert(headers::X_REQUEST_ID, id);
-            }
-            // `headers::request_id` keeps or makes only header-safe ids.
-            Err(_) => {
-                tracing::error!(reference = %exchange.reference, "request id is not a header value")
-            }
-        }
+        headers.insert(headers::X_REQUEST_ID, exchange.reference.clone());
 
         let started = Instant::now();
         let mut response = self.upstream.send(request).await?;
@@ -597,7 +589,7 @@ impl Proxy {
         let mut response = match outcome {
             Ok(response) => response,
             Err(rejection) => {
-                let reference = exchange.reference.as_str();
+                let reference = exchange.reference();
                 // The only 405 before routing is CONNECT's, on any path: every other method
                 // is proxied.
                 let allow = match exchange.route {
@@ -678,8 +670,8 @@ struct Exchange<'m> {
     /// Where a launch or login came from, for its audit event.
     origin: Origin,
     started: Instant,
-    /// The request id: kept from the client when sane, else made here.
-    reference: String,
+    /// The request id: kept from the client when sane, else made here; visible ASCII.
+    reference: HeaderValue,
     format: ErrorFormat,
     /// `None` while [`Proxy::receive`] has not let the request through.
     route: Option<Route>,
@@ -732,7 +724,7 @@ impl<'m> Exchange<'m> {
             auditor,
             origin: Origin::default(),
             started: Instant::now(),
-            reference: headers::request_id(headers),
+            reference: headers::request_id_value(headers),
             format: ErrorFormat::from_accept(headers.get(header::ACCEPT)),
             route: None,
             stripped: 0,
@@ -748,6 +740,12 @@ impl<'m> Exchange<'m> {
         }
     }
 
+    /// The request id as text.
+    fn reference(&self) -> &str {
+        // `headers::request_id_value` keeps or makes visible ASCII only.
+        self.reference.to_str().unwrap_or_default()
+    }
+
     /// Count and log what was decided: the stripped headers, the session events, the
     /// verification time and an accepted launch or login (its audit event, with the
     /// response `status`; `None` when the client left first).
@@ -755,7 +753,7 @@ impl<'m> Exchange<'m> {
         if std::mem::replace(&mut self.settled, true) {
             return;
         }
-        let reference = self.reference.as_str();
+        let reference = self.reference();
         if self.stripped > 0 {
             self.metrics.spoofed_stripped(self.stripped);
             tracing::debug!(
@@ -804,7 +802,7 @@ impl<'m> Exchange<'m> {
             claims,
             rejection,
             status,
-            request_id: &self.reference,
+            request_id: self.reference(),
             origin: &self.origin,
         });
     }
