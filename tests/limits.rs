@@ -52,22 +52,7 @@ async fn get_on(stream: &mut TcpStream, path: &str) -> u16 {
 
 /// Reads one HTTP/1.1 response (Content-Length bodies only) and gives its status.
 async fn read_response(stream: &mut TcpStream) -> u16 {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = stream.read(&mut byte).await.unwrap();
-        assert_eq!(n, 1, "connection closed in the response head: {head:?}");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_lowercase();
-    let status: u16 = head[9..12].parse().unwrap();
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .map_or(0, |v| v.trim().parse().unwrap());
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).await.unwrap();
-    status
+    read_http1_response(stream).await.0
 }
 
 async fn metric(guard: &Guard, name: &str, labels: &[(&str, &str)]) -> f64 {

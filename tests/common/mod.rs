@@ -23,7 +23,7 @@ pub use guard::{
 };
 pub use host::{
     ConfigFile, TempDir, accept_each, closed_origin, closed_url, free_port, loopback, needs,
-    path_str, probe, temp_file, wait_ok,
+    path_str, probe, read_http1_response, temp_file, wait_ok,
 };
 pub use jar::{Browser, SetCookie, set_cookies};
 pub use jwks::{JwksServer, Mode};
