@@ -350,15 +350,7 @@ async fn out_of_descriptors_at_ulimit_256_launches_fail_closed_and_recover() {
 
 /// Reads a response head; gives its status, or `None` when the connection ends first.
 async fn head_status(stream: &mut TcpStream) -> Option<u16> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte).await.ok()? == 0 {
-            return None;
-        }
-        head.push(byte[0]);
-    }
-    String::from_utf8_lossy(&head).get(9..12)?.parse().ok()
+    read_head(stream).await?.get(9..12)?.parse().ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

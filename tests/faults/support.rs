@@ -154,8 +154,9 @@ impl Drop for Scripted {
     }
 }
 
-/// Reads one request head; `None` when the connection ends first.
-async fn read_head(stream: &mut TcpStream) -> Option<String> {
+/// Reads one HTTP head (a request's or a response's), byte by byte so that nothing after it
+/// is taken; `None` when the connection ends first.
+pub async fn read_head(stream: &mut TcpStream) -> Option<String> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
