@@ -146,50 +146,96 @@ impl Proxy {
 
     /// Answer one request; never fails. The request's life: [`Proxy::receive`], one
     /// `match` on its route (module JWKS, logout, [`Proxy::admit`], [`Proxy::launch`]),
-    /// [`Proxy::forward`], then [`Proxy::finish`], which writes what the stages recorded.
+    /// [`Proxy::outgoing`], the upstream, [`Proxy::returned`], then [`Proxy::finish`], which
+    /// writes what the stages recorded.
+    ///
+    /// The passthrough path awaits one future only, the upstream's: every `async fn` between
+    /// here and it would be one more copy of its state each time it is created and moved
+    /// (hyper moves this future too), so the stages around it are plain functions and the
+    /// rare, large ones (launch, login, callback) are boxed.
     pub(crate) async fn handle(&self, request: Request<Incoming>, peer: Peer) -> Response<Body> {
         let mut exchange = Exchange::new(&self.metrics, &self.audit, request.headers());
-        let outcome = self.run(request, peer, &mut exchange).await;
+        let next = match self.run(request, peer, &mut exchange) {
+            Next::Forward(request, upgrade) => Ok((request, upgrade)),
+            Next::Done(outcome) => Err(outcome),
+            Next::Slow(request, route, upgrade) => {
+                match Box::pin(self.slow(request, route, &mut exchange)).await {
+                    Ok(Launched::Forward(request)) => Ok((request, upgrade)),
+                    Ok(Launched::Session(response)) => Err(Ok(response)),
+                    Err(rejection) => Err(Err(rejection)),
+                }
+            }
+        };
+        let outcome = match next {
+            Ok((mut request, upgrade)) => {
+                match self.outgoing(&mut request, peer, &upgrade, &exchange) {
+                    Ok(client_upgrade) => {
+                        let started = Instant::now();
+                        let sent = match self.upstream.send(request).await {
+                            Ok(sent) => sent,
+                            Err(_) => Err(self.upstream.timed_out()),
+                        };
+                        exchange.upstream_time = Some(started.elapsed());
+                        sent.and_then(|response| self.returned(response, client_upgrade))
+                    }
+                    Err(rejection) => Err(rejection),
+                }
+            }
+            Err(outcome) => outcome,
+        };
         self.finish(exchange, outcome)
     }
 
-    /// The stages, each using `?`; what they decide goes into `exchange`.
-    async fn run(
-        &self,
-        mut request: Request<Incoming>,
-        peer: Peer,
-        exchange: &mut Exchange<'_>,
-    ) -> Result<Response<Body>, Rejection> {
-        let upgrade = self.receive(&mut request, exchange)?;
+    /// The stages up to the upstream, each using `?`; what they decide goes into
+    /// `exchange`.
+    fn run(&self, mut request: Request<Incoming>, peer: Peer, exchange: &mut Exchange<'_>) -> Next {
+        let upgrade = match self.receive(&mut request, exchange) {
+            Ok(upgrade) => upgrade,
+            Err(rejection) => return Next::Done(Err(rejection)),
+        };
         let route = self.routes.route(request.method(), request.uri().path());
         exchange.route = Some(route);
         if matches!(route, Route::Launch(_) | Route::Callback) {
             let ip = peer.addr.ip();
             exchange.origin = Origin::read(request.headers(), ip, &self.trusted_proxies);
         }
-        let request = match route {
-            Route::ModuleJwks => {
-                return Ok(made(respond::jwks(
-                    self.module.jwks().clone(),
-                    self.module.jwks_cache_control().clone(),
-                )));
-            }
-            Route::Logout => return self.logout(&request, exchange),
-            Route::Callback => return Box::pin(self.callback(request, exchange)).await,
-            Route::Passthrough => self.admit(request, &exchange.session)?,
-            Route::Launch(kind) if self.shof.is_some() => {
-                return Box::pin(self.login(request, kind, exchange)).await;
-            }
-            Route::Launch(kind) => {
-                // Boxed: the launch's state is large, and the passthrough future that hyper
-                // holds for every request stays small without it.
-                match Box::pin(self.launch(request, kind, exchange)).await? {
-                    Launched::Forward(request) => request,
-                    Launched::Session(response) => return Ok(response),
-                }
-            }
-        };
-        self.forward(request, peer, upgrade, exchange).await
+        match route {
+            Route::ModuleJwks => Next::Done(Ok(made(respond::jwks(
+                self.module.jwks().clone(),
+                self.module.jwks_cache_control().clone(),
+            )))),
+            Route::Logout => Next::Done(self.logout(&request, exchange)),
+            Route::Passthrough => match self.admit(request, &exchange.session) {
+                Ok(request) => Next::Forward(request, upgrade),
+                Err(rejection) => Next::Done(Err(rejection)),
+            },
+            Route::Callback | Route::Launch(_) => Next::Slow(request, route, upgrade),
+        }
+    }
+
+    /// The routes that wait on something other than the upstream: the SHOF callback, a
+    /// SHOF login's start, a launch's verification.
+    async fn slow(
+        &self,
+        request: Request<Incoming>,
+        route: Route,
+        exchange: &mut Exchange<'_>,
+    ) -> Result<Launched, Rejection> {
+        match route {
+            Route::Callback => self
+                .callback(request, exchange)
+                .await
+                .map(Launched::Session),
+            Route::Launch(kind) if self.shof.is_some() => self
+                .login(request, kind, exchange)
+                .await
+                .map(Launched::Session),
+            Route::Launch(kind) => self.launch(request, kind, exchange).await,
+            _ => Err(Rejection::internal(
+                Reason::UpstreamUnavailable,
+                "a fast route taken for a slow one",
+            )),
+        }
     }
 
     /// The first stage, before anything is matched or added: the reserved headers go, the
@@ -535,17 +581,17 @@ impl Proxy {
         }
     }
 
-    /// Send a request to the upstream and pass its response back, a websocket switch
-    /// included. The request's hop-by-hop headers went in [`Proxy::receive`].
-    async fn forward(
+    /// The request as it goes upstream: its URI, version and forwarding headers. The
+    /// request's hop-by-hop headers went in [`Proxy::receive`]. Returns the client's side of
+    /// the websocket switch it asked for, if any.
+    fn outgoing(
         &self,
-        mut request: Request<Outgoing>,
+        request: &mut Request<Outgoing>,
         peer: Peer,
-        upgrade: Option<HeaderValue>,
-        exchange: &mut Exchange<'_>,
-    ) -> Result<Response<Body>, Rejection> {
-        let client_upgrade: Option<OnUpgrade> =
-            upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
+        upgrade: &Option<HeaderValue>,
+        exchange: &Exchange<'_>,
+    ) -> Result<Option<OnUpgrade>, Rejection> {
+        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut *request));
         let host = request.headers().get(header::HOST).cloned();
         *request.uri_mut() = self.upstream.uri_for(request.uri().path_and_query())?;
         *request.version_mut() = Version::HTTP_11;
@@ -554,11 +600,15 @@ impl Proxy {
         let trusted = self.trusted_proxies.iter().any(|c| c.contains(ip));
         headers::set_forwarded(headers, ip, peer.tls, host, trusted);
         headers.insert(headers::X_REQUEST_ID, exchange.reference.clone());
+        Ok(client_upgrade)
+    }
 
-        let started = Instant::now();
-        let mut response = self.upstream.send(request).await?;
-        exchange.upstream_time = Some(started.elapsed());
-
+    /// The upstream's response as it goes back, a websocket switch included.
+    fn returned(
+        &self,
+        mut response: Response<UpstreamBody>,
+        client_upgrade: Option<OnUpgrade>,
+    ) -> Result<Response<Body>, Rejection> {
         let mut switched = None;
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             // Only the websocket switch the client asked for is passed on: a 101 to anything
@@ -818,6 +868,16 @@ impl Drop for Exchange<'_> {
 const ANY_METHOD: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE";
 
 /// What an accepted launch becomes.
+/// Where [`Proxy::run`] leaves a request.
+enum Next {
+    /// Answered (or refused) without the upstream.
+    Done(Result<Response<Body>, Rejection>),
+    /// A passthrough request for the upstream, with the websocket switch it asked for.
+    Forward(Request<Outgoing>, Option<HeaderValue>),
+    /// A launch, a SHOF login or the SHOF callback: [`Proxy::slow`].
+    Slow(Request<Incoming>, Route, Option<HeaderValue>),
+}
+
 enum Launched {
     /// The request to forward, token fields removed and trusted headers set.
     Forward(Request<Outgoing>),

@@ -209,24 +209,30 @@ impl Upstream {
     }
 
     /// Send a request (its URI from [`Upstream::uri_for`]) and wait for the response
-    /// headers, connecting included, at most `upstream_response`.
-    pub(crate) async fn send(
+    /// headers, connecting included, at most `upstream_response`: past it the future gives
+    /// `Err(Elapsed)`, which [`Upstream::timed_out`] turns into the rejection. A plain
+    /// function returning the timeout itself, not an `async fn` around it: one level less of
+    /// future state to create and move for every request.
+    pub(crate) fn send(
         &self,
         mut request: Request<Outgoing>,
-    ) -> Result<Response<UpstreamBody>, Rejection> {
+    ) -> tokio::time::Timeout<
+        impl Future<Output = Result<Response<UpstreamBody>, Rejection>> + Send + '_,
+    > {
         if !request.headers().contains_key(header::HOST) {
             request
                 .headers_mut()
                 .insert(header::HOST, self.host.clone());
         }
-        match tokio::time::timeout(self.response_timeout, self.send_on_a_connection(request)).await
-        {
-            Ok(result) => result,
-            Err(_) => Err(Rejection::new(
-                Reason::UpstreamTimeout,
-                format!("no response within {:?}", self.response_timeout),
-            )),
-        }
+        tokio::time::timeout(self.response_timeout, self.send_on_a_connection(request))
+    }
+
+    /// The rejection of a response that did not come within `upstream_response`.
+    pub(crate) fn timed_out(&self) -> Rejection {
+        Rejection::new(
+            Reason::UpstreamTimeout,
+            format!("no response within {:?}", self.response_timeout),
+        )
     }
 
     async fn send_on_a_connection(
