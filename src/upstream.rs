@@ -30,6 +30,7 @@ use tower_service::Service;
 use crate::config::{Timeouts, UpstreamConfig};
 use crate::error::{Reason, Rejection, StartupError};
 use crate::timed::{self, TimedBody};
+use crate::wheel;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
@@ -219,7 +220,7 @@ impl Upstream {
                 .headers_mut()
                 .insert(header::HOST, self.host.clone());
         }
-        match tokio::time::timeout(self.response_timeout, self.send_on_a_connection(request)).await
+        match wheel::timeout(self.response_timeout, self.send_on_a_connection(request)).await
         {
             Ok(result) => result,
             Err(_) => Err(Rejection::new(
