@@ -15,7 +15,6 @@
 //! [`Timer`] is hyper's timer (the HTTP/1 header read timeout, HTTP/2 keep-alive pings);
 //! [`sleep`] and [`timeout`] serve the guard's own timeouts.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -46,12 +45,20 @@ pub(crate) struct Wheel {
     state: Mutex<State>,
 }
 
-#[derive(Default)]
+/// Slots of the ring: a timer due within `SLOTS` ticks (82 s) is visited once, at its
+/// tick; one due later is visited once per turn of the ring and filed on.
+const SLOTS: usize = 4096;
+const MASK: u64 = SLOTS as u64 - 1;
+
 struct State {
-    /// Per tick, the keys of the timers filed under it.
-    due: BTreeMap<u64, Vec<u32>>,
-    /// Vectors of emptied ticks, kept for reuse.
-    spare: Vec<Vec<u32>>,
+    /// Per slot of the ring, the keys of the timers filed under a tick that maps to it.
+    ring: Box<[Vec<u32>]>,
+    /// Which slots of the ring hold a timer, one bit each.
+    occupied: Box<[u64]>,
+    /// Timers filed on the ring.
+    filed: usize,
+    /// The last tick the ticker went through: a timer is filed under a later one.
+    last: u64,
     slots: Vec<Slot>,
     free: Vec<u32>,
     /// The tick the ticker sleeps until (`u64::MAX`: none).
@@ -65,21 +72,37 @@ struct State {
 struct Slot {
     /// The tick the timer is due at.
     deadline: u64,
-    /// Where it is filed: its tick in `due` and its index in that tick's vector.
+    /// Where it is filed: the tick its ring slot stands for, and its index there.
     filed: Option<(u64, usize)>,
     fired: bool,
     waker: Option<Waker>,
 }
 
 impl State {
+    fn new() -> State {
+        State {
+            ring: (0..SLOTS).map(|_| Vec::new()).collect(),
+            occupied: vec![0; SLOTS / 64].into_boxed_slice(),
+            filed: 0,
+            last: 0,
+            slots: Vec::new(),
+            free: Vec::new(),
+            armed: u64::MAX,
+            kicked: false,
+            ticker: None,
+        }
+    }
+
+    /// File timer `key` under `tick` (or the next tick the ticker goes through); the
+    /// ticker's waker when it must wake earlier than it would.
     fn file(&mut self, key: u32, tick: u64) -> Option<Waker> {
-        let spare = &mut self.spare;
-        let bucket = self
-            .due
-            .entry(tick)
-            .or_insert_with(|| spare.pop().unwrap_or_default());
+        let tick = tick.max(self.last + 1);
+        let at = (tick & MASK) as usize;
+        let bucket = &mut self.ring[at];
         bucket.push(key);
         self.slots[key as usize].filed = Some((tick, bucket.len() - 1));
+        self.occupied[at / 64] |= 1 << (at % 64);
+        self.filed += 1;
         if tick < self.armed {
             self.armed = tick;
             self.kicked = true;
@@ -92,18 +115,18 @@ impl State {
         let Some((tick, index)) = self.slots[key as usize].filed.take() else {
             return;
         };
-        let Some(bucket) = self.due.get_mut(&tick) else {
-            return;
-        };
+        let at = (tick & MASK) as usize;
+        let bucket = &mut self.ring[at];
         bucket.swap_remove(index);
-        if let Some(&moved) = bucket.get(index) {
-            self.slots[moved as usize].filed = Some((tick, index));
-        }
-        if bucket.is_empty()
-            && let Some(bucket) = self.due.remove(&tick)
+        if let Some(&moved) = bucket.get(index)
+            && let Some((_, moved_index)) = &mut self.slots[moved as usize].filed
         {
-            self.spare.push(bucket);
+            *moved_index = index;
         }
+        if bucket.is_empty() {
+            self.occupied[at / 64] &= !(1 << (at % 64));
+        }
+        self.filed -= 1;
     }
 
     fn insert(&mut self, deadline: u64, waker: Waker) -> u32 {
@@ -131,30 +154,75 @@ impl State {
         self.free.push(key);
     }
 
-    /// Fire every timer due by `now`, re-file those whose deadline moved later, and set
-    /// `armed` to the next tick with a timer.
+    /// Go through the ticks up to `now`: fire every timer due by then, file on those
+    /// whose deadline moved later (or lies beyond a turn of the ring), and set `armed` to
+    /// the next tick whose slot holds a timer.
     fn expire(&mut self, now: u64, wake: &mut Vec<Waker>) {
-        while let Some(entry) = self.due.first_entry() {
-            let tick = *entry.key();
-            if tick > now {
-                break;
+        let first = (self.last + 1).max(now.saturating_sub(MASK));
+        let mut later = Vec::new();
+        for tick in first..=now {
+            let at = (tick & MASK) as usize;
+            if self.occupied[at / 64] & (1 << (at % 64)) == 0 {
+                continue;
             }
-            let mut bucket = entry.remove();
-            for key in bucket.drain(..) {
+            let mut bucket = std::mem::take(&mut self.ring[at]);
+            bucket.retain(|&key| {
                 let slot = &mut self.slots[key as usize];
-                slot.filed = None;
-                if slot.deadline <= now {
-                    slot.fired = true;
-                    wake.extend(slot.waker.take());
-                } else {
-                    let deadline = slot.deadline;
-                    self.file(key, deadline);
+                match slot.filed {
+                    Some((filed, _)) if filed > now => true,
+                    _ => {
+                        slot.filed = None;
+                        self.filed -= 1;
+                        if slot.deadline <= now {
+                            slot.fired = true;
+                            wake.extend(slot.waker.take());
+                        } else {
+                            later.push(key);
+                        }
+                        false
+                    }
+                }
+            });
+            for (index, &key) in bucket.iter().enumerate() {
+                if let Some((_, filed_index)) = &mut self.slots[key as usize].filed {
+                    *filed_index = index;
                 }
             }
-            self.spare.push(bucket);
+            if bucket.is_empty() {
+                self.occupied[at / 64] &= !(1 << (at % 64));
+            }
+            self.ring[at] = bucket;
         }
-        self.armed = self.due.first_key_value().map_or(u64::MAX, |(t, _)| *t);
+        self.last = self.last.max(now);
+        self.armed = u64::MAX;
+        for key in later {
+            let deadline = self.slots[key as usize].deadline;
+            self.file(key, deadline);
+        }
+        self.armed = self.next_occupied();
         self.kicked = false;
+    }
+
+    /// The first tick after `last` whose slot holds a timer (`u64::MAX`: none). A slot
+    /// may hold only timers of a later turn: the ticker then looks in vain once a turn.
+    fn next_occupied(&self) -> u64 {
+        if self.filed == 0 {
+            return u64::MAX;
+        }
+        let start = ((self.last + 1) & MASK) as usize;
+        for step in 0..=SLOTS / 64 {
+            let word = (start / 64 + step) % (SLOTS / 64);
+            let mut bits = self.occupied[word];
+            if step == 0 {
+                bits &= !0 << (start % 64);
+            }
+            if bits != 0 {
+                let at = word * 64 + bits.trailing_zeros() as usize;
+                let ahead = (at + SLOTS - start) % SLOTS;
+                return self.last + 1 + ahead as u64;
+            }
+        }
+        u64::MAX
     }
 }
 
@@ -164,10 +232,7 @@ impl Wheel {
             origin: Instant::now(),
             reached: AtomicU64::new(0),
             ticking: AtomicBool::new(false),
-            state: Mutex::new(State {
-                armed: u64::MAX,
-                ..State::default()
-            }),
+            state: Mutex::new(State::new()),
         })
     }
 
@@ -444,13 +509,14 @@ mod tests {
 
     fn live(wheel: &Wheel) -> (usize, usize) {
         let state = wheel.state();
-        let filed = state.due.values().map(Vec::len).sum();
+        let filed = state.ring.iter().map(Vec::len).sum();
+        assert_eq!(filed, state.filed);
         (filed, state.slots.len() - state.free.len())
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_timer_fires_after_its_deadline_within_a_tick() {
-        for millis in [1, 19, 20, 21, 1_000, 10_007] {
+        for millis in [1, 19, 20, 21, 1_000, 10_007, 81_920, 200_013] {
             let begun = Instant::now();
             sleep(Duration::from_millis(millis)).await;
             let took = Instant::now() - begun;
