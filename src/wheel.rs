@@ -148,10 +148,13 @@ impl State {
         }
     }
 
-    fn remove(&mut self, key: u32) {
+    /// Take timer `key` off the wheel; its waker, to be dropped once the lock is let go
+    /// (dropping a waker may drop a task, and with it timers of this wheel).
+    fn remove(&mut self, key: u32) -> Option<Waker> {
         self.unfile(key);
-        self.slots[key as usize] = Slot::default();
+        let waker = std::mem::take(&mut self.slots[key as usize]).waker;
         self.free.push(key);
+        waker
     }
 
     /// Go through the ticks up to `now`: fire every timer due by then, file on those
@@ -194,7 +197,8 @@ impl State {
             self.ring[at] = bucket;
         }
         self.last = self.last.max(now);
-        self.armed = u64::MAX;
+        // Filed on by the ticker itself: no kick.
+        self.armed = 0;
         for key in later {
             let deadline = self.slots[key as usize].deadline;
             self.file(key, deadline);
@@ -286,8 +290,10 @@ impl Drop for Ticking {
         self.0.ticking.store(false, Ordering::Release);
         // The next ticker starts by looking at the wheel; until then nothing is armed.
         let mut state = self.0.state();
-        state.ticker = None;
+        let ticker = state.ticker.take();
         state.armed = u64::MAX;
+        drop(state);
+        drop(ticker);
     }
 }
 
@@ -308,13 +314,16 @@ async fn ticker(wheel: Arc<Wheel>) {
             if state.kicked {
                 return Poll::Ready(());
             }
-            if !state
+            if state
                 .ticker
                 .as_ref()
                 .is_some_and(|w| w.will_wake(cx.waker()))
             {
-                state.ticker = Some(cx.waker().clone());
+                return Poll::Pending;
             }
+            let old = state.ticker.replace(cx.waker().clone());
+            drop(state);
+            drop(old);
             Poll::Pending
         })
         .await;
@@ -422,14 +431,19 @@ impl Future for Sleep {
                 let mut state = wheel.state();
                 let slot = &mut state.slots[key as usize];
                 if slot.fired {
-                    state.remove(key);
+                    let waker = state.remove(key);
+                    drop(state);
+                    drop(waker);
                     this.key = None;
                     this.done = true;
                     return Poll::Ready(());
                 }
-                if !slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    slot.waker = Some(cx.waker().clone());
+                if slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    return Poll::Pending;
                 }
+                let old = slot.waker.replace(cx.waker().clone());
+                drop(state);
+                drop(old);
                 Poll::Pending
             }
         }
@@ -439,7 +453,8 @@ impl Future for Sleep {
 impl Drop for Sleep {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
-            self.wheel.state().remove(key);
+            let waker = self.wheel.state().remove(key);
+            drop(waker);
         }
     }
 }
