@@ -288,11 +288,8 @@ pub(crate) async fn serve_public(
                         drive(conn, stop, idle, |c| c.graceful_shutdown()).await;
                     }
                     Some(acceptor) => {
-                        let stream = match wheel::timeout(
-                            header_timeout,
-                            acceptor.accept(stream),
-                        )
-                        .await
+                        let stream = match wheel::timeout(header_timeout, acceptor.accept(stream))
+                            .await
                         {
                             Ok(Ok(stream)) => stream,
                             Ok(Err(e)) => {

@@ -220,8 +220,7 @@ impl Upstream {
                 .headers_mut()
                 .insert(header::HOST, self.host.clone());
         }
-        match wheel::timeout(self.response_timeout, self.send_on_a_connection(request)).await
-        {
+        match wheel::timeout(self.response_timeout, self.send_on_a_connection(request)).await {
             Ok(result) => result,
             Err(_) => Err(Rejection::new(
                 Reason::UpstreamTimeout,

@@ -461,7 +461,10 @@ impl Drop for Sleep {
 
 /// `future`, or `Err(Elapsed)` when it has not finished by `duration` from now (within a
 /// tick after).
-pub(crate) async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Output, Elapsed> {
+pub(crate) async fn timeout<F: Future>(
+    duration: Duration,
+    future: F,
+) -> Result<F::Output, Elapsed> {
     let mut future = std::pin::pin!(future);
     let mut timer = sleep(duration);
     std::future::poll_fn(|cx| {
@@ -535,8 +538,14 @@ mod tests {
             let begun = Instant::now();
             sleep(Duration::from_millis(millis)).await;
             let took = Instant::now() - begun;
-            assert!(took >= Duration::from_millis(millis), "{millis} ms: {took:?}");
-            assert!(took <= Duration::from_millis(millis) + TICK, "{millis} ms: {took:?}");
+            assert!(
+                took >= Duration::from_millis(millis),
+                "{millis} ms: {took:?}"
+            );
+            assert!(
+                took <= Duration::from_millis(millis) + TICK,
+                "{millis} ms: {took:?}"
+            );
         }
     }
 
@@ -577,7 +586,10 @@ mod tests {
         timer.reset(begun + Duration::from_secs(4));
         (&mut timer).await;
         let at = Instant::now() - begun;
-        assert!(at >= Duration::from_secs(4) && at <= Duration::from_secs(4) + TICK, "{at:?}");
+        assert!(
+            at >= Duration::from_secs(4) && at <= Duration::from_secs(4) + TICK,
+            "{at:?}"
+        );
         // Reset after firing: waits again.
         timer.reset(Instant::now() + Duration::from_secs(2));
         let again = Instant::now();
@@ -628,7 +640,10 @@ mod tests {
         let reset = Instant::now();
         (&mut timer).await;
         let at = Instant::now() - reset;
-        assert!(at >= Duration::from_secs(10) && at <= Duration::from_secs(10) + TICK, "{at:?}");
+        assert!(
+            at >= Duration::from_secs(10) && at <= Duration::from_secs(10) + TICK,
+            "{at:?}"
+        );
     }
 
     #[test]
@@ -657,6 +672,9 @@ mod tests {
         assert!(sleep.as_mut().downcast_mut_pin::<Sleep>().is_some());
         sleep.await;
         let at = timer.now() - begun;
-        assert!(at >= Duration::from_secs(1) && at <= Duration::from_secs(1) + TICK, "{at:?}");
+        assert!(
+            at >= Duration::from_secs(1) && at <= Duration::from_secs(1) + TICK,
+            "{at:?}"
+        );
     }
 }
