@@ -276,7 +276,9 @@ impl Wheel {
             return;
         };
         if !self.ticking.swap(true, Ordering::AcqRel) {
-            runtime.spawn(ticker(self.clone()));
+            // The guard goes in now: a task dropped before its first poll (a runtime
+            // shutting down) clears `ticking` too.
+            runtime.spawn(ticker(Ticking(self.clone())));
         }
     }
 }
@@ -299,8 +301,7 @@ impl Drop for Ticking {
 
 /// The wheel's ticker: sleeps until the next tick with a timer (or until kicked), fires
 /// what is due.
-async fn ticker(wheel: Arc<Wheel>) {
-    let ticking = Ticking(wheel);
+async fn ticker(ticking: Ticking) {
     let wheel = &ticking.0;
     let sleep = tokio::time::sleep_until(Instant::now());
     tokio::pin!(sleep);
@@ -660,6 +661,30 @@ mod tests {
                 assert!(Instant::now() - begun >= Duration::from_secs(2));
             });
         }
+    }
+
+    #[test]
+    fn a_ticker_dropped_before_it_ran_is_started_again() {
+        let paused = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap()
+        };
+        let first = paused();
+        first.block_on(async {
+            // Spawns the ticker, which this runtime never polls.
+            let mut timer = sleep(Duration::from_secs(1));
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(Pin::new(&mut timer).poll(&mut cx).is_pending());
+        });
+        drop(first);
+        paused().block_on(async {
+            let fired =
+                tokio::time::timeout(Duration::from_secs(10), sleep(Duration::from_secs(2)));
+            assert!(fired.await.is_ok(), "no ticker ran the wheel");
+        });
     }
 
     #[tokio::test(start_paused = true)]
