@@ -4,6 +4,7 @@
 //! - `server`: accept loops (public and admin listeners, TLS, graceful drain, connection
 //!   limit, HTTP/1 and HTTP/2 limits)
 //! - `timed`: the idle, request body and slow-reader timeouts hyper does not have
+//! - `wheel`: the coarse per-worker timers every timeout runs on (hyper's included)
 //! - `overload`: refuse new requests near the memory limit
 //! - `proxy`: the stage order for one request; the only module that knows it
 //! - `launch`: is this a launch (or the SHOF callback), and which token does it carry
@@ -64,6 +65,7 @@ pub(crate) mod timed;
 pub mod tools;
 pub(crate) mod upstream;
 pub mod verify;
+pub(crate) mod wheel;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};

@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
@@ -30,6 +30,7 @@ use crate::overload::Overload;
 use crate::proxy::{Body, Peer, Proxy};
 use crate::respond;
 use crate::timed::{Activity, TimedIo, Tracked, Verdict};
+use crate::wheel;
 use http_body_util::Either;
 
 /// Settings of the public listener.
@@ -73,13 +74,13 @@ fn builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
+        .timer(wheel::Timer)
         .header_read_timeout(header_timeout)
         .max_buf_size(H1_MAX_BUF)
         .max_headers(MAX_HEADERS);
     builder
         .http2()
-        .timer(TokioTimer::new())
+        .timer(wheel::Timer)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .max_concurrent_streams(H2_MAX_STREAMS)
         .initial_stream_window_size(H2_STREAM_WINDOW)
@@ -249,7 +250,7 @@ pub(crate) async fn serve_public(
                     tracing::debug!(peer = %addr, error = %e, "connection failed before a byte");
                     return;
                 },
-                _ = tokio::time::sleep(idle) => {
+                _ = wheel::sleep(idle) => {
                     tracing::debug!(peer = %addr, "idle connection closed before its first byte");
                     return;
                 }
@@ -287,11 +288,8 @@ pub(crate) async fn serve_public(
                         drive(conn, stop, idle, |c| c.graceful_shutdown()).await;
                     }
                     Some(acceptor) => {
-                        let stream = match tokio::time::timeout(
-                            header_timeout,
-                            acceptor.accept(stream),
-                        )
-                        .await
+                        let stream = match wheel::timeout(header_timeout, acceptor.accept(stream))
+                            .await
                         {
                             Ok(Ok(stream)) => stream,
                             Ok(Err(e)) => {
@@ -447,7 +445,7 @@ async fn drive<C, E>(
                 // Closing an idle connection needs no more than a GOAWAY: bounded, so that
                 // a peer that never reads cannot keep it.
                 let limit = idle.as_ref().map_or(Duration::from_secs(1), |(_, d)| *d);
-                match tokio::time::timeout(limit, conn).await {
+                match wheel::timeout(limit, conn).await {
                     Ok(result) => result,
                     Err(_) => Ok(()),
                 }

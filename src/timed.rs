@@ -15,7 +15,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
+
+use crate::wheel::{self, Sleep};
 
 /// The error of a request body that sent nothing for `timeouts.request_body`.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +39,7 @@ pub(crate) fn is_body_timeout(error: &(dyn Error + 'static)) -> bool {
 /// A timer created on first need and reused: a connection or body that never waits never
 /// allocates one.
 struct Deadline {
-    sleep: Option<Pin<Box<Sleep>>>,
+    sleep: Option<Sleep>,
     armed: bool,
 }
 
@@ -55,13 +57,13 @@ impl Deadline {
         if !self.armed {
             let at = Instant::now() + limit;
             match &mut self.sleep {
-                Some(sleep) => sleep.as_mut().reset(at),
-                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+                Some(sleep) => sleep.reset(at),
+                None => self.sleep = Some(wheel::sleep_until(at)),
             }
             self.armed = true;
         }
         match &mut self.sleep {
-            Some(sleep) => sleep.as_mut().poll(cx),
+            Some(sleep) => Pin::new(sleep).poll(cx),
             None => Poll::Pending,
         }
     }
@@ -334,7 +336,7 @@ impl Activity {
                 }
                 at
             };
-            tokio::time::sleep_until(wake).await;
+            wheel::sleep_until(wake).await;
         }
     }
 }

@@ -30,6 +30,7 @@ use tower_service::Service;
 use crate::config::{Timeouts, UpstreamConfig};
 use crate::error::{Reason, Rejection, StartupError};
 use crate::timed::{self, TimedBody};
+use crate::wheel;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
@@ -216,15 +217,15 @@ impl Upstream {
     pub(crate) fn send(
         &self,
         mut request: Request<Outgoing>,
-    ) -> tokio::time::Timeout<
-        impl Future<Output = Result<Response<UpstreamBody>, Rejection>> + Send + '_,
-    > {
+    ) -> impl Future<Output = Result<Result<Response<UpstreamBody>, Rejection>, wheel::Elapsed>>
+    + Send
+    + '_ {
         if !request.headers().contains_key(header::HOST) {
             request
                 .headers_mut()
                 .insert(header::HOST, self.host.clone());
         }
-        tokio::time::timeout(self.response_timeout, self.send_on_a_connection(request))
+        wheel::timeout(self.response_timeout, self.send_on_a_connection(request))
     }
 
     /// The rejection of a response that did not come within `upstream_response`.
