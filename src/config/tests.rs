@@ -255,6 +255,7 @@ fn keys_name_every_field() {
         "readiness",
         "audit",
         "reload",
+        "pages",
     ];
     let mut fields = std::collections::BTreeSet::new();
     for section in std::iter::once("").chain(sections) {
