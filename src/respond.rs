@@ -113,7 +113,7 @@ pub(crate) fn see_other(location: &str, cookie: HeaderValue) -> Made {
 }
 
 /// After logout: `clear` (the cookie that removes the session) set, then a redirect to `to`
-/// or the signed-out page in `lang`.
+/// or the signed-out page in `lang`; `reference` as `X-Request-Id`.
 pub(crate) fn logged_out(
     pages: &PagesConfig,
     lang: Lang,
@@ -151,6 +151,10 @@ pub(crate) fn logged_out(
     let headers = response.headers_mut();
     headers.insert(header::SET_COOKIE, clear);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // The reference the page shows, as on an error.
+    if let Ok(value) = HeaderValue::from_str(reference) {
+        headers.insert(X_REQUEST_ID, value);
+    }
     response
 }
 

@@ -167,6 +167,8 @@ async fn every_page_speaks_the_browsers_language() {
         };
         page.assert_page(lang, title);
         assert!(page.body.contains(&portal_link), "{}", page.body);
+        assert!(!page.reference.is_empty());
+        assert!(page.body.contains(&page.reference), "{}", page.body);
     }
     assert_eq!(fx.upstream.hits(), 0, "no page came from the upstream");
 }
