@@ -1,12 +1,15 @@
 //! The guard's own pages over real sockets: the error, no-session and signed-out pages in
 //! Dutch and English by `Accept-Language`, with their titles, the reference and the portal
 //! link; JSON errors unchanged; the operator's templates (`pages.dir`) used per file, their
-//! values escaped, and a bad template refused at load by `check`, naming `pages.dir`.
+//! values escaped, a bad template refused at load by `check`, naming `pages.dir`, and the
+//! templates read again by a reload (a broken one refused, the pages in use kept).
 
 mod common;
 
 use std::time::Duration;
 
+use common::jwks::JwksServer;
+use common::mint;
 use common::*;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -299,4 +302,77 @@ async fn check_reports_the_templates_and_refuses_a_bad_one() {
     check(config)
         .await
         .assert_error(2, &["pages.dir", "cannot read directory", "absent"]);
+}
+
+/// Waits until `hti_guard_config_reloads_total{result}` reaches `count`.
+async fn wait_reloads(served: &Served, result: &str, count: f64) {
+    within(LIMIT, "the reload to be counted", async {
+        loop {
+            let response = client().get(served.admin_url("/metrics")).send().await;
+            let text = response.unwrap().text().await.unwrap();
+            let seen = common::metrics::value(
+                &text,
+                "hti_guard_config_reloads_total",
+                &[("result", result)],
+            );
+            if seen >= count {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
+/// The body of the page at `path` in Dutch.
+async fn dutch(served: &Served, path: &str) -> String {
+    let request = client()
+        .get(served.url(path))
+        .header("accept-language", "nl")
+        .send();
+    within(LIMIT, "GET", request)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// A reload re-reads the templates: a changed one is served from then on, and a broken one
+/// is refused with the whole reload, the pages in use staying as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reads_the_templates_again() {
+    let dir = TempDir::new();
+    dir.write("session.nl.html", "<p>eerste: {{title}}</p>");
+    let jwks = JwksServer::start(&[mint::shared_key(mint::Alg::RS512)]).await;
+    let backends = Backends::start(jwks).await;
+    let builder = with_sessions(backends.builder()).set_str("pages.dir", path_str(dir.path()));
+    let served = Served::start(builder, "info").await;
+    assert_eq!(
+        dutch(&served, "/task/abc").await,
+        "<p>eerste: Uw sessie is verlopen</p>"
+    );
+
+    dir.write("session.nl.html", "<p>tweede: {{title}}</p>");
+    served.signal("-HUP").await;
+    wait_reloads(&served, "ok", 1.0).await;
+    assert_eq!(
+        dutch(&served, "/task/abc").await,
+        "<p>tweede: Uw sessie is verlopen</p>"
+    );
+
+    dir.write("session.nl.html", "<p>derde: {{titel}}</p>");
+    served.signal("-HUP").await;
+    wait_reloads(&served, "error", 1.0).await;
+    assert_eq!(
+        dutch(&served, "/task/abc").await,
+        "<p>tweede: Uw sessie is verlopen</p>"
+    );
+    served.signal("-TERM").await;
+    let finished = served.finish().await;
+    assert!(
+        finished.stdout.contains("unknown placeholder {{titel}}"),
+        "{finished}"
+    );
+    assert_eq!(backends.upstream.hits(), 0);
 }
