@@ -21,8 +21,9 @@ FROM rust:1.95-slim-bookworm AS build
 WORKDIR /build
 
 # Dependencies first, compiled against placeholder sources: this layer is reused as long as
-# Cargo.toml and Cargo.lock do not change. (benches/verify.rs must exist: Cargo.toml declares it.)
-COPY Cargo.toml Cargo.lock ./
+# Cargo.toml, Cargo.lock and build.rs do not change. (benches/verify.rs must exist:
+# Cargo.toml declares it. No .git is copied: `hti-guard --version` says revision "unknown".)
+COPY Cargo.toml Cargo.lock build.rs ./
 RUN mkdir -p src benches \
     && echo 'fn main() {}' > src/main.rs \
     && : > src/lib.rs \

@@ -17,7 +17,9 @@
 //! - `replay`: single use of `jti` (the `ReplayStore` trait and the memory store)
 //! - `headers`: reserved, hop-by-hop, forwarding and trusted headers
 //! - `upstream`: the pooled client to the module application
-//! - `respond`: every response the guard makes itself (errors, 303, logout, module JWKS)
+//! - `respond`: every response the guard makes itself (errors, 303, logout, module JWKS);
+//!   `pages` the words (English, Dutch by `Accept-Language`) and frame of its pages, or the
+//!   operator's templates (`[pages]`)
 //! - `audit`: one audit event per launch and login decision (log target
 //!   `hti_guard::audit`; optionally a FHIR R4 AuditEvent)
 //! - `metrics`, `admin`: Prometheus metrics, `/healthz`, `/readyz`, `/metrics`
@@ -54,6 +56,7 @@ pub mod launch;
 pub mod metrics;
 pub(crate) mod module_keys;
 pub(crate) mod overload;
+pub(crate) mod pages;
 pub(crate) mod proxy;
 pub mod reload;
 pub mod replay;
@@ -257,7 +260,8 @@ impl Policy {
         .with_audit(audit::Auditor::new(
             &config.audit,
             config.module.client_id.as_deref(),
-        ));
+        ))
+        .with_pages(config.pages.clone());
         Ok(Policy {
             config,
             module: proxy_module,

@@ -10,10 +10,18 @@ use clap::{Args, Parser, Subcommand};
 use hti_guard::{Config, ConfigError, Listeners, Reloader, check, demo, tools};
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 
+/// `--version`: the crate's version and the git revision it was built from (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("HTI_GUARD_GIT_REV"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "hti-guard",
-    version,
+    version = VERSION,
     about = "Verifies HTI launches in front of a module application"
 )]
 struct Cli {

@@ -20,12 +20,13 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use crate::audit::{AuditEvent, Auditor, Decision, Origin};
-use crate::config::{Cidr, LaunchConfig, path};
+use crate::config::{Cidr, LaunchConfig, PagesConfig, path};
 use crate::error::{ErrorFormat, Fault, Reason, Rejection};
 use crate::headers;
 use crate::launch::{self, Kind, Route, Routes};
 use crate::metrics::{Metrics, SessionEvent};
 use crate::module_keys::ModuleKeys;
+use crate::pages;
 use crate::respond;
 use crate::session::{self, SessionState, Sessions};
 use crate::shof::Shof;
@@ -84,6 +85,8 @@ pub(crate) struct Proxy {
     trusted_proxies: Arc<[Cidr]>,
     /// Writes each launch and login decision's audit event.
     audit: Arc<Auditor>,
+    /// `[pages]`: the portal link and the operator's templates.
+    pages: Arc<PagesConfig>,
 }
 
 impl Proxy {
@@ -112,7 +115,14 @@ impl Proxy {
             metrics,
             trusted_proxies: Arc::new([]),
             audit: Arc::new(Auditor::default()),
+            pages: Arc::new(PagesConfig::default()),
         }
+    }
+
+    /// This proxy's pages with `pages.portal_url` and the templates of `pages.dir`.
+    pub(crate) fn with_pages(mut self, pages: PagesConfig) -> Self {
+        self.pages = Arc::new(pages);
+        self
     }
 
     /// This proxy writing audit events with `audit` (`[audit]`).
@@ -314,6 +324,9 @@ impl Proxy {
             exchange.session_change = Some(SessionEvent::Logout);
         }
         Ok(made(respond::logged_out(
+            &self.pages,
+            pages::lang(request.headers().get(header::ACCEPT_LANGUAGE)),
+            exchange.reference(),
             sessions.logged_out(),
             sessions.clear_cookie(),
         )))
@@ -648,10 +661,13 @@ impl Proxy {
                     None => ANY_METHOD,
                 };
                 let allow = (rejection.reason == Reason::MethodNotAllowed).then_some(allow);
+                let lang = pages::lang(exchange.accept_language.as_ref());
                 let response = made(respond::error(
+                    &self.pages,
                     rejection.reason,
                     reference,
                     exchange.format,
+                    lang,
                     allow,
                 ));
                 let status = Some(response.status().as_u16());
@@ -723,6 +739,8 @@ struct Exchange<'m> {
     /// The request id: kept from the client when sane, else made here; visible ASCII.
     reference: HeaderValue,
     format: ErrorFormat,
+    /// For the language of an error page, read only when there is one.
+    accept_language: Option<HeaderValue>,
     /// `None` while [`Proxy::receive`] has not let the request through.
     route: Option<Route>,
     /// Reserved headers the client sent.
@@ -776,6 +794,7 @@ impl<'m> Exchange<'m> {
             started: Instant::now(),
             reference: headers::request_id_value(headers),
             format: ErrorFormat::from_accept(headers.get(header::ACCEPT)),
+            accept_language: headers.get(header::ACCEPT_LANGUAGE).cloned(),
             route: None,
             stripped: 0,
             session: SessionState::Missing,

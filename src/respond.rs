@@ -1,32 +1,26 @@
 //! Every response the guard makes itself, in one place: the error page or JSON of a
 //! rejection, the 303 after a launch, the logout page or redirect, and the module's JWKS.
 //! Each is a `Response<Full<Bytes>>` (linkerd2-proxy's responder is generic over the body
-//! the same way); the caller wraps it in its own body type. The HTML frame and its style
-//! exist once.
+//! the same way); the caller wraps it in its own body type. The pages' words, frame and the
+//! operator's templates are in `pages`.
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
+use crate::config::{Lang, Page, PagesConfig};
 use crate::error::{ErrorFormat, Reason};
 use crate::headers::X_REQUEST_ID;
+use crate::pages::{self, Values};
+
+pub(crate) use crate::pages::escape_html;
 
 /// A response the guard made.
 pub(crate) type Made = Response<Full<Bytes>>;
 
-/// The one HTML frame of the guard's own pages: `title` and `body` (already escaped HTML).
-fn page(title: &str, body: &str) -> String {
-    format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title}</title>\
-         <style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}}\
-         .ref{{color:#666;font-size:.9rem}}</style></head>\
-         <body><h1>{title}</h1>{body}</body></html>\n",
-        title = escape_html(title),
-    )
-}
+/// What the guard's pages may load: their own inline style, images inlined as `data:`.
+const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:";
 
 fn made(status: StatusCode, body: impl Into<Bytes>) -> Made {
     let mut response = Response::new(Full::new(body.into()));
@@ -34,39 +28,69 @@ fn made(status: StatusCode, body: impl Into<Bytes>) -> Made {
     response
 }
 
-/// The response for a rejected request. `allow` lists the methods for a 405.
+/// The headers of every page: HTML, in `lang`, never cached or sniffed, loading nothing.
+fn page_headers(response: &mut Made, lang: Lang) {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        header::CONTENT_LANGUAGE,
+        HeaderValue::from_static(lang.as_str()),
+    );
+    headers.insert(header::VARY, HeaderValue::from_static("Accept-Language"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_CSP),
+    );
+}
+
+/// The response for a rejected request: JSON for an API client, else the error page (the
+/// no-session page for `no_session`) in `lang`. `allow` lists the methods for a 405.
 pub(crate) fn error(
+    pages: &PagesConfig,
     reason: Reason,
     reference: &str,
     format: ErrorFormat,
+    lang: Lang,
     allow: Option<&str>,
 ) -> Made {
-    let (content_type, body) = match format {
-        ErrorFormat::Json => (
-            "application/json",
-            serde_json::json!({
+    let status = reason.status();
+    let mut response = match format {
+        ErrorFormat::Json => {
+            let body = serde_json::json!({
                 "error": reason.as_str(),
                 "message": reason.message(),
                 "reference": reference,
             })
-            .to_string(),
-        ),
-        ErrorFormat::Html => ("text/html; charset=utf-8", error_page(reason, reference)),
+            .to_string();
+            let mut r = made(status, body);
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        ErrorFormat::Html => {
+            let values = Values {
+                words: pages::words(reason, lang),
+                reference,
+                status: status.as_u16(),
+                reason: reason.as_str(),
+            };
+            let body = pages::render(pages, pages::page_of(reason), lang, &values);
+            let mut r = made(status, body);
+            page_headers(&mut r, lang);
+            r
+        }
     };
-    let mut response = made(reason.status(), body);
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    if format == ErrorFormat::Html {
-        headers.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
-        );
-    }
     if let Ok(value) = HeaderValue::from_str(reference) {
         headers.insert(X_REQUEST_ID, value);
     }
@@ -74,18 +98,6 @@ pub(crate) fn error(
         headers.insert(header::ALLOW, allow);
     }
     response
-}
-
-fn error_page(reason: Reason, reference: &str) -> String {
-    let title = reason.status().canonical_reason().unwrap_or("Error");
-    page(
-        title,
-        &format!(
-            "<p>{message}</p><p class=\"ref\">Reference: <code>{reference}</code></p>",
-            message = escape_html(reason.message()),
-            reference = escape_html(reference),
-        ),
-    )
 }
 
 /// `303 See Other` to `location`, setting `cookie` (the session after a launch).
@@ -101,8 +113,14 @@ pub(crate) fn see_other(location: &str, cookie: HeaderValue) -> Made {
 }
 
 /// After logout: `clear` (the cookie that removes the session) set, then a redirect to `to`
-/// or a page.
-pub(crate) fn logged_out(to: Option<&str>, clear: HeaderValue) -> Made {
+/// or the signed-out page in `lang`; `reference` as `X-Request-Id`.
+pub(crate) fn logged_out(
+    pages: &PagesConfig,
+    lang: Lang,
+    reference: &str,
+    to: Option<&str>,
+    clear: HeaderValue,
+) -> Made {
     let mut response = match to {
         Some(to) => {
             let mut r = made(StatusCode::SEE_OTHER, Bytes::new());
@@ -112,14 +130,20 @@ pub(crate) fn logged_out(to: Option<&str>, clear: HeaderValue) -> Made {
             r
         }
         None => {
-            let body = page(
-                "Signed out",
-                "<p>You have left the module. To use it again, start it from your portal.</p>",
+            let values = Values {
+                words: pages::logout_words(lang),
+                reference,
+                status: 200,
+                reason: "",
+            };
+            let mut r = made(
+                StatusCode::OK,
+                pages::render(pages, Page::Logout, lang, &values),
             );
-            let mut r = made(StatusCode::OK, body);
+            page_headers(&mut r, lang);
             r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
             );
             r
         }
@@ -127,6 +151,10 @@ pub(crate) fn logged_out(to: Option<&str>, clear: HeaderValue) -> Made {
     let headers = response.headers_mut();
     headers.insert(header::SET_COOKIE, clear);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // The reference the page shows, as on an error.
+    if let Ok(value) = HeaderValue::from_str(reference) {
+        headers.insert(X_REQUEST_ID, value);
+    }
     response
 }
 
@@ -142,51 +170,65 @@ pub(crate) fn jwks(document: Bytes, cache_control: HeaderValue) -> Made {
     response
 }
 
-/// Escape text for HTML content and attribute values.
-pub(crate) fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn html_escapes_the_reference() {
-        let page = error_page(Reason::Expired, "<script>");
-        assert!(page.contains("&lt;script&gt;"));
-        assert!(!page.contains("<script>"));
-    }
-
-    #[test]
-    fn every_page_shares_one_frame() {
-        let error = error_page(Reason::NoSession, "r-1");
-        let logout = logged_out(None, HeaderValue::from_static("x=; Max-Age=0"));
-        let logout = String::from_utf8(futures_body(logout.into_body())).unwrap();
-        for page in [&error, &logout] {
-            assert_eq!(page.matches("<style>").count(), 1, "{page}");
-            assert!(page.starts_with("<!doctype html>"), "{page}");
-        }
-    }
-
-    fn futures_body(body: Full<Bytes>) -> Vec<u8> {
+    fn body(made: Made) -> String {
         use http_body_util::BodyExt;
         let collected = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()
-            .block_on(body.collect())
+            .block_on(made.into_body().collect())
             .unwrap();
-        collected.to_bytes().to_vec()
+        String::from_utf8(collected.to_bytes().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn json_stays_english_and_pages_say_their_language() {
+        let pages = PagesConfig::default();
+        let json = error(
+            &pages,
+            Reason::NoSession,
+            "r-1",
+            ErrorFormat::Json,
+            Lang::Nl,
+            None,
+        );
+        assert!(json.headers().get(header::VARY).is_none());
+        let json: serde_json::Value = serde_json::from_str(&body(json)).unwrap();
+        assert_eq!(json["message"], Reason::NoSession.message());
+        let html = error(
+            &pages,
+            Reason::NoSession,
+            "r-1",
+            ErrorFormat::Html,
+            Lang::Nl,
+            None,
+        );
+        assert_eq!(html.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(html.headers()[header::VARY], "Accept-Language");
+        assert_eq!(html.headers()[header::CONTENT_LANGUAGE], "nl");
+        assert_eq!(html.headers()[X_REQUEST_ID], "r-1");
+        assert!(body(html).contains("<h1>Uw sessie is verlopen</h1>"));
+    }
+
+    #[test]
+    fn every_page_shares_one_frame() {
+        let pages = PagesConfig::default();
+        let error = body(error(
+            &pages,
+            Reason::Expired,
+            "r-1",
+            ErrorFormat::Html,
+            Lang::En,
+            None,
+        ));
+        let clear = HeaderValue::from_static("x=; Max-Age=0");
+        let logout = body(logged_out(&pages, Lang::En, "r-2", None, clear));
+        for page in [&error, &logout] {
+            assert_eq!(page.matches("<style>").count(), 1, "{page}");
+            assert!(page.starts_with("<!doctype html>"), "{page}");
+        }
     }
 }

@@ -331,8 +331,11 @@ pub(crate) async fn serve_public(
 fn overloaded(request: &Request<Incoming>, metrics: &Metrics) -> Response<Body> {
     let reference = headers::request_id(request.headers());
     let format = ErrorFormat::from_accept(request.headers().get(http::header::ACCEPT));
-    let mut response =
-        respond::error(Reason::Overloaded, &reference, format, None).map(Either::Right);
+    // Built in, before the proxy: no portal link, no operator template.
+    let lang = crate::pages::lang(request.headers().get(http::header::ACCEPT_LANGUAGE));
+    let pages = crate::config::PagesConfig::default();
+    let mut response = respond::error(&pages, Reason::Overloaded, &reference, format, lang, None)
+        .map(Either::Right);
     if request.version() < http::Version::HTTP_2 {
         response.headers_mut().insert(
             http::header::CONNECTION,

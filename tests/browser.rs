@@ -11,6 +11,10 @@
 //! the IdP) and back to its callback; the task page shows the person, through a reload, a
 //! second page and logout. Screenshots go to `target/browser-test-shof/`.
 //!
+//! The guard's own pages (`tests/browser/pages.mjs`): the error, no-session and signed-out
+//! pages in a Dutch and an English Chromium, checked on their visible text. Screenshots go
+//! to `target/pages-screenshots/` (`<page>-<lang>.png`).
+//!
 //! Needs node, the packages of `npm ci --prefix tests/browser`, and Chromium
 //! (`/usr/bin/chromium`, or `HTI_GUARD_CHROMIUM`). Without them the test says so and
 //! passes, except under CI (`CI` set), where it fails.
@@ -22,7 +26,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::shof_fixture::CALLBACK;
-use common::{DemoRun, ShofFixture, needs, probe, within};
+use common::{DemoRun, Fixture, ShofFixture, mint, needs, probe, within};
 use tokio::process::Command;
 
 /// The whole browser walk: Chromium's start and a dozen pages.
@@ -183,4 +187,57 @@ async fn a_shof_login_in_a_real_browser_keeps_the_person_from_launch_to_logout()
         1.0,
         "{metrics}"
     );
+}
+
+/// The guard's pages as a Dutch and an English browser shows them: an expired launch link,
+/// a protected path without a session, the signed-out page; each with its title, its
+/// sentence, the portal link and the reference, screenshotted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guards_pages_in_a_real_browser_in_dutch_and_english() {
+    if !needs(missing()) {
+        return;
+    }
+    const PORTAL: &str = "https://portal.example/home";
+    let fx = Fixture::start_with(|b| {
+        b.set("session.enabled", "true")
+            .set_str(
+                "session.secret",
+                "c2Vzc2lvbi1zZWNyZXQtZm9yLXRoZS10ZXN0cy0wMTIzNDU2Nzg5",
+            )
+            .set("launch.methods", "[\"GET\", \"POST\"]")
+            .set_str("pages.portal_url", PORTAL)
+    })
+    .await;
+    let out = fresh_output_dir("pages-screenshots");
+    let guard = fx.guard.url("");
+    let mut claims = fx.claims();
+    let now = mint::now();
+    claims["iat"] = (now - 900).into();
+    claims["exp"] = (now - 600).into();
+    let expired = format!("/launch?token={}", fx.token(&claims));
+    for lang in ["nl", "en"] {
+        run_script(
+            "pages.mjs",
+            &[
+                ("PAGE_LANG", lang),
+                ("GUARD_URL", guard.as_str()),
+                ("PORTAL_URL", PORTAL),
+                ("EXPIRED_LAUNCH", expired.as_str()),
+            ],
+            &out,
+        )
+        .await;
+    }
+    expect_screenshots(
+        &out,
+        &[
+            "error-nl.png",
+            "session-nl.png",
+            "logout-nl.png",
+            "error-en.png",
+            "session-en.png",
+            "logout-en.png",
+        ],
+    );
+    assert_eq!(fx.upstream.hits(), 0, "no page came from the upstream");
 }

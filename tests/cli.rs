@@ -361,3 +361,31 @@ async fn annotated_example_config_is_valid() {
     let finished = run_with_config(&["check", "--offline"], &path).await;
     assert_eq!(finished.status.code(), Some(0), "{}", finished.output());
 }
+
+/// `--version`: the crate's version and the git revision build.rs found (the short HEAD of
+/// this checkout, `-dirty` when tracked files differed; `unknown` without git).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_names_the_git_revision() {
+    let finished = run(command(&["--version"])).await;
+    finished.assert_ok();
+    let line = finished.stdout.trim_end();
+    let prefix = format!("hti-guard {} (", env!("CARGO_PKG_VERSION"));
+    let rev = line
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{line:?} is not {prefix}REV)"));
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8(o.stdout).unwrap().trim().to_owned());
+    match head {
+        Some(head) => assert!(
+            rev == head || rev == format!("{head}-dirty"),
+            "{rev:?} is HEAD {head}"
+        ),
+        None => assert_eq!(rev, "unknown"),
+    }
+}

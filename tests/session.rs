@@ -215,7 +215,13 @@ async fn a_new_launch_replaces_the_session_and_logout_ends_it() {
     .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(session_cookie(&response).unwrap(), "hti_guard_session=");
-    assert!(response.text().await.unwrap().contains("Signed out"));
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("You have been signed out")
+    );
     assert!(
         metrics(&fx)
             .await

@@ -7,7 +7,10 @@ use serde_json::{Value, json};
 
 use super::{ConfigReport, Setting};
 use crate::Config;
-use crate::config::{AssertionAudience, IntrospectionEndpoints, ModuleKeyFile, SameSite, Source};
+use crate::config::{
+    AssertionAudience, IntrospectionEndpoints, Lang, ModuleKeyFile, Page, PagesConfig, SameSite,
+    Source,
+};
 use crate::jose::Alg;
 
 impl ConfigReport {
@@ -292,7 +295,30 @@ fn settings(config: &Config) -> Vec<(&'static str, Value)> {
         ),
         ("audit.format", json!(config.audit.format.as_str())),
         ("audit.observer", json!(config.audit.observer)),
+        ("pages.portal_url", json!(config.pages.portal_url)),
+        ("pages.dir", pages_dir(&config.pages)),
     ]
+}
+
+/// The template directory and the templates found there (the other pages are built in).
+fn pages_dir(pages: &PagesConfig) -> Value {
+    let Some(dir) = &pages.dir else {
+        return Value::Null;
+    };
+    let found: Vec<String> = pages
+        .templates
+        .iter()
+        .map(|(page, lang, _)| format!("{}.{}.html", page.as_str(), lang.as_str()))
+        .collect();
+    let what = match found.len() {
+        0 => "no templates, every page built in".to_string(),
+        n => format!(
+            "{n} of {} templates: {}",
+            Page::ALL.len() * Lang::ALL.len(),
+            found.join(", ")
+        ),
+    };
+    json!(format!("{} ({what})", dir.display()))
 }
 
 /// Secret files are not kept in the configuration; say whether one was configured.

@@ -10,6 +10,7 @@
 mod koppeltaal;
 mod launch;
 mod ops;
+mod pages;
 mod parse;
 pub mod path;
 mod serve;
@@ -35,6 +36,7 @@ pub use koppeltaal::{
 };
 pub use launch::{IssuerConfig, KeysConfig, LaunchConfig, ReplayConfig, ReplayStoreKind};
 pub use ops::{AuditConfig, AuditFormat, ReadinessConfig};
+pub use pages::{Field, Lang, Page, PagesConfig, Part, Template};
 pub use parse::{parse_duration, parse_size};
 pub use serve::{Cidr, Limits, ReloadConfig, Timeouts, TlsConfig};
 pub use session::{SameSite, SessionConfig};
@@ -44,6 +46,7 @@ pub use sources::{ENV_PREFIX, Source};
 use koppeltaal::{RawIntrospection, RawModule};
 use launch::{RawIssuer, RawKeys, RawLaunch, RawReplay, validate_issuers};
 use ops::{RawAudit, RawReadiness};
+use pages::RawPages;
 use parse::parse_addr;
 use serve::{RawLimits, RawReload, RawTimeouts, RawTls, parse_trusted_proxies};
 use session::RawSession;
@@ -109,6 +112,8 @@ struct RawConfig {
     audit: RawAudit,
     #[serde(default)]
     reload: RawReload,
+    #[serde(default)]
+    pages: RawPages,
 }
 
 fn d_listen() -> String {
@@ -202,6 +207,8 @@ pub const KEYS: &[&str] = &[
     "readiness.startup_wait",
     "audit.format",
     "audit.observer",
+    "pages.portal_url",
+    "pages.dir",
 ];
 
 /// The validated configuration.
@@ -235,6 +242,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// What else re-reads the configuration besides SIGHUP (`[reload]`).
     pub reload: ReloadConfig,
+    /// `[pages]`: the portal link and the operator's templates of the guard's own pages.
+    pub pages: PagesConfig,
     /// The configuration file that was read, if any.
     pub file: Option<PathBuf>,
     /// Where each of [`KEYS`] got its value (absent: default).
@@ -370,6 +379,7 @@ impl RawConfig {
         let readiness = self.readiness.validate()?;
         let audit = self.audit.validate()?;
         let reload = self.reload.validate()?;
+        let pages = self.pages.validate()?;
         Ok(Config {
             listen,
             admin_listen,
@@ -391,6 +401,7 @@ impl RawConfig {
             readiness,
             audit,
             reload,
+            pages,
             file: None,
             sources: BTreeMap::new(),
         })

@@ -38,10 +38,13 @@ impl fmt::Display for Source {
 }
 
 /// Whether an `HTI_GUARD_*` variable (lowercased, prefix removed) is not configuration:
-/// `HTI_GUARD_CONFIG` names the file, and Kubernetes injects service links such as
-/// `HTI_GUARD_SERVICE_HOST` and `HTI_GUARD_PORT_8080_TCP` for a Service named hti-guard.
+/// `HTI_GUARD_CONFIG` names the file, Kubernetes injects service links such as
+/// `HTI_GUARD_SERVICE_HOST` and `HTI_GUARD_PORT_8080_TCP` for a Service named hti-guard,
+/// and cargo puts build.rs's `HTI_GUARD_GIT_REV` into the environment of `cargo run` and
+/// `cargo test`.
 pub(super) fn env_not_config(key: &str) -> bool {
     key == "config"
+        || key == "git_rev"
         || key == "port"
         || key.starts_with("port_")
         || key == "service_host"

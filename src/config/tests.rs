@@ -217,6 +217,7 @@ fn service_links_and_the_file_variable_are_not_configuration() {
         "port_8080_tcp_addr",
         "service_host",
         "service_port_http",
+        "git_rev",
     ] {
         assert!(env_not_config(key), "{key}");
     }
@@ -255,6 +256,7 @@ fn keys_name_every_field() {
         "readiness",
         "audit",
         "reload",
+        "pages",
     ];
     let mut fields = std::collections::BTreeSet::new();
     for section in std::iter::once("").chain(sections) {

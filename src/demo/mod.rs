@@ -198,6 +198,8 @@ fn guard_config(
         landing = "{LANDING}"
         logout_path = "{LOGOUT_PATH}"
         secret = "{secret}"
+        [pages]
+        portal_url = "{portal_url}/"
         {issuers}
         {koppeltaal}
         "#,

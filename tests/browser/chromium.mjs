@@ -25,8 +25,9 @@ export function step(message) {
 }
 
 // Chromium (CHROMIUM, default /usr/bin/chromium) in a fresh profile, with its first page and
-// `shot(name)`, a full-page screenshot into `out`.
-export async function openBrowser(out) {
+// `shot(name)`, a full-page screenshot into `out`. `options` are further context options
+// (e.g. `locale`, which sets the Accept-Language Chromium sends).
+export async function openBrowser(out, options = {}) {
   const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
   const profile = mkdtempSync(join(tmpdir(), 'hti-guard-chromium-'));
   const context = await chromium.launchPersistentContext(profile, {
@@ -43,6 +44,7 @@ export async function openBrowser(out) {
       '--disable-sync',
     ],
     viewport: { width: 1000, height: 900 },
+    ...options,
   });
   context.setDefaultTimeout(15_000);
   const page = context.pages()[0] ?? (await context.newPage());

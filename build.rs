@@ -1,0 +1,60 @@
+//! Sets `HTI_GUARD_GIT_REV` for `hti-guard --version`: the short git revision of the tree
+//! being built, with `-dirty` when tracked files differ from it; `HTI_GUARD_GIT_REV` from
+//! the environment when set (a build from a source archive can pass it); `unknown` when
+//! there is no git or no repository of this crate (a Docker build copies no `.git`).
+//! Reruns when HEAD moves (HEAD, the ref it points to, packed refs): `-dirty` says how the
+//! tree was then, not after later edits (rerunning on every edit would rebuild the crate).
+
+use std::path::Path;
+use std::process::Command;
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=HTI_GUARD_GIT_REV");
+    let rev = match std::env::var("HTI_GUARD_GIT_REV") {
+        Ok(rev) if !rev.trim().is_empty() => rev.trim().to_owned(),
+        _ => from_git().unwrap_or_else(|| "unknown".to_owned()),
+    };
+    println!("cargo:rustc-env=HTI_GUARD_GIT_REV={rev}");
+}
+
+/// `git args...` in the crate's directory: its trimmed output, when it ran and succeeded.
+fn git(args: &[&str]) -> Option<String> {
+    let output = Command::new("git")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    Some(String::from_utf8(output.stdout).ok()?.trim().to_owned())
+}
+
+fn from_git() -> Option<String> {
+    // Only this crate's own repository: a crate unpacked inside another one (a vendored
+    // copy, a source archive in someone's checkout) must not take that one's revision.
+    let top = git(&["rev-parse", "--show-toplevel"])?;
+    let here = Path::new(env!("CARGO_MANIFEST_DIR")).canonicalize().ok()?;
+    if Path::new(&top).canonicalize().ok()? != here {
+        return None;
+    }
+    let rev = git(&["rev-parse", "--short=12", "HEAD"]).filter(|r| !r.is_empty())?;
+    // HEAD, and the ref it points to when on a branch; `--git-path` finds them in a linked
+    // worktree too (its HEAD is its own, its refs are the main repository's).
+    let mut watched = vec!["HEAD".to_owned(), "packed-refs".to_owned()];
+    if let Some(reference) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        watched.push(reference);
+    }
+    for name in watched {
+        if let Some(path) = git(&["rev-parse", "--git-path", &name]) {
+            let path = here.join(path);
+            if path.exists() {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
+        }
+    }
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+        .is_some_and(|changes| !changes.is_empty());
+    Some(if dirty { format!("{rev}-dirty") } else { rev })
+}
