@@ -865,6 +865,7 @@ CHART_ALERTS = {
     "HtiGuardReplayStoreDown",
     "HtiGuardAuthServerDown",
     "HtiGuardLaunchRejectionsHigh",
+    "HtiGuardUpstream5xxHigh",
     "HtiGuardNotScraped",
 }
 
@@ -929,7 +930,7 @@ def step_coverage(renders):
     for values, objs, _ in renders.values():
         mode = values.get("mode", "sidecar")
         has = lambda kind: bool(kinds(objs, kind))
-        redis = REDIS_URL_ENV in json.dumps(kinds(objs, "Deployment"))
+        redis = any(e in json.dumps(kinds(objs, "Deployment")) for e in REDIS_ENVS)
         if redis and has("HorizontalPodAutoscaler") and has("ServiceMonitor"):
             seen[f"{mode}+redis+hpa+servicemonitor"] = True
         seen[f"{mode}+memory"] = seen.get(f"{mode}+memory") or not redis
@@ -955,6 +956,29 @@ def step_coverage(renders):
         seen["shof"] = seen.get("shof") or "[shof]" in config
         seen["prometheusrule"] = seen.get("prometheusrule") or has("PrometheusRule")
         seen["audit fhir"] = seen.get("audit fhir") or 'format = \\"fhir\\"' in config
+        redis_mode = values["replay"]["redis"]["mode"] if redis else None
+        for mode_name in ("sentinel", "cluster"):
+            if redis_mode == mode_name:
+                seen[f"redis {mode_name}"] = True
+        if values["pages"]["templates"]:
+            seen["pages templates (chart ConfigMap)"] = True
+        if values["pages"].get("dir") and not values["pages"]["templates"]:
+            seen["pages dir (own volume)"] = True
+        seen["ingress"] = seen.get("ingress") or has("Ingress")
+        policies = [n["metadata"]["name"] for n in kinds(objs, "NetworkPolicy")]
+        seen["networkpolicy"] = seen.get("networkpolicy") or any(not n.endswith("-upstream") for n in policies)
+        seen["upstream networkpolicy"] = seen.get("upstream networkpolicy") or any(n.endswith("-upstream") for n in policies)
+        seen["no networkpolicy"] = seen.get("no networkpolicy") or not policies
+        seen["admin service"] = seen.get("admin service") or any(s["metadata"]["name"].endswith("-admin") for s in kinds(objs, "Service"))
+        seen["no admin service"] = seen.get("no admin service") or not any(s["metadata"]["name"].endswith("-admin") for s in kinds(objs, "Service"))
+        guard_spec = json.dumps(kinds(objs, "Deployment"))
+        seen["envFrom"] = seen.get("envFrom") or '"envFrom"' in guard_spec and bool(values["guard"]["envFrom"])
+        seen["extraVolumeMounts"] = seen.get("extraVolumeMounts") or bool(values["guard"]["extraVolumeMounts"])
+        seen["rawConfig"] = seen.get("rawConfig") or bool(values.get("rawConfig"))
+        seen["existingConfigMap"] = seen.get("existingConfigMap") or bool(values.get("existingConfigMap"))
+        multi = any(d["spec"].get("replicas", 1) > 1 for d in kinds(objs, "Deployment")) or has("HorizontalPodAutoscaler")
+        if multi and not redis:
+            seen["memory store with replicas acknowledged"] = True
     wanted = [
         "sidecar+redis+hpa+servicemonitor",
         "standalone+redis+hpa+servicemonitor",
@@ -970,6 +994,21 @@ def step_coverage(renders):
         "shof",
         "prometheusrule",
         "audit fhir",
+        "redis sentinel",
+        "redis cluster",
+        "pages templates (chart ConfigMap)",
+        "pages dir (own volume)",
+        "ingress",
+        "networkpolicy",
+        "upstream networkpolicy",
+        "no networkpolicy",
+        "admin service",
+        "no admin service",
+        "envFrom",
+        "extraVolumeMounts",
+        "rawConfig",
+        "existingConfigMap",
+        "memory store with replicas acknowledged",
     ]
     missing = [w for w in wanted if not seen.get(w)]
     report(
@@ -1842,6 +1881,99 @@ def koppeltaal_inline_sample(yaml) -> dict:
     return values
 
 
+def variant_samples(yaml) -> list[tuple[str, dict]]:
+    """Variants of the ci/ samples for what would otherwise need a file of a few lines each."""
+    minimal = lambda: yaml.safe_load((SAMPLES / "minimal-values.yaml").read_text())
+    acknowledged = minimal()
+    acknowledged["replicaCount"] = 2
+    acknowledged["replay"] = {"allowMemoryWithReplicas": True}
+    existing = minimal()
+    existing["existingConfigMap"] = "my-module-guard-config"
+    cluster = yaml.safe_load((SAMPLES / "failover-pages-values.yaml").read_text())
+    cluster["replay"]["redis"] = {
+        "mode": "cluster",
+        "existingSecret": "shared-redis-cluster",
+        "existingSecretNodesKey": "seed-nodes",
+    }
+    cluster["pages"] = {"dir": "/srv/pages"}
+    cluster["extraVolumes"] = [{"name": "my-pages", "configMap": {"name": "my-module-pages"}}]
+    cluster["guard"] = {
+        "extraVolumeMounts": [{"name": "my-pages", "mountPath": "/srv/pages", "readOnly": True}],
+        "preStopSleepSeconds": 0,
+    }
+    cluster["networkPolicy"] = {"enabled": False}
+    cluster["adminService"] = {"enabled": False}
+    return [
+        ("memory-acknowledged", acknowledged),
+        ("existing-configmap", existing),
+        ("redis-cluster", cluster),
+    ]
+
+
+def cargo_version() -> str:
+    return tomllib.loads((REPO / "Cargo.toml").read_text())["package"]["version"]
+
+
+def step_package(helm, yaml, samples, renders):
+    """The chart packaged as `helm package` would, with the crate's version, renders as the
+    chart directory does."""
+    import tarfile
+
+    problems = []
+    meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    crate = cargo_version()
+    for field in ("version", "appVersion"):
+        if str(meta.get(field)) != crate:
+            problems.append(
+                f"Chart.yaml {field} {meta.get(field)!r} differs from Cargo.toml's version {crate!r}"
+            )
+    archive_name = ""
+    same_renders = 0
+    with tempfile.TemporaryDirectory(prefix="hti-guard-package-") as tmp:
+        try:
+            archive = Path(helm.package(str(CHART), destination=tmp))
+        except helm.HelmError as e:
+            report("package", False, "helm package failed", [str(e)])
+            return
+        archive_name = archive.name
+        if archive.name != f"hti-guard-{crate}.tgz":
+            problems.append(f"packaged as {archive.name}, expected hti-guard-{crate}.tgz")
+        with tarfile.open(archive) as tar:
+            names = set(tar.getnames())
+        for need in (
+            "Chart.yaml",
+            "values.yaml",
+            "values.schema.json",
+            "dashboards/hti-guard.json",
+            *(f"templates/{p.name}" for p in (CHART / "templates").iterdir()),
+        ):
+            if f"hti-guard/{need}" not in names:
+                problems.append(f"{archive.name} lacks hti-guard/{need}")
+        stray = sorted(n for n in names if n.startswith("hti-guard/ci/"))
+        if stray:
+            problems.append(f"{archive.name} holds the check's samples: {stray[:3]}")
+        with helm.Chart.load_archive(archive.read_bytes()) as packaged:
+            for label, values in samples:
+                if label not in renders:
+                    continue
+                try:
+                    got = packaged.render(values, name=RELEASE, namespace=NAMESPACE)
+                except helm.HelmError as e:
+                    problems.append(f"{label}: the package does not render: {e}")
+                    continue
+                if got != renders[label][2]:
+                    differ = sorted(k for k in set(got) | set(renders[label][2]) if got.get(k) != renders[label][2].get(k))
+                    problems.append(f"{label}: the package renders differently: {differ[:4]}")
+                else:
+                    same_renders += 1
+    report(
+        "package",
+        not problems,
+        f"Chart.yaml version and appVersion = Cargo.toml {crate}; {archive_name} ({len(names)} files, no ci/) renders {same_renders}/{len(renders)} samples exactly as the chart directory",
+        problems,
+    )
+
+
 def main() -> int:
     start = time.monotonic()
     mods = load_deps()
@@ -1866,10 +1998,12 @@ def main() -> int:
         return 1
     samples.append(("tls-files", tls_files_sample(yaml)))
     samples.append(("koppeltaal-inline-keys", koppeltaal_inline_sample(yaml)))
+    samples += variant_samples(yaml)
     step_lint(helm, yaml, samples)
     with helm.Chart.load(str(CHART)) as chart:
         step_schema(helm, jsonschema, yaml, chart, samples)
         renders = step_render(helm, yaml, chart, samples)
+    step_package(helm, yaml, samples, renders)
     step_coverage(renders)
     step_kubernetes(kv, renders)
     step_servicemonitor(jsonschema, renders)
