@@ -1443,7 +1443,7 @@ def step_wiring(renders):
     report(
         "wiring",
         not problems,
-        f"{len(renders)} renders: Service/probes/ports, config mount, Secrets (none in a ConfigMap, every key file mounted), securityContext, grace period, upstream, HPA/PDB, dashboard",
+        f"{len(renders)} renders: public Service http only, admin Service admin only, NetworkPolicies (public port, admin port from named peers, never the app's), Ingress -> public Service, probes/ports, config mount, Secrets (none in a ConfigMap, every key file mounted), pages mount, securityContext, preStop sleeps within the grace period, upstream, envFrom/extraVolumeMounts, HPA/PDB, dashboard",
         problems,
     )
 
