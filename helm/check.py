@@ -863,6 +863,7 @@ CHART_ALERTS = {
     "HtiGuardIssuerKeysDown",
     "HtiGuardIssuerKeysStale",
     "HtiGuardReplayStoreDown",
+    "HtiGuardReplayStoreErrors",
     "HtiGuardAuthServerDown",
     "HtiGuardLaunchRejectionsHigh",
     "HtiGuardUpstream5xxHigh",

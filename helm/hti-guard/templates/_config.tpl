@@ -203,8 +203,9 @@ watch_interval = {{ .Values.reload.watchInterval | toString | toJson }}
 {{- end }}
 
 {{- /* What of the configuration a reload cannot apply (the guard's restart keys): with
-  reload.watch, only a change of these rolls the pods. */ -}}
+  reload.watch, only a change of these rolls the pods. The pages too: the guard watches
+  config.toml, not the template files mounted at pages.dir. */ -}}
 {{- define "hti-guard.restartConfig" -}}
 {{- $v := .Values -}}
-{{- dict "upstream" (include "hti-guard.upstream" .) "shutdownGrace" $v.shutdownGrace "workers" $v.workers "replay" $v.replay "timeouts" $v.timeouts "limits" $v.limits "tls" $v.tls | toJson -}}
+{{- dict "upstream" (include "hti-guard.upstream" .) "shutdownGrace" $v.shutdownGrace "workers" $v.workers "replay" $v.replay "timeouts" $v.timeouts "limits" $v.limits "tls" $v.tls "pages" $v.pages | toJson -}}
 {{- end }}
