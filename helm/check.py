@@ -35,7 +35,8 @@ Steps (one line each; exit 1 on any failure, 2 when a dependency is missing):
               only the public port from anyone and the admin port only from named peers (never
               the app's port), the Ingress reaches only the public Service, preStop sleeps fit
               in the grace period (the app's outlives the guard's drain), page templates are
-              mounted where config.toml says; Service -> pod ports, probes on the admin port, config mount and
+              mounted where config.toml says; Service -> pod ports, probes on the admin port,
+              config mount and
               HTI_GUARD_CONFIG, Secrets referenced exist, no session secret or private key in
               a ConfigMap, every secret file config.toml names is mounted, security context,
               grace period,
@@ -110,7 +111,9 @@ REDIS_URL_ENV = "HTI_GUARD_REPLAY__REDIS_URL"
 REDIS_NODES_ENV = "HTI_GUARD_REPLAY__REDIS_NODES"
 PAGES_DIR_ENV = "HTI_GUARD_PAGES__DIR"
 # Stands in for a Sentinel/cluster node list kept in a Secret the chart does not render.
-PLACEHOLDER_REDIS_NODES = '["redis://:placeholder@redis-0.invalid:6379", "redis://:placeholder@redis-1.invalid:6379"]'
+PLACEHOLDER_REDIS_NODES = json.dumps(
+    ["redis://:placeholder@redis-0.invalid:6379", "redis://:placeholder@redis-1.invalid:6379"]
+)
 REDIS_ENVS = (REDIS_URL_ENV, REDIS_NODES_ENV)
 # Stands in for a Redis URL kept in a Secret the chart does not render (existingSecret).
 PLACEHOLDER_REDIS_URL = "redis://:placeholder@redis.invalid:6379/0"
@@ -958,28 +961,35 @@ def step_coverage(renders):
         seen["prometheusrule"] = seen.get("prometheusrule") or has("PrometheusRule")
         seen["audit fhir"] = seen.get("audit fhir") or 'format = \\"fhir\\"' in config
         redis_mode = values["replay"]["redis"]["mode"] if redis else None
-        for mode_name in ("sentinel", "cluster"):
-            if redis_mode == mode_name:
-                seen[f"redis {mode_name}"] = True
-        if values["pages"]["templates"]:
+        if redis_mode in ("sentinel", "cluster"):
+            seen[f"redis {redis_mode}"] = True
+        pages = values["pages"]
+        if pages["templates"]:
             seen["pages templates (chart ConfigMap)"] = True
-        if values["pages"].get("dir") and not values["pages"]["templates"]:
+        if pages.get("dir") and not pages["templates"]:
             seen["pages dir (own volume)"] = True
-        seen["ingress"] = seen.get("ingress") or has("Ingress")
         policies = [n["metadata"]["name"] for n in kinds(objs, "NetworkPolicy")]
-        seen["networkpolicy"] = seen.get("networkpolicy") or any(not n.endswith("-upstream") for n in policies)
-        seen["upstream networkpolicy"] = seen.get("upstream networkpolicy") or any(n.endswith("-upstream") for n in policies)
-        seen["no networkpolicy"] = seen.get("no networkpolicy") or not policies
-        seen["admin service"] = seen.get("admin service") or any(s["metadata"]["name"].endswith("-admin") for s in kinds(objs, "Service"))
-        seen["no admin service"] = seen.get("no admin service") or not any(s["metadata"]["name"].endswith("-admin") for s in kinds(objs, "Service"))
-        guard_spec = json.dumps(kinds(objs, "Deployment"))
-        seen["envFrom"] = seen.get("envFrom") or '"envFrom"' in guard_spec and bool(values["guard"]["envFrom"])
-        seen["extraVolumeMounts"] = seen.get("extraVolumeMounts") or bool(values["guard"]["extraVolumeMounts"])
-        seen["rawConfig"] = seen.get("rawConfig") or bool(values.get("rawConfig"))
-        seen["existingConfigMap"] = seen.get("existingConfigMap") or bool(values.get("existingConfigMap"))
-        multi = any(d["spec"].get("replicas", 1) > 1 for d in kinds(objs, "Deployment")) or has("HorizontalPodAutoscaler")
-        if multi and not redis:
-            seen["memory store with replicas acknowledged"] = True
+        admin_services = [
+            s for s in kinds(objs, "Service") if s["metadata"]["name"].endswith("-admin")
+        ]
+        deployments = kinds(objs, "Deployment")
+        multi = any(d["spec"].get("replicas", 1) > 1 for d in deployments) or has(
+            "HorizontalPodAutoscaler"
+        )
+        for name, now in [
+            ("ingress", has("Ingress")),
+            ("networkpolicy", any(not n.endswith("-upstream") for n in policies)),
+            ("upstream networkpolicy", any(n.endswith("-upstream") for n in policies)),
+            ("no networkpolicy", not policies),
+            ("admin service", bool(admin_services)),
+            ("no admin service", not admin_services),
+            ("envFrom", bool(values["guard"]["envFrom"]) and '"envFrom"' in json.dumps(deployments)),
+            ("extraVolumeMounts", bool(values["guard"]["extraVolumeMounts"])),
+            ("rawConfig", bool(values.get("rawConfig"))),
+            ("existingConfigMap", bool(values.get("existingConfigMap"))),
+            ("memory store with replicas acknowledged", multi and not redis),
+        ]:
+            seen[name] = seen.get(name) or now
     wanted = [
         "sidecar+redis+hpa+servicemonitor",
         "standalone+redis+hpa+servicemonitor",
@@ -1302,7 +1312,11 @@ def step_wiring(renders):
         pages_dir = (config.get("pages") or {}).get("dir")
         if pages_dir:
             mount = next(
-                (m for m in guard.get("volumeMounts", []) if m["mountPath"].rstrip("/") == pages_dir),
+                (
+                    m
+                    for m in guard.get("volumeMounts", [])
+                    if m["mountPath"].rstrip("/") == pages_dir
+                ),
                 None,
             )
             need(mount is not None, f"pages.dir {pages_dir} is on no volume mounted in the guard")
@@ -1607,7 +1621,8 @@ def new_keys_needed(values: dict) -> list[str]:
     needed = []
     if values["replay"]["store"] == "redis" and values["replay"]["redis"]["mode"] != "single":
         needed.append("replay.redis_mode")
-    if values["pages"].get("portalUrl") or values["pages"].get("dir") or values["pages"]["templates"]:
+    pages = values["pages"]
+    if pages.get("portalUrl") or pages.get("dir") or pages["templates"]:
         needed.append("pages")
     return needed
 
@@ -1963,7 +1978,8 @@ def step_package(helm, yaml, samples, renders):
                     problems.append(f"{label}: the package does not render: {e}")
                     continue
                 if got != renders[label][2]:
-                    differ = sorted(k for k in set(got) | set(renders[label][2]) if got.get(k) != renders[label][2].get(k))
+                    want = renders[label][2]
+                    differ = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
                     problems.append(f"{label}: the package renders differently: {differ[:4]}")
                 else:
                     same_renders += 1
