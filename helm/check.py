@@ -11,10 +11,17 @@ Steps (one line each; exit 1 on any failure, 2 when a dependency is missing):
               each with the error its `# expect:` line names.
   render      every sample renders; every file in check-fixtures/fail/ is refused by a
               template `fail`, with the message its `# expect:` line names.
+  package     the chart's version and appVersion equal Cargo.toml's package version; the chart
+              is packaged (the Helm SDK's `helm package`) into hti-guard-<version>.tgz, which
+              holds the templates, schema and dashboard but not ci/, and renders every sample
+              exactly as the chart directory does.
   coverage    the samples still exercise both modes with Redis, HPA and ServiceMonitor, the
               PrometheusRule, the FHIR audit format, the
               memory store, a PodDisruptionBudget, the dashboard, TLS, sessions and module keys
-              from the chart's Secret and from existing Secrets, introspection and SHOF.
+              from the chart's Secret and from existing Secrets, introspection and SHOF, Redis
+              Sentinel and Cluster, the pages, the Ingress, both NetworkPolicies, envFrom,
+              extra volume mounts, rawConfig, existingConfigMap and the memory store with
+              several replicas acknowledged.
   kubernetes  every rendered object but the ServiceMonitor validates strictly against the
               Kubernetes 1.32 schemas bundled with kubernetes-validate.
   servicemon  the ServiceMonitor (a CRD, not in those schemas) checked here: a strict schema
@@ -23,7 +30,13 @@ Steps (one line each; exit 1 on any failure, 2 when a dependency is missing):
               every alert with a severity and a summary, every hti_guard_* metric its
               expressions name exported by the guard (src/metrics.rs), and the job they
               select the Service the ServiceMonitor scrapes.
-  wiring      the pieces fit: Service -> pod ports, probes on the admin port, config mount and
+  wiring      the pieces fit: the public Service has only the http port and the admin Service
+              only the admin port (no Service reaches the app's port), the NetworkPolicy admits
+              only the public port from anyone and the admin port only from named peers (never
+              the app's port), the Ingress reaches only the public Service, preStop sleeps fit
+              in the grace period (the app's outlives the guard's drain), page templates are
+              mounted where config.toml says; Service -> pod ports, probes on the admin port,
+              config mount and
               HTI_GUARD_CONFIG, Secrets referenced exist, no session secret or private key in
               a ConfigMap, every secret file config.toml names is mounted, security context,
               grace period,
@@ -39,13 +52,25 @@ Steps (one line each; exit 1 on any failure, 2 when a dependency is missing):
               differently fails); keys the guard has and the chart never sets are listed.
               A sample with shof.enabled is checked only when the binary knows [shof] (probed
               with `check --offline` on a tiny config); otherwise it is skipped with a note,
-              after it was linted, schema-checked, rendered and wired like every other.
+              after it was linted, schema-checked, rendered and wired like every other. The
+              same for a sample that uses keys newer than some builds (replay.redis_mode,
+              replay.sentinel_master, replay.redis_nodes, [pages]: ci/failover-pages-values.yaml
+              and the redis-cluster sample) when the binary says the key is unknown. The
+              Sentinel/cluster node list comes from the rendered Secret (a placeholder list for
+              an existing one), the page templates from the rendered ConfigMap (pointed to with
+              HTI_GUARD_PAGES__DIR), envFrom from rendered ConfigMaps and Secrets. A rawConfig
+              is compared key by key with what the guard read; an existingConfigMap is not the
+              chart's and skipped with a note.
 
 Sample values: helm/hti-guard/ci/*.yaml, plus two made here so that no private key is kept in
 the repository: "tls-files" (standalone-values.yaml with a generated TLS pair in secrets.files)
 and "koppeltaal-inline-keys" (koppeltaal-session-values.yaml with generated module keys and
 session keys given as values, so the chart renders them into its <fullname>-keys Secret),
-each applied on top of the chart's defaults like `helm install -f FILE`. The chart's defaults
+and three variants: "memory-acknowledged" (minimal-values.yaml with two replicas on the
+memory store and replay.allowMemoryWithReplicas), "existing-configmap" (minimal-values.yaml
+with existingConfigMap) and "redis-cluster" (failover-pages-values.yaml on Redis Cluster with
+the nodes in an existing Secret), each applied on top of the chart's defaults like
+`helm install -f FILE`. The chart's defaults
 alone do not render on purpose (the audience, an issuer and, in sidecar mode, the app image are
 required), so "the default values" are checked as ci/minimal-values.yaml: the defaults plus
 only those required values.
@@ -83,6 +108,13 @@ NAMESPACE = "modules"
 GUARD = "hti-guard"  # the guard's container name
 CONFIG_PATH = "/etc/hti-guard/config/config.toml"
 REDIS_URL_ENV = "HTI_GUARD_REPLAY__REDIS_URL"
+REDIS_NODES_ENV = "HTI_GUARD_REPLAY__REDIS_NODES"
+PAGES_DIR_ENV = "HTI_GUARD_PAGES__DIR"
+# Stands in for a Sentinel/cluster node list kept in a Secret the chart does not render.
+PLACEHOLDER_REDIS_NODES = json.dumps(
+    ["redis://:placeholder@redis-0.invalid:6379", "redis://:placeholder@redis-1.invalid:6379"]
+)
+REDIS_ENVS = (REDIS_URL_ENV, REDIS_NODES_ENV)
 # Stands in for a Redis URL kept in a Secret the chart does not render (existingSecret).
 PLACEHOLDER_REDIS_URL = "redis://:placeholder@redis.invalid:6379/0"
 
@@ -277,6 +309,8 @@ def shof_enabled(values: dict) -> bool:
 def expected_config(v: dict, guard: dict) -> dict:
     """What the guard should end up with, key by key as `check --json` names them, from the
     chart's (merged) values and the guard container's plain env overrides."""
+    if v.get("rawConfig"):
+        return expected_from_toml(tomllib.loads(v["rawConfig"]), guard)
     launch, keys, replay, timeouts = v["launch"], v["keys"], v["replay"], v["timeouts"]
     audience = launch["audience"] if isinstance(launch["audience"], list) else [launch["audience"]]
     upstream = f"http://127.0.0.1:{v['app']['port']}" if v["mode"] == "sidecar" else v["upstream"]
@@ -371,13 +405,63 @@ def expected_config(v: dict, guard: dict) -> dict:
             # "<file> (kid <kid>)": the check's copy, the kid when the values give one.
             want[f"module.{key}"] = [k.get("kid") for k in v["module"][name]]
             sources[f"module.{key}"] = "env"
-    if replay["store"] == "redis":
+    redis = replay["redis"]
+    if replay["store"] == "redis" and redis["mode"] != "single":
+        want["replay.redis_mode"] = redis["mode"]
+        if redis["mode"] == "sentinel":
+            want["replay.sentinel_master"] = redis["sentinelMaster"]
+        # Masked by check; the count: the values' list, or the placeholder's two.
+        want["replay.redis_nodes"] = len(redis.get("nodes") or json.loads(PLACEHOLDER_REDIS_NODES))
+        sources["replay.redis_mode"] = "file"
+        sources["replay.redis_nodes"] = "env"
+    elif replay["store"] == "redis":
         sources["replay.redis_url"] = "env"
+    if v["pages"].get("portalUrl"):
+        want["pages.portal_url"] = v["pages"]["portalUrl"]
+        sources["pages.portal_url"] = "file"
+    if v["pages"].get("dir") or v["pages"]["templates"]:
+        sources["pages.dir"] = "env"  # the check's copy of the templates
     if v["tls"]["enabled"]:
         sources["tls.cert_file"] = sources["tls.key_file"] = "env"  # the check's stand-in paths
     for e in guard.get("env", []):
         name = e["name"]
         if name.startswith("HTI_GUARD_") and "value" in e:
+            key = name.removeprefix("HTI_GUARD_").lower().replace("__", ".")
+            if key in DURATION_KEYS or key in want:
+                want[key] = e["value"]
+                sources[key] = "env"
+    return want, sources
+
+
+def expected_from_toml(config: dict, guard: dict) -> tuple[dict, dict]:
+    """What the guard should read from a config.toml of the operator's own (rawConfig): each
+    key the file sets, from the file; secret files from the check's copies (env); the
+    guard container's plain HTI_GUARD_* values over them."""
+    want = {}
+    for key, value in config.items():
+        if key == "issuers":
+            want["issuers"] = value
+        elif isinstance(value, dict):
+            for sub, inner in value.items():
+                want[f"{key}.{sub}"] = inner
+        else:
+            want[key] = value
+    if isinstance(want.get("launch.audience"), str):
+        want["launch.audience"] = [want["launch.audience"]]
+    if "trusted_proxies" in want:
+        want["trusted_proxies"] = [
+            p if "/" in p else p + ("/128" if ":" in p else "/32") for p in want["trusted_proxies"]
+        ]
+    sources = {k: "file" for k in want}
+    for section, key, _, _ in SECRET_FILE_KEYS:
+        if f"{section}.{key}" in want:
+            del want[f"{section}.{key}"]
+            sources[f"{section}.{key}"] = "env"
+    for e in guard.get("env", []):
+        name = e["name"]
+        if name in REDIS_ENVS:
+            sources[name.removeprefix("HTI_GUARD_").lower().replace("__", ".")] = "env"
+        elif name.startswith("HTI_GUARD_") and "value" in e:
             key = name.removeprefix("HTI_GUARD_").lower().replace("__", ".")
             if key in DURATION_KEYS or key in want:
                 want[key] = e["value"]
@@ -398,6 +482,8 @@ def same(key: str, want, got) -> bool:
         return len(want) == len(got) and all(
             all(g.get(k) == w[k] for k in w) for w, g in zip(want, got)
         )
+    if key == "replay.redis_nodes":
+        return isinstance(got, list) and len(got) == want
     if key == "launch.methods":
         return [m.upper() for m in want] == [m.upper() for m in got]
     if key in ("module.signing_key_files", "module.decryption_key_files"):
@@ -780,8 +866,10 @@ CHART_ALERTS = {
     "HtiGuardIssuerKeysDown",
     "HtiGuardIssuerKeysStale",
     "HtiGuardReplayStoreDown",
+    "HtiGuardReplayStoreErrors",
     "HtiGuardAuthServerDown",
     "HtiGuardLaunchRejectionsHigh",
+    "HtiGuardUpstream5xxHigh",
     "HtiGuardNotScraped",
 }
 
@@ -846,7 +934,7 @@ def step_coverage(renders):
     for values, objs, _ in renders.values():
         mode = values.get("mode", "sidecar")
         has = lambda kind: bool(kinds(objs, kind))
-        redis = REDIS_URL_ENV in json.dumps(kinds(objs, "Deployment"))
+        redis = any(e in json.dumps(kinds(objs, "Deployment")) for e in REDIS_ENVS)
         if redis and has("HorizontalPodAutoscaler") and has("ServiceMonitor"):
             seen[f"{mode}+redis+hpa+servicemonitor"] = True
         seen[f"{mode}+memory"] = seen.get(f"{mode}+memory") or not redis
@@ -872,6 +960,36 @@ def step_coverage(renders):
         seen["shof"] = seen.get("shof") or "[shof]" in config
         seen["prometheusrule"] = seen.get("prometheusrule") or has("PrometheusRule")
         seen["audit fhir"] = seen.get("audit fhir") or 'format = \\"fhir\\"' in config
+        redis_mode = values["replay"]["redis"]["mode"] if redis else None
+        if redis_mode in ("sentinel", "cluster"):
+            seen[f"redis {redis_mode}"] = True
+        pages = values["pages"]
+        if pages["templates"]:
+            seen["pages templates (chart ConfigMap)"] = True
+        if pages.get("dir") and not pages["templates"]:
+            seen["pages dir (own volume)"] = True
+        policies = [n["metadata"]["name"] for n in kinds(objs, "NetworkPolicy")]
+        admin_services = [
+            s for s in kinds(objs, "Service") if s["metadata"]["name"].endswith("-admin")
+        ]
+        deployments = kinds(objs, "Deployment")
+        multi = any(d["spec"].get("replicas", 1) > 1 for d in deployments) or has(
+            "HorizontalPodAutoscaler"
+        )
+        for name, now in [
+            ("ingress", has("Ingress")),
+            ("networkpolicy", any(not n.endswith("-upstream") for n in policies)),
+            ("upstream networkpolicy", any(n.endswith("-upstream") for n in policies)),
+            ("no networkpolicy", not policies),
+            ("admin service", bool(admin_services)),
+            ("no admin service", not admin_services),
+            ("envFrom", bool(values["guard"]["envFrom"]) and '"envFrom"' in json.dumps(deployments)),
+            ("extraVolumeMounts", bool(values["guard"]["extraVolumeMounts"])),
+            ("rawConfig", bool(values.get("rawConfig"))),
+            ("existingConfigMap", bool(values.get("existingConfigMap"))),
+            ("memory store with replicas acknowledged", multi and not redis),
+        ]:
+            seen[name] = seen.get(name) or now
     wanted = [
         "sidecar+redis+hpa+servicemonitor",
         "standalone+redis+hpa+servicemonitor",
@@ -887,6 +1005,21 @@ def step_coverage(renders):
         "shof",
         "prometheusrule",
         "audit fhir",
+        "redis sentinel",
+        "redis cluster",
+        "pages templates (chart ConfigMap)",
+        "pages dir (own volume)",
+        "ingress",
+        "networkpolicy",
+        "upstream networkpolicy",
+        "no networkpolicy",
+        "admin service",
+        "no admin service",
+        "envFrom",
+        "extraVolumeMounts",
+        "rawConfig",
+        "existingConfigMap",
+        "memory store with replicas acknowledged",
     ]
     missing = [w for w in wanted if not seen.get(w)]
     report(
@@ -927,9 +1060,88 @@ def config_toml(objs: list[dict], pod: dict, guard: dict) -> tuple[str, dict]:
         raise ValueError(f"{folder} is mounted by subPath, which a ConfigMap update never reaches")
     volume = next(v for v in pod["spec"]["volumes"] if v["name"] == mount["name"])
     cm_name = volume["configMap"]["name"]
-    cm = next(c for c in kinds(objs, "ConfigMap") if c["metadata"]["name"] == cm_name)
+    cm = next((c for c in kinds(objs, "ConfigMap") if c["metadata"]["name"] == cm_name), None)
+    if cm is None:
+        raise ExternalConfig(cm_name)
     text = cm["data"][name]
     return text, tomllib.loads(text)
+
+
+class ExternalConfig(Exception):
+    """config.toml lives in a ConfigMap the chart does not render (existingConfigMap)."""
+
+
+def sleep_seconds(container: dict) -> int:
+    """A container's preStop sleep in seconds (0: none)."""
+    pre = (container.get("lifecycle") or {}).get("preStop") or {}
+    if pre and "sleep" not in pre:
+        raise ValueError(f"{container['name']}: a preStop that is not a sleep: {pre}")
+    return int((pre.get("sleep") or {}).get("seconds", 0))
+
+
+def check_network_policies(values, objs, labels, spec, need) -> None:
+    """The pod's NetworkPolicy admits the public port (from anyone, or the named peers) and
+    the admin port only from named peers, no other port (so never the app's); the upstream
+    policy (standalone) admits only the guard's pods."""
+    np_values = values["networkPolicy"]
+    policies = kinds(objs, "NetworkPolicy")
+    own = [
+        n
+        for n in policies
+        if (n["spec"]["podSelector"].get("matchLabels") or {})
+        and n["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    ]
+    need(
+        len(own) == (1 if np_values["enabled"] else 0),
+        f"{len(own)} NetworkPolicies select the pod with networkPolicy.enabled {np_values['enabled']}",
+    )
+    app_ports = set()
+    if values.get("mode", "sidecar") == "sidecar":
+        app = next(c for c in spec["containers"] if c["name"] != GUARD)
+        for p in app.get("ports", []):
+            app_ports |= {p["containerPort"], p.get("name")}
+    for policy in own:
+        need(policy["spec"]["policyTypes"] == ["Ingress"], "NetworkPolicy policyTypes")
+        rules = policy["spec"].get("ingress") or []
+        extra = len(np_values["extraIngress"])
+        chart_rules = rules[: len(rules) - extra]
+        need(rules[len(chart_rules) :] == np_values["extraIngress"], "extraIngress not appended")
+        public_rules = 0
+        for rule in chart_rules:
+            ports = [p.get("port") for p in rule.get("ports") or []]
+            need(ports, "a NetworkPolicy rule without ports admits every port, the app's too")
+            for port in ports:
+                need(port in ("http", 8080, "admin", 9090), f"NetworkPolicy admits port {port}")
+                need(port not in app_ports, f"NetworkPolicy admits the app's port {port}")
+            if any(p in ("admin", 9090) for p in ports):
+                need(rule.get("from"), "the admin port is open to every peer")
+                need(
+                    all(p in ("admin", 9090) for p in ports),
+                    "the admin rule admits more than the admin port",
+                )
+            else:
+                public_rules += 1
+                need(rule.get("from", []) == np_values["publicFrom"], "public rule peers differ")
+        need(public_rules == 1, f"{public_rules} rules for the public port, expected 1")
+    upstream = [n for n in policies if n["metadata"]["name"].endswith("-upstream")]
+    want_upstream = bool(
+        np_values["enabled"]
+        and values.get("mode") == "standalone"
+        and np_values["upstream"].get("podSelector")
+    )
+    need(len(upstream) == int(want_upstream), f"{len(upstream)} upstream NetworkPolicies")
+    for policy in upstream:
+        need(
+            policy["spec"]["podSelector"] == np_values["upstream"].get("podSelector"),
+            "the upstream NetworkPolicy selects other pods than networkPolicy.upstream.podSelector",
+        )
+        peers = [peer for r in policy["spec"]["ingress"] for peer in r["from"]]
+        need(
+            len(peers) == 1
+            and set(peers[0]) == {"podSelector"}
+            and peers[0]["podSelector"]["matchLabels"].items() <= labels.items(),
+            "the upstream NetworkPolicy admits more than the guard's pods",
+        )
 
 
 def step_wiring(renders):
@@ -944,7 +1156,14 @@ def step_wiring(renders):
         try:
             deploy, pod = pod_of(objs)
             guard = guard_container(pod)
-            text, config = config_toml(objs, pod, guard)
+            try:
+                text, config = config_toml(objs, pod, guard)
+            except ExternalConfig as e:
+                need(
+                    str(e) == values.get("existingConfigMap"),
+                    f"config.toml from ConfigMap {e}, which the chart does not render",
+                )
+                text, config = "", {}
         except (ValueError, KeyError, StopIteration, tomllib.TOMLDecodeError) as e:
             problems.append(f"{ident}: {e}")
             continue
@@ -953,19 +1172,56 @@ def step_wiring(renders):
         # Service -> pod: selector matches, ports http/admin target the guard's.
         cports = {p["name"]: p["containerPort"] for p in guard["ports"]}
         need(cports.get("http") == 8080 and cports.get("admin") == 9090, f"guard ports {cports}")
-        need(config.get("listen", "0.0.0.0:8080").endswith(":8080"), "listen is not port 8080")
+        need(str(config.get("listen", "0.0.0.0:8080")).endswith(":8080"), "listen is not port 8080")
         need(
-            config.get("admin_listen", "0.0.0.0:9090").endswith(":9090"),
+            str(config.get("admin_listen", "0.0.0.0:9090")).endswith(":9090"),
             "admin_listen is not port 9090",
         )
-        for svc in kinds(objs, "Service"):
+        # Services: the public one carries only the guard's public port, the admin one only
+        # the admin port; no Service reaches the app's port.
+        fullname = deploy["metadata"]["name"]
+        services = kinds(objs, "Service")
+        public = [s for s in services if s["metadata"]["name"] == fullname]
+        admin = [s for s in services if s["metadata"]["name"] == f"{fullname}-admin"]
+        need(len(public) == 1, f"no public Service {fullname}")
+        need(
+            len(admin) == (1 if values["adminService"]["enabled"] else 0),
+            f"{len(admin)} admin Services with adminService.enabled {values['adminService']['enabled']}",
+        )
+        need(
+            len(services) == len(public) + len(admin),
+            "a Service besides the public and the admin one",
+        )
+        for svc in services:
             need(
                 svc["spec"]["selector"].items() <= labels.items(),
                 "Service selector does not match the pod",
             )
             targets = {p["name"]: p["targetPort"] for p in svc["spec"]["ports"]}
-            need(targets == {"http": "http", "admin": "admin"}, f"Service ports target {targets}")
-        need(len(kinds(objs, "Service")) == 1, "expected exactly one Service")
+            want_targets = {"http": "http"} if svc in public else {"admin": "admin"}
+            need(
+                targets == want_targets,
+                f"Service {svc['metadata']['name']} ports target {targets}, expected {want_targets}",
+            )
+        for svc in admin:
+            need(
+                svc["metadata"]["labels"].get("app.kubernetes.io/component") == "admin",
+                "the admin Service lacks app.kubernetes.io/component: admin",
+            )
+        # The Ingress reaches the public Service's http port, nothing else.
+        for ing in kinds(objs, "Ingress"):
+            for rule in ing["spec"]["rules"]:
+                for path in rule["http"]["paths"]:
+                    backend = path["backend"]["service"]
+                    need(
+                        backend == {"name": fullname, "port": {"name": "http"}},
+                        f"Ingress backend {backend}, expected the public Service's http port",
+                    )
+        need(
+            bool(kinds(objs, "Ingress")) == bool(values["ingress"]["enabled"]),
+            "Ingress rendered differs from ingress.enabled",
+        )
+        check_network_policies(values, objs, labels, spec, need)
         # Probes on the admin port.
         for probe, want in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")]:
             get = guard.get(probe, {}).get("httpGet", {})
@@ -992,26 +1248,44 @@ def step_wiring(renders):
             "pod: runAsNonRoot is not true",
         )
         need(spec.get("enableServiceLinks") is False, "enableServiceLinks is not false")
-        # Drain time.
-        grace = duration_seconds(config.get("shutdown_grace", "20s"))
+        # Drain time: the preStop sleep (endpoints and the ingress drop the pod first), then
+        # SIGTERM and shutdown_grace, all within terminationGracePeriodSeconds.
+        grace = duration_seconds(config.get("shutdown_grace", values["shutdownGrace"]))
+        tgps = spec.get("terminationGracePeriodSeconds", 30)
+        pre_stop = sleep_seconds(guard)
         need(
-            spec.get("terminationGracePeriodSeconds", 30) > grace,
-            f"terminationGracePeriodSeconds {spec.get('terminationGracePeriodSeconds')} <= shutdown_grace {grace}s",
+            pre_stop == values["guard"]["preStopSleepSeconds"],
+            f"guard preStop sleep {pre_stop}s, values say {values['guard']['preStopSleepSeconds']}s",
         )
+        need(
+            tgps > grace + pre_stop,
+            f"terminationGracePeriodSeconds {tgps} <= preStop {pre_stop}s + shutdown_grace {grace}s",
+        )
+        if values.get("mode", "sidecar") == "sidecar":
+            app_pre = sleep_seconds(next(c for c in spec["containers"] if c["name"] != GUARD))
+            if values["app"].get("preStopSleepSeconds") is None:
+                need(
+                    app_pre >= pre_stop + grace,
+                    f"the app's preStop sleep {app_pre}s ends before the guard has drained ({pre_stop}s + {grace}s)",
+                )
+            need(app_pre < tgps, f"the app's preStop sleep {app_pre}s >= grace period {tgps}s")
         # Config rolls the pods: all of it, or with reload.watch (the guard reloads the rest)
         # what a reload cannot apply.
+        own = values.get("rawConfig") or values.get("existingConfigMap")
         annotation = (
             "checksum/config-restart"
-            if config.get("reload", {}).get("watch")
+            if config.get("reload", {}).get("watch") and not own
             else "checksum/config"
         )
         need(
-            annotation in pod["metadata"].get("annotations", {}),
+            values.get("existingConfigMap") or annotation in pod["metadata"].get("annotations", {}),
             f"no {annotation} annotation",
         )
         # Upstream per mode.
         mode = values.get("mode", "sidecar")
-        if mode == "sidecar":
+        if not config:
+            pass  # an existing ConfigMap: not the chart's to check
+        elif mode == "sidecar":
             app = [c for c in spec["containers"] if c["name"] != GUARD]
             port = app[0]["ports"][0]["containerPort"] if app and app[0].get("ports") else None
             need(len(app) == 1, f"sidecar: {len(app)} app containers")
@@ -1025,6 +1299,42 @@ def step_wiring(renders):
                 config["upstream"] == values.get("upstream"),
                 f"standalone: upstream {config['upstream']}",
             )
+        # The guard container's extras, as the values give them.
+        need(
+            guard.get("envFrom", []) == values["guard"]["envFrom"],
+            f"guard envFrom {guard.get('envFrom')}",
+        )
+        volume_names = {v["name"] for v in spec.get("volumes", [])}
+        for m in values["guard"]["extraVolumeMounts"]:
+            need(m in guard.get("volumeMounts", []), f"guard extraVolumeMount {m} missing")
+            need(m["name"] in volume_names, f"guard extraVolumeMount {m['name']}: no such volume")
+        # The page templates: mounted where config.toml looks for them.
+        pages_dir = (config.get("pages") or {}).get("dir")
+        if pages_dir:
+            mount = next(
+                (
+                    m
+                    for m in guard.get("volumeMounts", [])
+                    if m["mountPath"].rstrip("/") == pages_dir
+                ),
+                None,
+            )
+            need(mount is not None, f"pages.dir {pages_dir} is on no volume mounted in the guard")
+            templates = values["pages"]["templates"]
+            if mount is not None and templates:
+                volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+                cm = next(
+                    (
+                        c
+                        for c in kinds(objs, "ConfigMap")
+                        if c["metadata"]["name"] == volume.get("configMap", {}).get("name")
+                    ),
+                    None,
+                )
+                need(
+                    cm is not None and cm["data"] == templates,
+                    "the pages ConfigMap mounted at pages.dir does not hold pages.templates",
+                )
         # Secrets referenced: rendered by the chart, or named by an existingSecret value.
         external = {
             (values.get("replay", {}).get("redis", {}) or {}).get("existingSecret"),
@@ -1052,16 +1362,23 @@ def step_wiring(renders):
                 ref in rendered_secrets or ref in external,
                 f"Secret {ref} is neither rendered nor an existingSecret",
             )
-        store = config.get("replay", {}).get("store", "memory")
+        store = config.get("replay", {}).get("store", values["replay"]["store"])
         env_names = {e["name"] for e in guard.get("env", [])}
-        need(
-            (store == "redis") == (REDIS_URL_ENV in env_names),
-            f"replay.store {store} but {REDIS_URL_ENV} {'missing' if store == 'redis' else 'set'}",
+        redis_mode = values["replay"]["redis"]["mode"]
+        want_env = (
+            set()
+            if store != "redis"
+            else {REDIS_URL_ENV if redis_mode == "single" else REDIS_NODES_ENV}
         )
         need(
-            "redis_url" not in config.get("replay", {}),
-            "the Redis URL is in config.toml (it may hold a password)",
+            env_names & set(REDIS_ENVS) == want_env,
+            f"replay.store {store} (mode {redis_mode}) but the Redis env is {sorted(env_names & set(REDIS_ENVS))}",
         )
+        for key in ("redis_url", "redis_nodes"):
+            need(
+                key not in config.get("replay", {}),
+                f"replay.{key} is in config.toml (it may hold a password)",
+            )
         # Session and module keys: files from Secrets, never values in a ConfigMap.
         session = config.get("session", {})
         need(
@@ -1092,18 +1409,26 @@ def step_wiring(renders):
                     f"{section}.{key} {path} is on no volume mounted in the guard",
                 )
         need(
-            bool(session.get("enabled")) == bool(values["session"]["enabled"]),
+            own or bool(session.get("enabled")) == bool(values["session"]["enabled"]),
             "session.enabled in config.toml differs from the values",
         )
         need(
-            bool(config.get("shof", {}).get("enabled")) == shof_enabled(values),
+            own or bool(config.get("shof", {}).get("enabled")) == shof_enabled(values),
             "shof.enabled in config.toml differs from the values",
         )
         # Several pods only with the shared store.
         multi = deploy["spec"].get("replicas", 1) > 1 or bool(
             kinds(objs, "HorizontalPodAutoscaler")
         )
-        need(not multi or store == "redis", "several replicas with the memory replay store")
+        need(
+            not multi or store == "redis" or values["replay"]["allowMemoryWithReplicas"],
+            "several replicas with the memory replay store, not acknowledged",
+        )
+        notes_text = next((t for n, t in rendered.items() if n.endswith("NOTES.txt")), "")
+        need(
+            not multi or store == "redis" or "a token can be used once per" in notes_text,
+            "NOTES.txt lacks the warning for the memory store with several replicas",
+        )
         need(
             not multi or kinds(objs, "PodDisruptionBudget"),
             "several replicas without a PodDisruptionBudget",
@@ -1133,7 +1458,7 @@ def step_wiring(renders):
     report(
         "wiring",
         not problems,
-        f"{len(renders)} renders: Service/probes/ports, config mount, Secrets (none in a ConfigMap, every key file mounted), securityContext, grace period, upstream, HPA/PDB, dashboard",
+        f"{len(renders)} renders: public Service http only, admin Service admin only, NetworkPolicies (public port, admin port from named peers, never the app's), Ingress -> public Service, probes/ports, config mount, Secrets (none in a ConfigMap, every key file mounted), pages mount, securityContext, preStop sleeps within the grace period, upstream, envFrom/extraVolumeMounts, HPA/PDB, dashboard",
         problems,
     )
 
@@ -1283,6 +1608,99 @@ def shof_support(binary: Path) -> tuple[bool, str]:
     raise ValueError(f"[shof] probe: check exited {proc.returncode}: {out[-500:]}")
 
 
+# Keys newer than some builds of the guard (they land on other branches at the same time as
+# the chart's values for them), with a tiny config that uses each.
+NEW_KEYS = {
+    "replay.redis_mode": '[replay]\nredis_mode = "single"\n',
+    "pages": '[pages]\nportal_url = "https://portal.invalid/"\n',
+}
+
+
+def new_keys_needed(values: dict) -> list[str]:
+    """The NEW_KEYS a sample's config uses (ci/failover-pages-values.yaml, redis-cluster)."""
+    needed = []
+    if values["replay"]["store"] == "redis" and values["replay"]["redis"]["mode"] != "single":
+        needed.append("replay.redis_mode")
+    pages = values["pages"]
+    if pages.get("portalUrl") or pages.get("dir") or pages["templates"]:
+        needed.append("pages")
+    return needed
+
+
+def new_keys_support(binary: Path) -> dict[str, str | None]:
+    """For each of NEW_KEYS: None when this hti-guard knows it, else the binary's words (it
+    refuses an unknown key with exit 2, naming it)."""
+    result = {}
+    for key, snippet in NEW_KEYS.items():
+        with tempfile.TemporaryDirectory(prefix="hti-guard-probe-") as tmp:
+            file = Path(tmp) / "config.toml"
+            file.write_text(
+                'upstream = "http://127.0.0.1:3000"\n'
+                '[launch]\naudience = "Device/probe"\n'
+                '[[issuers]]\niss = "https://portal.invalid"\n'
+                'jwks_url = "https://portal.invalid/jwks"\n' + snippet
+            )
+            env = {k: v for k, v in os.environ.items() if not k.startswith("HTI_GUARD_")}
+            env["RUST_LOG"] = "warn"
+            proc = subprocess.run(
+                [str(binary), "check", "--offline", "--config", str(file)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+        out = (proc.stderr + proc.stdout).strip()
+        last = key.split(".")[-1]
+        if proc.returncode == 0:
+            result[key] = None
+        elif proc.returncode == 2 and "unknown" in out and last in out:
+            result[key] = out.splitlines()[-1][:90].rstrip() + " ..."
+        else:
+            raise ValueError(f"{key} probe: check exited {proc.returncode}: {out[-500:]}")
+    return result
+
+
+def env_from(objs: list[dict], guard: dict, notes: list[str]) -> dict[str, str]:
+    """The variables the guard container's envFrom gives, from the ConfigMaps and Secrets
+    the chart renders; one that is not rendered (the operator's own) is noted."""
+    env = {}
+    for source in guard.get("envFrom", []):
+        prefix = source.get("prefix", "")
+        ref = source.get("configMapRef") or source.get("secretRef")
+        kind = "ConfigMap" if "configMapRef" in source else "Secret"
+        obj = next((o for o in kinds(objs, kind) if o["metadata"]["name"] == ref["name"]), None)
+        if obj is None:
+            notes.append(f"envFrom existing {kind} {ref['name']} (not the chart's, not read)")
+            continue
+        data = dict(obj.get("data") or {})
+        if kind == "Secret":
+            data = {k: base64.b64decode(v).decode() for k, v in data.items()}
+            data.update(obj.get("stringData") or {})
+        env.update({prefix + k: str(v) for k, v in data.items()})
+    return env
+
+
+def pages_env(objs, pod, guard, config, workdir: Path, notes: list[str]) -> dict[str, str]:
+    """pages.dir: a copy of the templates of the ConfigMap mounted there (an empty directory
+    when it is a volume of the operator's own), pointed to with HTI_GUARD_PAGES__DIR."""
+    folder = (config.get("pages") or {}).get("dir")
+    if not folder:
+        return {}
+    target = workdir / "pages"
+    target.mkdir()
+    mount = next(m for m in guard.get("volumeMounts", []) if m["mountPath"].rstrip("/") == folder)
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == mount["name"])
+    name = volume.get("configMap", {}).get("name")
+    cm = next((c for c in kinds(objs, "ConfigMap") if c["metadata"]["name"] == name), None)
+    if cm is None:
+        notes.append(f"pages.dir {folder} from a volume not the chart's (empty stand-in)")
+    else:
+        for file, content in cm["data"].items():
+            (target / file).write_text(content)
+        notes.append(f"{len(cm['data'])} page templates from ConfigMap {name}")
+    return {PAGES_DIR_ENV: str(target)}
+
+
 def step_guard(renders, binary: Path):
     problems = []
     done = []
@@ -1296,10 +1714,18 @@ def step_guard(renders, binary: Path):
         )
         return
     skipped = []
+    skipped_new: dict[str, list[str]] = {}
+    not_chart = []
     shof_known, shof_note = None, ""
     if any(shof_enabled(values) for values, _, _ in renders.values()):
         try:
             shof_known, shof_note = shof_support(binary)
+        except (ValueError, subprocess.TimeoutExpired) as e:
+            problems.append(str(e))
+    new_known: dict[str, str | None] = {}
+    if any(new_keys_needed(values) for values, _, _ in renders.values()):
+        try:
+            new_known = new_keys_support(binary)
         except (ValueError, subprocess.TimeoutExpired) as e:
             problems.append(str(e))
     with tempfile.TemporaryDirectory(prefix="hti-guard-chart-") as tmp:
@@ -1310,6 +1736,16 @@ def step_guard(renders, binary: Path):
                 # Rendered, schema-checked and wired above; the guard check waits for a
                 # binary with [shof] (the guard side is on its own branch until it merges).
                 skipped.append(short(label))
+                continue
+            unknown = [k for k in new_keys_needed(values) if new_known.get(k, "?") is not None]
+            if unknown:
+                # Rendered, schema-checked and wired above; the guard check waits for a
+                # binary with these keys (on their own branches until they merge).
+                for k in unknown:
+                    skipped_new.setdefault(k, []).append(short(label))
+                continue
+            if values.get("existingConfigMap"):
+                not_chart.append(short(label))
                 continue
             try:
                 _, pod = pod_of(objs)
@@ -1325,6 +1761,8 @@ def step_guard(renders, binary: Path):
                     for k, v in os.environ.items()
                     if not k.startswith("HTI_GUARD_") and k != "RUST_LOG"
                 }
+                # envFrom first: the container's env entries win over it, as in a pod.
+                env.update(env_from(objs, guard, notes))
                 for e in guard.get("env", []):
                     if "value" in e:
                         env[e["name"]] = str(e["value"])
@@ -1338,6 +1776,9 @@ def step_guard(renders, binary: Path):
                     if value is None and e["name"] == REDIS_URL_ENV:
                         value = PLACEHOLDER_REDIS_URL
                         notes.append(f"Redis URL placeholder for existing Secret {ref['name']}")
+                    elif value is None and e["name"] == REDIS_NODES_ENV:
+                        value = PLACEHOLDER_REDIS_NODES
+                        notes.append(f"Redis nodes placeholder for existing Secret {ref['name']}")
                     elif value is None:
                         raise ValueError(
                             f"env {e['name']}: Secret {ref['name']} key {ref['key']} is not rendered"
@@ -1351,6 +1792,7 @@ def step_guard(renders, binary: Path):
                     env[e["name"]] = value
                 env["HTI_GUARD_CONFIG"] = str(file)
                 env.update(resolve_files(objs, pod, guard, config, workdir, notes))
+                env.update(pages_env(objs, pod, guard, config, workdir, notes))
                 env["RUST_LOG"] = "warn"
                 proc = subprocess.run(
                     [str(binary), "check", "--offline", "--json", "--config", str(file)],
@@ -1375,7 +1817,8 @@ def step_guard(renders, binary: Path):
                 want, sources = expected_config(values, guard)
                 diffs, left = compare_report(result, want, sources)
                 problems += [f"{ident}: {d}" for d in diffs]
-                unset |= left
+                if not values.get("rawConfig"):
+                    unset |= left
                 if not diffs:
                     done.append(short(label) + (f" [{'; '.join(notes)}]" if notes else ""))
             except (
@@ -1387,9 +1830,23 @@ def step_guard(renders, binary: Path):
             ) as e:
                 problems.append(f"{ident}: {e!r}")
     groups = sorted({k.split(".")[0] + (".*" if "." in k else "") for k in unset})
-    if skipped:
+    for key, labels in skipped_new.items():
         print(
-            f"note guard      skipped {', '.join(skipped)}: {binary.name} does not know [shof] yet "
+            f"note guard      skipped {', '.join(labels)}: {binary.name} does not know {key} yet "
+            f"({new_known.get(key)}); rendering, schema and wiring of it were checked",
+            flush=True,
+        )
+    if not_chart:
+        print(
+            f"note guard      skipped {', '.join(not_chart)}: config.toml is in an existing "
+            "ConfigMap, not the chart's; its mount was checked",
+            flush=True,
+        )
+    shof_skipped = skipped
+    skipped = skipped + sorted({s for ls in skipped_new.values() for s in ls}) + not_chart
+    if shof_skipped:
+        print(
+            f"note guard      skipped {', '.join(shof_skipped)}: {binary.name} does not know [shof] yet "
             f"({shof_note}); rendering, schema and wiring of it were checked",
             flush=True,
         )
@@ -1440,6 +1897,100 @@ def koppeltaal_inline_sample(yaml) -> dict:
     return values
 
 
+def variant_samples(yaml) -> list[tuple[str, dict]]:
+    """Variants of the ci/ samples for what would otherwise need a file of a few lines each."""
+    minimal = lambda: yaml.safe_load((SAMPLES / "minimal-values.yaml").read_text())
+    acknowledged = minimal()
+    acknowledged["replicaCount"] = 2
+    acknowledged["replay"] = {"allowMemoryWithReplicas": True}
+    existing = minimal()
+    existing["existingConfigMap"] = "my-module-guard-config"
+    cluster = yaml.safe_load((SAMPLES / "failover-pages-values.yaml").read_text())
+    cluster["replay"]["redis"] = {
+        "mode": "cluster",
+        "existingSecret": "shared-redis-cluster",
+        "existingSecretNodesKey": "seed-nodes",
+    }
+    cluster["pages"] = {"dir": "/srv/pages"}
+    cluster["extraVolumes"] = [{"name": "my-pages", "configMap": {"name": "my-module-pages"}}]
+    cluster["guard"] = {
+        "extraVolumeMounts": [{"name": "my-pages", "mountPath": "/srv/pages", "readOnly": True}],
+        "preStopSleepSeconds": 0,
+    }
+    cluster["networkPolicy"] = {"enabled": False}
+    cluster["adminService"] = {"enabled": False}
+    return [
+        ("memory-acknowledged", acknowledged),
+        ("existing-configmap", existing),
+        ("redis-cluster", cluster),
+    ]
+
+
+def cargo_version() -> str:
+    return tomllib.loads((REPO / "Cargo.toml").read_text())["package"]["version"]
+
+
+def step_package(helm, yaml, samples, renders):
+    """The chart packaged as `helm package` would, with the crate's version, renders as the
+    chart directory does."""
+    import tarfile
+
+    problems = []
+    meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    crate = cargo_version()
+    for field in ("version", "appVersion"):
+        if str(meta.get(field)) != crate:
+            problems.append(
+                f"Chart.yaml {field} {meta.get(field)!r} differs from Cargo.toml's version {crate!r}"
+            )
+    archive_name = ""
+    same_renders = 0
+    with tempfile.TemporaryDirectory(prefix="hti-guard-package-") as tmp:
+        try:
+            archive = Path(helm.package(str(CHART), destination=tmp))
+        except helm.HelmError as e:
+            report("package", False, "helm package failed", [str(e)])
+            return
+        archive_name = archive.name
+        if archive.name != f"hti-guard-{crate}.tgz":
+            problems.append(f"packaged as {archive.name}, expected hti-guard-{crate}.tgz")
+        with tarfile.open(archive) as tar:
+            names = set(tar.getnames())
+        for need in (
+            "Chart.yaml",
+            "values.yaml",
+            "values.schema.json",
+            "dashboards/hti-guard.json",
+            *(f"templates/{p.name}" for p in (CHART / "templates").iterdir()),
+        ):
+            if f"hti-guard/{need}" not in names:
+                problems.append(f"{archive.name} lacks hti-guard/{need}")
+        stray = sorted(n for n in names if n.startswith("hti-guard/ci/"))
+        if stray:
+            problems.append(f"{archive.name} holds the check's samples: {stray[:3]}")
+        with helm.Chart.load_archive(archive.read_bytes()) as packaged:
+            for label, values in samples:
+                if label not in renders:
+                    continue
+                try:
+                    got = packaged.render(values, name=RELEASE, namespace=NAMESPACE)
+                except helm.HelmError as e:
+                    problems.append(f"{label}: the package does not render: {e}")
+                    continue
+                if got != renders[label][2]:
+                    want = renders[label][2]
+                    differ = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
+                    problems.append(f"{label}: the package renders differently: {differ[:4]}")
+                else:
+                    same_renders += 1
+    report(
+        "package",
+        not problems,
+        f"Chart.yaml version and appVersion = Cargo.toml {crate}; {archive_name} ({len(names)} files, no ci/) renders {same_renders}/{len(renders)} samples exactly as the chart directory",
+        problems,
+    )
+
+
 def main() -> int:
     start = time.monotonic()
     mods = load_deps()
@@ -1464,10 +2015,12 @@ def main() -> int:
         return 1
     samples.append(("tls-files", tls_files_sample(yaml)))
     samples.append(("koppeltaal-inline-keys", koppeltaal_inline_sample(yaml)))
+    samples += variant_samples(yaml)
     step_lint(helm, yaml, samples)
     with helm.Chart.load(str(CHART)) as chart:
         step_schema(helm, jsonschema, yaml, chart, samples)
         renders = step_render(helm, yaml, chart, samples)
+    step_package(helm, yaml, samples, renders)
     step_coverage(renders)
     step_kubernetes(kv, renders)
     step_servicemonitor(jsonschema, renders)

@@ -65,7 +65,15 @@ max_stale = {{ .Values.keys.maxStale | toString | toJson }}
 store = {{ .Values.replay.store | toJson }}
 max_entries = {{ .Values.replay.maxEntries | int64 }}
 {{- if eq .Values.replay.store "redis" }}
+{{- if eq .Values.replay.redis.mode "single" }}
 # redis_url: from the environment (HTI_GUARD_REPLAY__REDIS_URL, Secret {{ include "hti-guard.redisSecretName" . }}, key {{ include "hti-guard.redisSecretKey" . }})
+{{- else }}
+redis_mode = {{ .Values.replay.redis.mode | toJson }}
+{{- if eq .Values.replay.redis.mode "sentinel" }}
+sentinel_master = {{ .Values.replay.redis.sentinelMaster | toJson }}
+{{- end }}
+# redis_nodes: from the environment (HTI_GUARD_REPLAY__REDIS_NODES, Secret {{ include "hti-guard.redisSecretName" . }}, key {{ include "hti-guard.redisNodesSecretKey" . }})
+{{- end }}
 {{- end }}
 redis_timeout = {{ .Values.replay.redis.timeout | toString | toJson }}
 key_prefix = {{ .Values.replay.redis.keyPrefix | toJson }}
@@ -166,6 +174,13 @@ decryption_key_files = [{{ join ", " . }}]
 {{- end }}
 {{- end }}
 
+{{- with include "hti-guard.tomlKeys" (list
+  (list "portal_url" .Values.pages.portalUrl)
+  (list "dir" (include "hti-guard.pagesDir" . | default nil))) }}
+
+[pages]
+{{- . }}
+{{- end }}
 
 [readiness]
 startup_wait = {{ .Values.readiness.startupWait | toString | toJson }}
@@ -188,8 +203,9 @@ watch_interval = {{ .Values.reload.watchInterval | toString | toJson }}
 {{- end }}
 
 {{- /* What of the configuration a reload cannot apply (the guard's restart keys): with
-  reload.watch, only a change of these rolls the pods. */ -}}
+  reload.watch, only a change of these rolls the pods. The pages too: the guard watches
+  config.toml, not the template files mounted at pages.dir. */ -}}
 {{- define "hti-guard.restartConfig" -}}
 {{- $v := .Values -}}
-{{- dict "upstream" (include "hti-guard.upstream" .) "shutdownGrace" $v.shutdownGrace "workers" $v.workers "replay" $v.replay "timeouts" $v.timeouts "limits" $v.limits "tls" $v.tls | toJson -}}
+{{- dict "upstream" (include "hti-guard.upstream" .) "shutdownGrace" $v.shutdownGrace "workers" $v.workers "replay" $v.replay "timeouts" $v.timeouts "limits" $v.limits "tls" $v.tls "pages" $v.pages | toJson -}}
 {{- end }}

@@ -62,6 +62,14 @@ Create the name of the service account to use
 {{- end }}
 
 {{/*
+Whether config.toml is the operator's own (rawConfig or existingConfigMap) rather than
+rendered from the values.
+*/}}
+{{- define "hti-guard.ownConfig" -}}
+{{- if or .Values.rawConfig .Values.existingConfigMap }}true{{ end }}
+{{- end }}
+
+{{/*
 The guard's upstream: the app container on localhost in sidecar mode, the configured Service
 in standalone mode.
 */}}
@@ -86,19 +94,40 @@ shutdownGrace ("20s", "1m") in whole seconds.
 {{- end }}
 
 {{/*
-terminationGracePeriodSeconds: the value, or shutdownGrace + 10s; always above shutdownGrace.
+The application's preStop sleep (sidecar mode): the value, or the guard's preStop sleep +
+shutdownGrace, so that the application serves until the guard has drained.
+*/}}
+{{- define "hti-guard.appPreStopSleepSeconds" -}}
+{{- if kindIs "invalid" .Values.app.preStopSleepSeconds }}
+{{- add (int .Values.guard.preStopSleepSeconds) (int (include "hti-guard.shutdownGraceSeconds" .)) }}
+{{- else }}
+{{- int .Values.app.preStopSleepSeconds }}
+{{- end }}
+{{- end }}
+
+{{/*
+terminationGracePeriodSeconds: the value, or guard.preStopSleepSeconds + shutdownGrace + 10s;
+always above the guard's preStop sleep + shutdownGrace (the preStop sleep counts against the
+grace period) and, in sidecar mode, above the application's preStop sleep.
 */}}
 {{- define "hti-guard.terminationGracePeriodSeconds" -}}
 {{- $grace := int (include "hti-guard.shutdownGraceSeconds" .) }}
-{{- if kindIs "invalid" .Values.terminationGracePeriodSeconds }}
-{{- add $grace 10 }}
-{{- else }}
-{{- $tgps := int .Values.terminationGracePeriodSeconds }}
-{{- if le $tgps $grace }}
-{{- fail (printf "terminationGracePeriodSeconds (%d) must be longer than shutdownGrace (%ds), or the pod is killed while the guard drains" $tgps $grace) }}
+{{- $preStop := int .Values.guard.preStopSleepSeconds }}
+{{- $need := add $grace $preStop }}
+{{- $tgps := add $need 10 }}
+{{- if not (kindIs "invalid" .Values.terminationGracePeriodSeconds) }}
+{{- $tgps = int .Values.terminationGracePeriodSeconds }}
+{{- if le $tgps $need }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be longer than shutdownGrace (%ds) + guard.preStopSleepSeconds (%ds), or the pod is killed while the guard drains" $tgps $grace $preStop) }}
+{{- end }}
+{{- end }}
+{{- if eq .Values.mode "sidecar" }}
+{{- $app := int (include "hti-guard.appPreStopSleepSeconds" .) }}
+{{- if ge $app $tgps }}
+{{- fail (printf "app.preStopSleepSeconds (%d) must be shorter than terminationGracePeriodSeconds (%d), or the application is killed before it gets SIGTERM" $app $tgps) }}
+{{- end }}
 {{- end }}
 {{- $tgps }}
-{{- end }}
 {{- end }}
 
 {{/*
@@ -125,6 +154,25 @@ Name of the Secret holding the Redis URL, and its key.
 {{- else }}
 {{- print "redis-url" }}
 {{- end }}
+{{- end }}
+
+{{/*
+Sentinel and cluster: the Secret key of the node list (a JSON array of URLs).
+*/}}
+{{- define "hti-guard.redisNodesSecretKey" -}}
+{{- if .Values.replay.redis.existingSecret }}
+{{- .Values.replay.redis.existingSecretNodesKey }}
+{{- else }}
+{{- print "redis-nodes" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The directory of the page templates: pages.dir, or /etc/hti-guard/pages when the chart
+mounts pages.templates; empty when neither.
+*/}}
+{{- define "hti-guard.pagesDir" -}}
+{{- if .Values.pages.dir }}{{ .Values.pages.dir }}{{ else if .Values.pages.templates }}/etc/hti-guard/pages{{ end }}
 {{- end }}
 
 {{/*
@@ -191,15 +239,37 @@ Checks across values that the schema cannot express; rendered (as nothing) by ev
 workload template, so a bad combination fails the whole render with a clear message.
 */}}
 {{- define "hti-guard.validate" -}}
-{{- if and (include "hti-guard.multiReplica" .) (ne .Values.replay.store "redis") }}
-{{- fail (printf "replay.store is %q but %s: single use of a launch token needs a store every replica shares. Set replay.store=redis with replay.redis.url (or replay.redis.existingSecret), or run one replica." .Values.replay.store (ternary "autoscaling.enabled is true" (printf "replicaCount is %d" (int .Values.replicaCount)) .Values.autoscaling.enabled)) }}
+{{- if and (include "hti-guard.multiReplica" .) (ne .Values.replay.store "redis") (not .Values.replay.allowMemoryWithReplicas) }}
+{{- fail (printf "replay.store is %q but %s: single use of a launch token needs a store every replica shares, or a token can be used once per replica. Set replay.store=redis with replay.redis.url (or replay.redis.existingSecret), or run one replica, or accept it with replay.allowMemoryWithReplicas=true." .Values.replay.store (ternary "autoscaling.enabled is true" (printf "replicaCount is %d" (int .Values.replicaCount)) .Values.autoscaling.enabled)) }}
+{{- end }}
+{{- if and .Values.rawConfig .Values.existingConfigMap }}
+{{- fail "set rawConfig or existingConfigMap, not both" }}
 {{- end }}
 {{- if eq .Values.replay.store "redis" }}
-{{- if and (not .Values.replay.redis.url) (not .Values.replay.redis.existingSecret) }}
+{{- $r := .Values.replay.redis }}
+{{- if eq $r.mode "single" }}
+{{- if and (not $r.url) (not $r.existingSecret) }}
 {{- fail "replay.store is \"redis\": set replay.redis.url or replay.redis.existingSecret" }}
 {{- end }}
-{{- if and .Values.replay.redis.url .Values.replay.redis.existingSecret }}
+{{- if and $r.url $r.existingSecret }}
 {{- fail "set replay.redis.url or replay.redis.existingSecret, not both" }}
+{{- end }}
+{{- if $r.nodes }}
+{{- fail "replay.redis.nodes is only for replay.redis.mode sentinel or cluster (single uses replay.redis.url)" }}
+{{- end }}
+{{- else }}
+{{- if $r.url }}
+{{- fail (printf "replay.redis.mode is %q: list the nodes in replay.redis.nodes (or replay.redis.existingSecret), not replay.redis.url" $r.mode) }}
+{{- end }}
+{{- if and (not $r.nodes) (not $r.existingSecret) }}
+{{- fail (printf "replay.redis.mode is %q: set replay.redis.nodes or replay.redis.existingSecret" $r.mode) }}
+{{- end }}
+{{- if and $r.nodes $r.existingSecret }}
+{{- fail "set replay.redis.nodes or replay.redis.existingSecret, not both" }}
+{{- end }}
+{{- end }}
+{{- if and $r.sentinelMaster (ne $r.mode "sentinel") }}
+{{- fail "replay.redis.sentinelMaster is only for replay.redis.mode sentinel" }}
 {{- end }}
 {{- end }}
 {{- if eq .Values.mode "sidecar" }}
@@ -209,7 +279,7 @@ workload template, so a bad combination fails the whole render with a clear mess
 {{- if or (eq (int .Values.app.port) 8080) (eq (int .Values.app.port) 9090) }}
 {{- fail (printf "app.port %d is taken by the guard in the same pod (8080 public, 9090 admin)" (int .Values.app.port)) }}
 {{- end }}
-{{- else }}
+{{- else if not (include "hti-guard.ownConfig" .) }}
 {{- $_ := include "hti-guard.upstream" . }}
 {{- end }}
 {{- if and .Values.tls.enabled (not .Values.tls.existingSecret) }}
@@ -237,6 +307,9 @@ workload template, so a bad combination fails the whole render with a clear mess
 {{- end }}
 {{- if and $introspected (not (or .Values.module.signingKeys .Values.module.generate)) }}
 {{- fail "token introspection needs a module signing key: module.signingKeys (or module.generate: true)" }}
+{{- end }}
+{{- if and .Values.serviceMonitor.enabled (not .Values.adminService.enabled) }}
+{{- fail "serviceMonitor.enabled needs adminService.enabled: the ServiceMonitor scrapes the admin Service" }}
 {{- end }}
 {{- $_ := include "hti-guard.terminationGracePeriodSeconds" . }}
 {{- end }}
