@@ -179,8 +179,9 @@ impl ReplayStore for RedisStore {
                 });
             }
             // SET and WAIT on the same connection: WAIT counts the replicas that have every
-            // write this connection made so far, the SET included.
-            let wait_ms = u64::try_from(self.timeout.as_millis())
+            // write this connection made so far, the SET included. It waits half the call's
+            // time, so that its count comes back before the call times out.
+            let wait_ms = u64::try_from(self.timeout.as_millis() / 2)
                 .unwrap_or(u64::MAX)
                 .max(1);
             let mut pipe = redis::pipe();
@@ -242,5 +243,39 @@ mod tests {
             "{result:?}"
         );
         assert!(store.ping().await.is_err());
+    }
+
+    /// A `[replay]` on Redis in `mode`, its nodes on a closed loopback port.
+    fn dead(mode: RedisMode) -> ReplayConfig {
+        ReplayConfig {
+            store: crate::config::ReplayStoreKind::Redis,
+            max_entries: 1,
+            redis_mode: mode,
+            redis_url: None,
+            redis_nodes: vec!["redis://127.0.0.1:1".into(), "redis://127.0.0.1:2".into()],
+            redis_wait_replicas: 1,
+            redis_timeout: Duration::from_millis(200),
+            key_prefix: "p:".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn dead_sentinels_and_a_dead_cluster_are_unavailable_not_fresh() {
+        let sentinel = RedisMode::Sentinel {
+            master: "mymaster".into(),
+        };
+        for mode in [sentinel, RedisMode::Cluster] {
+            let store = RedisStore::from_config(&dead(mode.clone())).unwrap();
+            for _ in 0..2 {
+                let result = store
+                    .check_and_insert("i", "0123456789abcdef", 100, 200)
+                    .await;
+                assert!(
+                    matches!(result, Err(ReplayError::Unavailable(_))),
+                    "{mode:?}: {result:?}"
+                );
+                assert!(store.ping().await.is_err(), "{mode:?}");
+            }
+        }
     }
 }

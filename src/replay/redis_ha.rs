@@ -4,9 +4,10 @@
 //!   call on it fails or times out, then forgotten, so the next call asks the Sentinels again
 //!   and reaches the promoted replica after a failover (a demoted master answers `READONLY`,
 //!   an error like any other).
-//! - **Cluster**: one [`redis::cluster_async::ClusterConnection`], which follows `MOVED` and
-//!   `ASK` and refreshes the slot map by itself; it is made on the first call (so the guard
-//!   starts while the cluster is down) and remade only if making it failed.
+//! - **Cluster**: one [`redis::cluster_async::ClusterConnection`], which routes each key to
+//!   its slot's master, follows `MOVED` and `ASK` and refreshes the slot map by itself; it is
+//!   made on the first call (so the guard starts while the cluster is down) and remade only
+//!   if making it failed.
 //!
 //! A failed lookup is an error of the call; nothing here retries beyond what redis-rs does
 //! inside the caller's timeout.
@@ -19,7 +20,11 @@ use redis::aio::MultiplexedConnection;
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
-use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisResult, TlsMode};
+use redis::{
+    AsyncConnectionConfig, ConnectionAddr, FromRedisValue, IntoConnectionInfo, RedisResult, TlsMode,
+};
+
+use super::redis::Request;
 
 /// A connection made on first use and shared by clones until it is forgotten; the
 /// generation makes sure a failed call forgets only the connection it used.
@@ -131,10 +136,7 @@ impl Sentinel {
     }
 
     /// Run `request` on the master; any failure forgets the connection.
-    pub(super) async fn run<T: redis::FromRedisValue>(
-        &self,
-        request: super::redis::Request<'_>,
-    ) -> RedisResult<T> {
+    pub(super) async fn run<T: FromRedisValue>(&self, request: Request<'_>) -> RedisResult<T> {
         let (generation, mut connection) = self.connection().await?;
         let result = request.run(&mut connection).await;
         if result.is_err() {
@@ -192,11 +194,10 @@ impl Cluster {
         Ok(self.connection.set(connection).1)
     }
 
-    /// Run `request` on the node its key belongs to (redis-rs routes it).
-    pub(super) async fn run<T: redis::FromRedisValue>(
-        &self,
-        request: super::redis::Request<'_>,
-    ) -> RedisResult<T> {
+    /// Run `request` on the node its key belongs to: redis-rs routes it by its key (a
+    /// pipeline by its first keyed command, so `SET` and `WAIT` share a connection) and
+    /// refreshes its slot map when a node answers `MOVED`.
+    pub(super) async fn run<T: FromRedisValue>(&self, request: Request<'_>) -> RedisResult<T> {
         let mut connection = self.connection().await?;
         request.run(&mut connection).await
     }

@@ -84,13 +84,16 @@ impl Redis {
         Redis::new(Some(config), &["--sentinel"])
     }
 
-    /// A node of a Redis Cluster (not yet joined).
+    /// A node of a Redis Cluster (not yet joined), its bus on a free port of its own (the
+    /// default, port + 10000, may be out of range).
     pub fn cluster_node() -> Redis {
         Redis::new(
             None,
             &[
                 "--cluster-enabled",
                 "yes",
+                "--cluster-port",
+                &free_port().to_string(),
                 "--cluster-node-timeout",
                 "1000",
                 "--cluster-config-file",
