@@ -10,7 +10,8 @@
 //! SIGKILLed. Launches get 503 while there is no master, and are accepted again after the
 //! failover; the upstream counts what it received per jti, and no jti arrives twice, and
 //! every pool token accepted before the kill is still refused as replayed after it. Without
-//! `redis-server` the tests say so and pass, except under CI.
+//! `redis-server` the tests say so and pass, except under CI. `hti-guard check` shows the
+//! Sentinel keys set from the environment, passwords masked.
 
 mod common;
 
@@ -377,4 +378,67 @@ async fn cluster_master_killed_under_load_accepts_no_jti_twice_and_resumes() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let outcomes = load.finish().await;
     assert_no_jti_twice(&bench, &outcomes, "cluster").await;
+    let ready = bench.guard.admin_get("/readyz").await;
+    assert_eq!(ready.text().await.unwrap(), r#"{"status":"ready"}"#);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_shows_the_sentinel_keys_from_the_environment_with_passwords_masked() {
+    let text = GuardBuilder::new("http://127.0.0.1:9")
+        .issuer(&unique_issuer(), "https://portal.example/jwks")
+        .toml();
+    let file = ConfigFile::new(&text);
+    let env = [
+        ("HTI_GUARD_REPLAY__STORE", "redis"),
+        ("HTI_GUARD_REPLAY__REDIS_MODE", "sentinel"),
+        (
+            "HTI_GUARD_REPLAY__REDIS_NODES",
+            r#"["redis://:hunter2@10.0.0.1:26379/3", "redis://:hunter2@10.0.0.2:26379"]"#,
+        ),
+        ("HTI_GUARD_REPLAY__SENTINEL_MASTER", "mymaster"),
+        ("HTI_GUARD_REPLAY__REDIS_WAIT_REPLICAS", "1"),
+    ];
+    let mut check = command(&["check", "--config", file.path(), "--offline", "--json"]);
+    check.envs(env);
+    let report = run(check).await;
+    assert_eq!(report.code(), Some(0), "{report}");
+    assert!(!report.stdout.contains("hunter2"), "{report}");
+    let values = &report.json()["config"]["values"];
+    let from_env = |variable: &str, value: serde_json::Value| serde_json::json!({"value": value, "source": "env", "variable": variable});
+    assert_eq!(
+        values["replay.redis_mode"],
+        from_env("HTI_GUARD_REPLAY__REDIS_MODE", "sentinel".into())
+    );
+    assert_eq!(
+        values["replay.redis_nodes"],
+        from_env(
+            "HTI_GUARD_REPLAY__REDIS_NODES",
+            serde_json::json!([
+                "redis://:***@10.0.0.1:26379/3",
+                "redis://:***@10.0.0.2:26379"
+            ])
+        )
+    );
+    assert_eq!(
+        values["replay.sentinel_master"],
+        from_env("HTI_GUARD_REPLAY__SENTINEL_MASTER", "mymaster".into())
+    );
+    assert_eq!(
+        values["replay.redis_wait_replicas"],
+        from_env("HTI_GUARD_REPLAY__REDIS_WAIT_REPLICAS", 1.into())
+    );
+    assert_eq!(
+        values["replay.redis_url"],
+        serde_json::json!({"value": null, "source": "default"})
+    );
+
+    // Without the master's name the configuration is refused, naming the key.
+    let mut check = command(&["check", "--config", file.path(), "--offline"]);
+    check.envs(
+        env.iter()
+            .filter(|(k, _)| !k.ends_with("SENTINEL_MASTER"))
+            .copied(),
+    );
+    let refused = run(check).await;
+    refused.assert_error(2, &["replay.sentinel_master"]);
 }
