@@ -278,4 +278,21 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn tls_and_credentials_of_the_nodes_are_accepted() {
+        for mode in [
+            RedisMode::Sentinel {
+                master: "mymaster".into(),
+            },
+            RedisMode::Cluster,
+        ] {
+            let mut config = dead(mode.clone());
+            config.redis_nodes = vec![
+                "rediss://guard:pw@10.0.0.1:26379".into(),
+                "rediss://guard:pw@10.0.0.2:26379".into(),
+            ];
+            assert!(RedisStore::from_config(&config).is_ok(), "{mode:?}");
+        }
+    }
 }

@@ -72,8 +72,8 @@ pub(super) struct Sentinel {
 }
 
 impl Sentinel {
-    /// `nodes` are the Sentinels; the user, password and TLS of the first one are used for
-    /// the Sentinels and the master alike, its database number for the master only.
+    /// `nodes` are the Sentinels; the user and password of the first one are used for the
+    /// Sentinels and the master alike, its TLS and database number for the master.
     pub(super) fn new(
         nodes: &[String],
         master: &str,
@@ -86,7 +86,13 @@ impl Sentinel {
             .map_err(|e| e.to_string())?;
         let first = infos.first().ok_or("no Sentinel given")?.clone();
         let settings = first.redis_settings();
-        let tls = matches!(first.addr(), ConnectionAddr::TcpTls { .. });
+        // The Sentinels' addresses carry their TLS (rediss://) themselves; the master is
+        // reached the same way as the first one.
+        let tls = match first.addr() {
+            ConnectionAddr::TcpTls { insecure: true, .. } => Some(TlsMode::Insecure),
+            ConnectionAddr::TcpTls { .. } => Some(TlsMode::Secure),
+            _ => None,
+        };
         let mut builder = SentinelClientBuilder::new(
             infos.iter().map(|info| info.addr().clone()),
             master,
@@ -94,10 +100,8 @@ impl Sentinel {
         )
         .map_err(|e| e.to_string())?
         .set_client_to_redis_db(settings.db());
-        if tls {
-            builder = builder
-                .set_client_to_redis_tls_mode(TlsMode::Secure)
-                .set_client_to_sentinel_tls_mode(TlsMode::Secure);
+        if let Some(mode) = tls {
+            builder = builder.set_client_to_redis_tls_mode(mode);
         }
         if let Some(user) = settings.username() {
             builder = builder
