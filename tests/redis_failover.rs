@@ -1,7 +1,8 @@
 //! The Redis replay store through a failover, on real processes on loopback:
-//! - **Sentinel**: a master, two replicas (`--replicaof`) and three Sentinels (quorum 2); the
-//!   guard finds the master through the Sentinels (`replay.redis_mode = "sentinel"`) and
-//!   waits for one replica per new jti (`replay.redis_wait_replicas = 1`).
+//! - **Sentinel**: a master, two replicas (`--replicaof`) and three Sentinels (quorum 2), all
+//!   with a password; the guard finds the master through the Sentinels
+//!   (`replay.redis_mode = "sentinel"`, the password and the master's database in the URLs)
+//!   and waits for one replica per new jti (`replay.redis_wait_replicas = 1`).
 //! - **Cluster**: three masters with one replica each, made a cluster by
 //!   `redis-cli --cluster create`; the guard is given the seed nodes
 //!   (`replay.redis_mode = "cluster"`).
@@ -31,6 +32,8 @@ const WORKERS: usize = 4;
 const PAUSE: Duration = Duration::from_millis(10);
 /// Tokens every worker keeps resubmitting (each may be accepted once in all).
 const POOL: usize = 24;
+/// The Sentinel set's password (the Sentinels' and the master's).
+const PASSWORD: &str = "s3cret-pw";
 
 /// The reason of a JSON rejection, or "accepted" for a 200.
 async fn outcome(response: reqwest::Response) -> String {
@@ -205,11 +208,11 @@ async fn sentinel_failover_under_load_accepts_no_jti_twice_and_resumes() {
     if !redis_installed() {
         return;
     }
-    let mut master = Redis::new(None, &[]);
+    let mut master = Redis::new(None, &[]).password(PASSWORD);
     master.run().await;
     let mut replicas = [
-        Redis::replica_of(master.port),
-        Redis::replica_of(master.port),
+        Redis::replica_of(master.port).password(PASSWORD),
+        Redis::replica_of(master.port).password(PASSWORD),
     ];
     for replica in &mut replicas {
         replica.run().await;
@@ -220,9 +223,9 @@ async fn sentinel_failover_under_load_accepts_no_jti_twice_and_resumes() {
     })
     .await;
     let mut sentinels = [
-        Redis::sentinel("hti", master.port),
-        Redis::sentinel("hti", master.port),
-        Redis::sentinel("hti", master.port),
+        Redis::sentinel("hti", master.port, Some(PASSWORD)).password(PASSWORD),
+        Redis::sentinel("hti", master.port, Some(PASSWORD)).password(PASSWORD),
+        Redis::sentinel("hti", master.port, Some(PASSWORD)).password(PASSWORD),
     ];
     for sentinel in &mut sentinels {
         sentinel.run().await;
@@ -240,7 +243,16 @@ async fn sentinel_failover_under_load_accepts_no_jti_twice_and_resumes() {
         .await;
     }
 
-    let nodes: Vec<String> = sentinels.iter().map(|s| toml_str(&s.url())).collect();
+    // The Sentinels' URLs carry the password (theirs and the master's) and, in the first,
+    // the master's database.
+    let nodes: Vec<String> = sentinels
+        .iter()
+        .enumerate()
+        .map(|(n, s)| {
+            let db = if n == 0 { "/2" } else { "" };
+            toml_str(&format!("redis://:{PASSWORD}@127.0.0.1:{}{db}", s.port))
+        })
+        .collect();
     let nodes = format!("[{}]", nodes.join(", "));
     let bench = Bench::start(|builder| {
         builder
@@ -270,6 +282,13 @@ async fn sentinel_failover_under_load_accepts_no_jti_twice_and_resumes() {
             .any(|r| answer.ends_with(&r.port.to_string()))
     })
     .await;
+    let answer = sentinels[0]
+        .cli(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "hti"])
+        .await;
+    let promoted = replicas
+        .iter()
+        .find(|r| answer.ends_with(&r.port.to_string()))
+        .unwrap();
     eventually(LIMIT, "launches accepted after the failover", || async {
         bench.launch(&(bench.mint)()).await == "accepted"
     })
@@ -280,6 +299,10 @@ async fn sentinel_failover_under_load_accepts_no_jti_twice_and_resumes() {
 
     let ready = bench.guard.admin_get("/readyz").await;
     assert_eq!(ready.text().await.unwrap(), r#"{"status":"ready"}"#);
+    // The jtis are in the database the first URL names, on the promoted replica.
+    let keys: usize = promoted.cli(&["-n", "2", "DBSIZE"]).await.parse().unwrap();
+    assert!(keys >= POOL, "{keys} keys in db 2");
+    assert_eq!(promoted.cli(&["-n", "0", "DBSIZE"]).await, "0");
     let metrics = bench.guard.metrics().await;
     assert!(
         metrics.contains(r#"hti_guard_replay_checks_total{result="error",store="redis"}"#),

@@ -32,6 +32,8 @@ pub struct Redis {
     /// A config file written into `dir` first (Sentinel needs one it can rewrite).
     config: Option<String>,
     args: Vec<String>,
+    /// `requirepass` (and `masterauth`), used by [`Redis::cli`] and the PING wait too.
+    password: Option<String>,
     child: Option<Child>,
 }
 
@@ -64,23 +66,38 @@ impl Redis {
             dir: TempDir::new(),
             config,
             args: args.iter().map(|a| a.to_string()).collect(),
+            password: None,
             child: None,
         }
     }
 
-    /// A replica of the server on `master`.
+    /// The same, with a password: clients, replicas and Sentinels must give it.
+    pub fn password(mut self, password: &str) -> Redis {
+        self.args.extend(["--requirepass".into(), password.into()]);
+        if !self.args.iter().any(|a| a == "--sentinel") {
+            self.args.extend(["--masterauth".into(), password.into()]);
+        }
+        self.password = Some(password.into());
+        self
+    }
+
+    /// A replica of the server on `master` (see [`Redis::password`] for its `masterauth`).
     pub fn replica_of(master: u16) -> Redis {
         Redis::new(None, &["--replicaof", "127.0.0.1", &master.to_string()])
     }
 
-    /// A Sentinel watching the master `name` on `master` (quorum 2, down after 1 s).
-    pub fn sentinel(name: &str, master: u16) -> Redis {
-        let config = format!(
+    /// A Sentinel watching the master `name` on `master` (quorum 2, down after 1 s), which
+    /// gives `auth_pass` to the master and replicas.
+    pub fn sentinel(name: &str, master: u16, auth_pass: Option<&str>) -> Redis {
+        let mut config = format!(
             "sentinel monitor {name} 127.0.0.1 {master} 2\n\
              sentinel down-after-milliseconds {name} 1000\n\
              sentinel failover-timeout {name} 3000\n\
              sentinel parallel-syncs {name} 1\n"
         );
+        if let Some(pass) = auth_pass {
+            config.push_str(&format!("sentinel auth-pass {name} {pass}\n"));
+        }
         Redis::new(Some(config), &["--sentinel"])
     }
 
@@ -133,8 +150,8 @@ impl Redis {
             .spawn()
             .expect("start redis-server");
         self.child = Some(child);
-        let port = self.port;
-        eventually(UP, "redis-server answering PING", || ping(port)).await;
+        let (port, password) = (self.port, self.password.as_deref());
+        eventually(UP, "redis-server answering PING", || ping(port, password)).await;
     }
 
     /// SIGKILL (tokio's `kill`), and waits for the exit.
@@ -144,21 +161,35 @@ impl Redis {
         }
     }
 
-    /// `redis-cli -p PORT args...`: its standard output, trimmed.
+    /// `redis-cli -p PORT [-a PASSWORD] args...`: its standard output, trimmed.
     pub async fn cli(&self, args: &[&str]) -> String {
-        cli(self.port, args).await
+        match &self.password {
+            Some(password) => {
+                let mut with = vec!["--no-auth-warning", "-a", password.as_str()];
+                with.extend(args);
+                cli(self.port, &with).await
+            }
+            None => cli(self.port, args).await,
+        }
     }
 }
 
-/// Whether the server on `port` answers `PING` with `PONG`.
-pub async fn ping(port: u16) -> bool {
+/// Whether the server on `port` answers `PING` with `PONG` (after `AUTH password`).
+pub async fn ping(port: u16, password: Option<&str>) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await else {
         return false;
     };
-    let mut pong = [0u8; 7];
-    stream.write_all(b"PING\r\n").await.is_ok()
-        && stream.read_exact(&mut pong).await.is_ok()
-        && &pong == b"+PONG\r\n"
+    let (mut request, mut expect) = (String::new(), String::new());
+    if let Some(password) = password {
+        request.push_str(&format!("AUTH {password}\r\n"));
+        expect.push_str("+OK\r\n");
+    }
+    request.push_str("PING\r\n");
+    expect.push_str("+PONG\r\n");
+    let mut answer = vec![0u8; expect.len()];
+    stream.write_all(request.as_bytes()).await.is_ok()
+        && stream.read_exact(&mut answer).await.is_ok()
+        && answer == expect.as_bytes()
 }
 
 /// `redis-cli -p port args...`, bounded: its standard output, trimmed.
