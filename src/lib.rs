@@ -83,7 +83,7 @@ pub use error::StartupError;
 pub use reload::{ReloadHandle, Reloader};
 
 use crate::admin::Readiness;
-use crate::config::ReplayStoreKind;
+use crate::config::{RedisMode, ReplayStoreKind};
 use crate::metrics::Metrics;
 use crate::module_keys::ModuleKeys;
 use crate::proxy::Proxy;
@@ -306,13 +306,15 @@ pub async fn run_with_reload(
             store
         }
         ReplayStoreKind::Redis => {
-            let url = config.replay.redis_url.as_deref().unwrap_or_default();
-            let store =
-                RedisStore::new(url, &config.replay.key_prefix, config.replay.redis_timeout)
-                    .map_err(|message| StartupError::Config {
-                        key: "replay.redis_url",
-                        message,
-                    })?;
+            let store = RedisStore::from_config(&config.replay).map_err(|message| {
+                StartupError::Config {
+                    key: match config.replay.redis_mode {
+                        RedisMode::Single => "replay.redis_url",
+                        _ => "replay.redis_nodes",
+                    },
+                    message,
+                }
+            })?;
             Arc::new(store)
         }
     };

@@ -6,85 +6,14 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-use tokio::process::{Child, Command};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// A `redis-server` on a loopback port, stopped when dropped.
-struct RedisServer {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    /// Start one, or `None` (with a note) when redis-server is not installed outside CI.
-    async fn start() -> Option<RedisServer> {
-        let installed = probe("redis-server", &["--version"]);
-        if !needs(
-            (!installed).then(|| {
-                "redis-server is not installed (apt-get install redis-server)".to_string()
-            }),
-        ) {
-            return None;
-        }
-        let mut server = RedisServer {
-            port: free_port(),
-            child: None,
-        };
-        server.run().await;
-        Some(server)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// (Re)start the server on its port and wait until it answers.
-    async fn run(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start redis-server");
-        self.child = Some(child);
-        let deadline = tokio::time::Instant::now() + LIMIT;
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .is_err()
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "redis-server did not come up"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill().await;
-            let _ = child.wait().await;
-        }
-    }
-}
-
 /// Two guards on one upstream and one JWKS, sharing `redis`.
-async fn two_guards(redis: &RedisServer) -> (Fixture, Guard) {
+async fn two_guards(redis: &Redis) -> (Fixture, Guard) {
     let url = redis.url();
     let configure = move |builder: GuardBuilder| {
         builder
@@ -102,7 +31,7 @@ async fn two_guards(redis: &RedisServer) -> (Fixture, Guard) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_replayed_at_another_replica_is_refused() {
-    let Some(redis) = RedisServer::start().await else {
+    let Some(redis) = Redis::start().await else {
         return;
     };
     let (a, b) = two_guards(&redis).await;
@@ -128,7 +57,7 @@ async fn a_token_replayed_at_another_replica_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_submissions_over_two_replicas_accept_exactly_one() {
-    let Some(redis) = RedisServer::start().await else {
+    let Some(redis) = Redis::start().await else {
         return;
     };
     let (a, b) = two_guards(&redis).await;
@@ -168,11 +97,11 @@ async fn sixty_four_submissions_over_two_replicas_accept_exactly_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_refuses_with_503_and_back_accepts_again() {
-    let Some(mut redis) = RedisServer::start().await else {
+    let Some(mut redis) = Redis::start().await else {
         return;
     };
     let (a, _b) = two_guards(&redis).await;
-    redis.stop().await;
+    redis.kill().await;
 
     let token = a.good_token();
     let response = a.guard.launch(&a.client, &token).await;

@@ -126,8 +126,34 @@ fn settings(config: &Config) -> Vec<(&'static str, Value)> {
         ),
         ("replay.max_entries", json!(config.replay.max_entries)),
         (
+            "replay.redis_mode",
+            json!(config.replay.redis_mode.as_str()),
+        ),
+        (
             "replay.redis_url",
             json!(config.replay.redis_url.as_deref().map(mask_secret)),
+        ),
+        (
+            "replay.redis_nodes",
+            json!(
+                config
+                    .replay
+                    .redis_nodes
+                    .iter()
+                    .map(|url| mask_secret(url))
+                    .collect::<Vec<_>>()
+            ),
+        ),
+        (
+            "replay.sentinel_master",
+            json!(match &config.replay.redis_mode {
+                crate::config::RedisMode::Sentinel { master } => Some(master.as_str()),
+                _ => None,
+            }),
+        ),
+        (
+            "replay.redis_wait_replicas",
+            json!(config.replay.redis_wait_replicas),
         ),
         (
             "replay.redis_timeout",

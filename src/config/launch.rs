@@ -299,7 +299,11 @@ impl RawKeys {
 pub(super) struct RawReplay {
     store: String,
     max_entries: u64,
+    redis_mode: String,
     redis_url: Option<String>,
+    redis_nodes: Vec<String>,
+    sentinel_master: Option<String>,
+    redis_wait_replicas: u32,
     redis_timeout: String,
     key_prefix: String,
 }
@@ -309,7 +313,11 @@ impl Default for RawReplay {
         Self {
             store: "memory".into(),
             max_entries: 1_000_000,
+            redis_mode: "single".into(),
             redis_url: None,
+            redis_nodes: Vec::new(),
+            sentinel_master: None,
+            redis_wait_replicas: 0,
             redis_timeout: "250ms".into(),
             key_prefix: "hti-guard:jti:".into(),
         }
@@ -323,43 +331,165 @@ pub enum ReplayStoreKind {
     Redis,
 }
 
+/// How the Redis store finds its primary: one URL, Sentinels that name the master, or the
+/// seed nodes of a Redis Cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisMode {
+    Single,
+    /// The master's name as the Sentinels know it.
+    Sentinel {
+        master: String,
+    },
+    Cluster,
+}
+
+impl RedisMode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RedisMode::Single => "single",
+            RedisMode::Sentinel { .. } => "sentinel",
+            RedisMode::Cluster => "cluster",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ReplayConfig {
     pub store: ReplayStoreKind,
     /// Bound of the memory store.
     pub max_entries: usize,
-    /// Required for the Redis store; may carry credentials.
+    pub redis_mode: RedisMode,
+    /// Required for the Redis store in "single" mode; may carry credentials.
     pub redis_url: Option<String>,
+    /// The Sentinels ("sentinel") or seed nodes ("cluster"); may carry credentials.
+    pub redis_nodes: Vec<String>,
+    /// How many replicas must hold a new jti (`WAIT`) before the launch is accepted.
+    pub redis_wait_replicas: u32,
     /// The most one Redis call may take.
     pub redis_timeout: Duration,
     /// Prefix of the Redis keys.
     pub key_prefix: String,
 }
 
+/// A `redis://` or `rediss://` URL redis-rs can use, parsed.
+fn redis_url(key: &str, url: &str) -> Result<redis::ConnectionInfo, ConfigError> {
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err(invalid(key, "must start with redis:// or rediss:// (TLS)"));
+    }
+    redis::IntoConnectionInfo::into_connection_info(url)
+        .map_err(|e| invalid(key, format!("not a usable Redis URL: {e}")))
+}
+
+/// The user, password and scheme of a node URL, which every node must share.
+fn credentials(info: &redis::ConnectionInfo) -> (Option<&str>, Option<&str>, bool) {
+    let settings = info.redis_settings();
+    (
+        settings.username(),
+        settings.password(),
+        matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }),
+    )
+}
+
 impl RawReplay {
+    fn validate_mode(&self) -> Result<RedisMode, ConfigError> {
+        let mode = match self.redis_mode.as_str() {
+            "single" => RedisMode::Single,
+            "sentinel" => match self.sentinel_master.as_deref() {
+                Some(master) if !master.trim().is_empty() => RedisMode::Sentinel {
+                    master: master.to_owned(),
+                },
+                _ => {
+                    return Err(invalid(
+                        "replay.sentinel_master",
+                        "is required when replay.redis_mode = \"sentinel\" (the master's name \
+                         as the Sentinels know it, e.g. \"mymaster\")",
+                    ));
+                }
+            },
+            "cluster" => RedisMode::Cluster,
+            other => {
+                return Err(invalid(
+                    "replay.redis_mode",
+                    format!("{other:?} is not a mode; use \"single\", \"sentinel\" or \"cluster\""),
+                ));
+            }
+        };
+        let named = self
+            .sentinel_master
+            .as_deref()
+            .is_some_and(|m| !m.is_empty());
+        if named && !matches!(mode, RedisMode::Sentinel { .. }) {
+            return Err(invalid(
+                "replay.sentinel_master",
+                "is only for replay.redis_mode = \"sentinel\"",
+            ));
+        }
+        Ok(mode)
+    }
+
+    /// The URLs of the chosen mode: `redis_url` for "single", `redis_nodes` otherwise.
+    fn validate_urls(&self, mode: &RedisMode) -> Result<(), ConfigError> {
+        if *mode == RedisMode::Single {
+            if !self.redis_nodes.is_empty() {
+                return Err(invalid(
+                    "replay.redis_nodes",
+                    "is only for replay.redis_mode = \"sentinel\" or \"cluster\"",
+                ));
+            }
+            let Some(url) = &self.redis_url else {
+                return Err(invalid(
+                    "replay.redis_url",
+                    "is required when replay.store = \"redis\"",
+                ));
+            };
+            redis_url("replay.redis_url", url)?;
+            return Ok(());
+        }
+        if self.redis_url.is_some() {
+            return Err(invalid(
+                "replay.redis_url",
+                format!(
+                    "is only for replay.redis_mode = \"single\"; with {:?} list the nodes in \
+                     replay.redis_nodes",
+                    mode.as_str()
+                ),
+            ));
+        }
+        if self.redis_nodes.is_empty() {
+            return Err(invalid(
+                "replay.redis_nodes",
+                format!(
+                    "is required when replay.redis_mode = {:?} (at least one redis:// URL)",
+                    mode.as_str()
+                ),
+            ));
+        }
+        let mut first = None;
+        for url in &self.redis_nodes {
+            let info = redis_url("replay.redis_nodes", url)?;
+            if *mode == RedisMode::Cluster && info.redis_settings().db() != 0 {
+                return Err(invalid(
+                    "replay.redis_nodes",
+                    "Redis Cluster has only database 0; remove the /db from the URLs",
+                ));
+            }
+            let first = first.get_or_insert_with(|| info.clone());
+            if credentials(first) != credentials(&info) {
+                return Err(invalid(
+                    "replay.redis_nodes",
+                    "every URL must have the same scheme, user and password",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn validate(self) -> Result<ReplayConfig, ConfigError> {
+        let mode = self.validate_mode()?;
         let store = match self.store.as_str() {
             "memory" => ReplayStoreKind::Memory,
             "redis" => {
-                match &self.redis_url {
-                    None => {
-                        return Err(invalid(
-                            "replay.redis_url",
-                            "is required when replay.store = \"redis\"",
-                        ));
-                    }
-                    Some(url) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {
-                        return Err(invalid(
-                            "replay.redis_url",
-                            "must start with redis:// or rediss:// (TLS)",
-                        ));
-                    }
-                    Some(url) => {
-                        redis::Client::open(url.as_str()).map_err(|e| {
-                            invalid("replay.redis_url", format!("not a usable Redis URL: {e}"))
-                        })?;
-                    }
-                }
+                self.validate_urls(&mode)?;
                 ReplayStoreKind::Redis
             }
             other => {
@@ -370,6 +500,9 @@ impl RawReplay {
             }
         };
         let redis_timeout = positive("replay.redis_timeout", &self.redis_timeout)?;
+        if self.redis_wait_replicas > 16 {
+            return Err(invalid("replay.redis_wait_replicas", "must be 0 to 16"));
+        }
         if self.key_prefix.is_empty() || self.key_prefix.len() > 128 {
             return Err(invalid("replay.key_prefix", "must be 1 to 128 characters"));
         }
@@ -381,7 +514,10 @@ impl RawReplay {
         Ok(ReplayConfig {
             store,
             max_entries,
+            redis_mode: mode,
             redis_url: self.redis_url,
+            redis_nodes: self.redis_nodes,
+            redis_wait_replicas: self.redis_wait_replicas,
             redis_timeout,
             key_prefix: self.key_prefix,
         })

@@ -34,7 +34,9 @@ use serde::Deserialize;
 pub use koppeltaal::{
     AssertionAudience, IntrospectionConfig, IntrospectionEndpoints, ModuleConfig, ModuleKeyFile,
 };
-pub use launch::{IssuerConfig, KeysConfig, LaunchConfig, ReplayConfig, ReplayStoreKind};
+pub use launch::{
+    IssuerConfig, KeysConfig, LaunchConfig, RedisMode, ReplayConfig, ReplayStoreKind,
+};
 pub use ops::{AuditConfig, AuditFormat, ReadinessConfig};
 pub use pages::{Field, Lang, Page, PagesConfig, Part, Template};
 pub use parse::{parse_duration, parse_size};
@@ -154,7 +156,11 @@ pub const KEYS: &[&str] = &[
     "keys.max_stale",
     "replay.store",
     "replay.max_entries",
+    "replay.redis_mode",
     "replay.redis_url",
+    "replay.redis_nodes",
+    "replay.sentinel_master",
+    "replay.redis_wait_replicas",
     "replay.redis_timeout",
     "replay.key_prefix",
     "timeouts.request_headers",

@@ -515,3 +515,89 @@ fn shof_errors_name_their_key() {
         assert!(e.contains(key), "{key}: {e}");
     }
 }
+
+#[test]
+fn redis_sentinel_and_cluster_keys_are_checked_and_name_their_key() {
+    let sentinel = Config::from_toml_str(&format!(
+        "{MINIMAL}\n[replay]\nstore = \"redis\"\nredis_mode = \"sentinel\"\n\
+         redis_nodes = [\"redis://:pw@s1:26379/2\", \"redis://:pw@s2:26379\"]\n\
+         sentinel_master = \"mymaster\"\nredis_wait_replicas = 1"
+    ))
+    .unwrap();
+    assert_eq!(
+        sentinel.replay.redis_mode,
+        super::RedisMode::Sentinel {
+            master: "mymaster".into()
+        }
+    );
+    assert_eq!(sentinel.replay.redis_nodes.len(), 2);
+    assert_eq!(sentinel.replay.redis_wait_replicas, 1);
+    let cluster = Config::from_toml_str(&format!(
+        "{MINIMAL}\n[replay]\nstore = \"redis\"\nredis_mode = \"cluster\"\n\
+         redis_nodes = [\"rediss://u:p@c1:6379\"]"
+    ))
+    .unwrap();
+    assert_eq!(cluster.replay.redis_mode, super::RedisMode::Cluster);
+    assert_eq!(
+        Config::from_toml_str(MINIMAL).unwrap().replay.redis_mode,
+        super::RedisMode::Single
+    );
+
+    let redis = format!("{MINIMAL}\n[replay]\nstore = \"redis\"\n");
+    let cases = [
+        (format!("{redis}redis_mode = \"ring\""), "replay.redis_mode"),
+        (
+            format!("{redis}redis_mode = \"sentinel\"\nredis_nodes = [\"redis://s:26379\"]"),
+            "replay.sentinel_master",
+        ),
+        (
+            format!(
+                "{redis}redis_mode = \"sentinel\"\nsentinel_master = \"m\"\n\
+                 redis_url = \"redis://r\"\nredis_nodes = [\"redis://s:26379\"]"
+            ),
+            "replay.redis_url",
+        ),
+        (
+            format!("{redis}redis_mode = \"sentinel\"\nsentinel_master = \"m\""),
+            "replay.redis_nodes",
+        ),
+        (
+            format!("{redis}redis_mode = \"cluster\"\nredis_nodes = []"),
+            "replay.redis_nodes",
+        ),
+        (
+            format!("{redis}redis_mode = \"cluster\"\nredis_nodes = [\"redis://c:6379/2\"]"),
+            "replay.redis_nodes",
+        ),
+        (
+            format!("{redis}redis_mode = \"cluster\"\nredis_nodes = [\"http://c:6379\"]"),
+            "replay.redis_nodes",
+        ),
+        (
+            format!(
+                "{redis}redis_mode = \"cluster\"\n\
+                 redis_nodes = [\"redis://:a@c1:6379\", \"rediss://:a@c2:6379\"]"
+            ),
+            "replay.redis_nodes",
+        ),
+        (
+            format!(
+                "{redis}redis_mode = \"cluster\"\nsentinel_master = \"m\"\n\
+                 redis_nodes = [\"redis://c1:6379\"]"
+            ),
+            "replay.sentinel_master",
+        ),
+        (
+            format!("{redis}redis_url = \"redis://r\"\nredis_nodes = [\"redis://c1:6379\"]"),
+            "replay.redis_nodes",
+        ),
+        (
+            format!("{redis}redis_url = \"redis://r\"\nredis_wait_replicas = 17"),
+            "replay.redis_wait_replicas",
+        ),
+    ];
+    for (text, key) in cases {
+        let message = err(&text);
+        assert!(message.contains(key), "{key} not named in: {message}");
+    }
+}

@@ -5,6 +5,7 @@
 
 mod memory;
 mod redis;
+mod redis_ha;
 
 pub use memory::MemoryStore;
 pub use redis::RedisStore;

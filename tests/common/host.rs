@@ -200,3 +200,19 @@ pub async fn read_http1_response(stream: &mut TcpStream) -> (u16, String) {
     stream.read_exact(&mut body).await.unwrap();
     (status, String::from_utf8_lossy(&body).into_owned())
 }
+
+/// Polls `check` every 50 ms until it holds; panics with `what` after `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

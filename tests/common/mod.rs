@@ -12,6 +12,7 @@ pub mod jwks;
 pub mod metrics;
 pub mod mint;
 pub mod process;
+pub mod redis;
 pub mod shof_auth;
 pub mod shof_fixture;
 pub mod upstream;
@@ -22,13 +23,14 @@ pub use guard::{
     module_key_file, post_form, toml_str, unique_issuer, within,
 };
 pub use host::{
-    ConfigFile, TempDir, accept_each, closed_origin, closed_url, free_port, loopback, needs,
-    path_str, probe, read_http1_response, temp_file, wait_ok,
+    ConfigFile, TempDir, accept_each, closed_origin, closed_url, eventually, free_port, loopback,
+    needs, path_str, probe, read_http1_response, temp_file, wait_ok,
 };
 pub use jar::{Browser, SetCookie, set_cookies};
 pub use jwks::{JwksServer, Mode};
 pub use mint::{Alg, SigningKey};
 pub use process::{BIN, DemoRun, Finished, Served, command, program, run};
+pub use redis::{Redis, redis_installed};
 pub use shof_auth::{AuthorizeRequest, IdToken, TokenMode};
 pub use shof_fixture::ShofFixture;
-pub use upstream::{Echo, Upstream};
+pub use upstream::{Echo, JtiCounter, Upstream};

@@ -1,11 +1,12 @@
 //! A mock module application: echoes each request as JSON and counts them; can be slowed,
-//! streams large bodies both ways, holds a response open, and echoes WebSocket messages.
+//! streams large bodies both ways, holds a response open, and echoes WebSocket messages; and
+//! [`JtiCounter`], an upstream that counts the launches it received per `jti`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -377,4 +378,53 @@ fn hold(state: Arc<State>) -> Response<Body> {
         }
     });
     Response::new(BodyExt::boxed(StreamBody::new(chunks)))
+}
+
+/// An upstream answering `200 ok` to everything and counting the requests that carry
+/// `X-HTI-Jti`, per jti: what the guard let through.
+pub struct JtiCounter {
+    addr: SocketAddr,
+    seen: Arc<Mutex<HashMap<String, usize>>>,
+    task: JoinHandle<()>,
+}
+
+impl JtiCounter {
+    pub async fn start() -> JtiCounter {
+        let (listener, addr) = loopback("jti upstream").await;
+        let seen: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let record = seen.clone();
+        let task = accept_each(listener, move |stream| {
+            let record = record.clone();
+            let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let record = record.clone();
+                async move {
+                    if let Some(jti) = request.headers().get("x-hti-jti") {
+                        let jti = String::from_utf8_lossy(jti.as_bytes()).into_owned();
+                        *record.lock().unwrap().entry(jti).or_default() += 1;
+                    }
+                    let _ = request.into_body().collect().await;
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                        Bytes::from_static(b"ok"),
+                    )))
+                }
+            });
+            tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+        });
+        JtiCounter { addr, seen, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests received per jti.
+    pub fn seen(&self) -> HashMap<String, usize> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for JtiCounter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

@@ -20,7 +20,7 @@ const POOL: usize = 24;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_under_load_accepts_no_jti_twice() {
-    let Some(mut redis) = Redis::start().await else {
+    let Some(mut redis) = Redis::durable().await else {
         return;
     };
     let upstream = JtiCounter::start().await;

@@ -1,24 +1,15 @@
 //! What the fault tests share beyond tests/common: outcomes and metrics in one call, an
 //! upstream scripted by path at the byte level (resets, late answers, trickled and stalled
-//! bodies), an upstream that counts the launches it received per `jti`, a durable
-//! `redis-server` that can be SIGKILLed and restarted on its port, and reading a process's
-//! memory from /proc.
+//! bodies), and reading a process's memory from /proc. (The upstream that counts launches
+//! per `jti` and the `redis-server` processes are in tests/common.)
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
 use crate::common::metrics;
@@ -42,22 +33,6 @@ pub async fn outcome(response: reqwest::Response) -> String {
 /// One metric of `guard`, summed over the samples with these labels.
 pub async fn metric(guard: &Guard, name: &str, labels: &[(&str, &str)]) -> f64 {
     metrics::value(&guard.metrics().await, name, labels)
-}
-
-/// Polls `check` every 50 ms until it holds; panics with `what` after `limit`.
-pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// A GET through the guard with `Accept: application/json`, bounded.
@@ -249,130 +224,4 @@ async fn trickle(stream: &mut TcpStream) -> std::io::Result<()> {
         stream.flush().await?;
     }
     Ok(())
-}
-
-// ---------------------------------------------------------------------------------------
-// An upstream that counts launches per jti.
-
-/// An upstream answering `200 ok` to everything and counting the requests that carry
-/// `X-HTI-Jti`, per jti: what the guard let through.
-pub struct JtiCounter {
-    addr: SocketAddr,
-    seen: Arc<Mutex<HashMap<String, usize>>>,
-    task: JoinHandle<()>,
-}
-
-impl JtiCounter {
-    pub async fn start() -> JtiCounter {
-        let (listener, addr) = loopback("jti upstream").await;
-        let seen: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-        let record = seen.clone();
-        let task = accept_each(listener, move |stream| {
-            let record = record.clone();
-            let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                let record = record.clone();
-                async move {
-                    if let Some(jti) = request.headers().get("x-hti-jti") {
-                        let jti = String::from_utf8_lossy(jti.as_bytes()).into_owned();
-                        *record.lock().unwrap().entry(jti).or_default() += 1;
-                    }
-                    let _ = request.into_body().collect().await;
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                        Bytes::from_static(b"ok"),
-                    )))
-                }
-            });
-            tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
-        });
-        JtiCounter { addr, seen, task }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Requests received per jti.
-    pub fn seen(&self) -> HashMap<String, usize> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-impl Drop for JtiCounter {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// A durable redis-server.
-
-/// A `redis-server` on a loopback port whose every write is on disk before it answers
-/// (`appendfsync always`), so that a SIGKILL loses nothing it confirmed; stopped on drop.
-pub struct Redis {
-    pub port: u16,
-    dir: TempDir,
-    child: Option<Child>,
-}
-
-impl Redis {
-    /// Started, or `None` (with a note) when redis-server is not installed outside CI.
-    pub async fn start() -> Option<Redis> {
-        let installed = probe("redis-server", &["--version"]);
-        let missing = (!installed)
-            .then(|| "redis-server is not installed (apt-get install redis-server)".to_string());
-        if !needs(missing) {
-            return None;
-        }
-        let mut redis = Redis {
-            port: free_port(),
-            dir: TempDir::new(),
-            child: None,
-        };
-        redis.run().await;
-        Some(redis)
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// (Re)starts it on its port and data directory; waits until it answers PING.
-    pub async fn run(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .args(["--dir", path_str(self.dir.path())])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start redis-server");
-        self.child = Some(child);
-        let port = self.port;
-        eventually(LIMIT, "redis-server answering PING", || async move {
-            let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await else {
-                return false;
-            };
-            let mut pong = [0u8; 7];
-            stream.write_all(b"PING\r\n").await.is_ok()
-                && stream.read_exact(&mut pong).await.is_ok()
-                && &pong == b"+PONG\r\n"
-        })
-        .await;
-    }
-
-    /// SIGKILL (tokio's `kill`), and waits for the exit.
-    pub async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await.expect("SIGKILL redis-server");
-        }
-    }
 }
