@@ -217,6 +217,7 @@ fn service_links_and_the_file_variable_are_not_configuration() {
         "port_8080_tcp_addr",
         "service_host",
         "service_port_http",
+        "replicas",
     ] {
         assert!(env_not_config(key), "{key}");
     }

@@ -162,5 +162,4 @@ mod tests {
         assert_eq!(render(Box::new(striped.clone())), want);
         assert_eq!(striped.count(), 8);
     }
-
 }
