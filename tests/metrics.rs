@@ -188,7 +188,11 @@ async fn metrics_count_launches_fetches_replays_and_requests() {
             .map(|s| s.labels["le"].parse().unwrap())
             .collect();
         let least = bounds.iter().copied().fold(f64::INFINITY, f64::min);
-        assert_eq!(least, smallest.parse::<f64>().unwrap(), "{name}: {bounds:?}");
+        assert_eq!(
+            least,
+            smallest.parse::<f64>().unwrap(),
+            "{name}: {bounds:?}"
+        );
     }
 
     // The memory store's fill, read at the scrape: the two accepted jtis are held (the
