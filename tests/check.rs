@@ -507,6 +507,9 @@ async fn check_refuses_discovered_endpoints_over_http_elsewhere() {
     assert_eq!(json.json()["warnings"], json!([]));
 }
 
+/// Environment variables for one run of `check`.
+type Env = Vec<(&'static str, &'static str)>;
+
 fn warning_kinds(report: &Value) -> Vec<&str> {
     report["warnings"]
         .as_array()
@@ -575,7 +578,7 @@ async fn check_warns_about_what_bites_later() {
         "https://portal.example.org",
         "https://portal.example.org/.well-known/jwks.json",
     );
-    let cases: Vec<(&str, GuardBuilder, Vec<(&str, &str)>, Vec<&str>)> = vec![
+    let cases: Vec<(&str, GuardBuilder, Env, Vec<&str>)> = vec![
         ("nothing to warn about", clean.clone(), vec![], vec![]),
         (
             "sessions with a secret",
@@ -652,7 +655,7 @@ async fn check_warns_about_what_bites_later() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_keys_get_a_did_you_mean() {
     let good = config("http://127.0.0.1:9/jwks");
-    let cases: Vec<(GuardBuilder, Vec<(&str, &str)>, &str)> = vec![
+    let cases: Vec<(GuardBuilder, Env, &str)> = vec![
         (
             good.clone().set_str("launch.audiense", "Device/2"),
             vec![],
