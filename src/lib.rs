@@ -303,6 +303,8 @@ pub async fn run_with_reload(
         ReplayStoreKind::Memory => {
             let store = MemoryStore::new(config.replay.max_entries);
             background.push(store.start_purging());
+            let fill = Arc::downgrade(&store);
+            metrics.replay_fill(move || fill.upgrade().map(|s| (s.len(), s.capacity())));
             store
         }
         ReplayStoreKind::Redis => {

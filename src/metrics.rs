@@ -1,18 +1,18 @@
 //! The Prometheus registry and typed helpers, so that label sets stay as the contract names
 //! them. No label ever holds a token, `sub`, `jti` or another per-person value.
 
+mod striped;
+
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-
-use prometheus::core::{Collector, Desc};
-use prometheus::proto;
+use std::sync::OnceLock;
 
 use crate::error::Reason;
+
+use striped::StripedHistogram;
 
 /// The `event` label of `hti_guard_sessions_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,125 +180,34 @@ pub struct Metrics {
     config_last_success: Gauge,
     config_last_ok: IntGauge,
     config_hash: Gauge,
+    /// Set by [`Metrics::replay_fill`] (memory store only); read at each scrape.
+    replay_fill: OnceLock<FillReader>,
+    replay_entries: IntGauge,
+    replay_capacity: IntGauge,
 }
 
+/// Requests, the upstream and introspection: from 100 µs (a refusal the guard answers
+/// itself, a loopback upstream) to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
 ];
 
-/// Stripes of a [`StripedHistogram`]: more than the workers of most machines; a thread
-/// beyond them shares a stripe (still correct, only contended).
-const STRIPES: usize = 16;
+/// Verify, replay check and login: from 10 µs (a verify takes 20-86 µs, a memory replay
+/// check about 1 µs) to 10 s (a key fetch or token exchange that waits for its timeout).
+const FINE_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
-/// The next thread's stripe.
-static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+/// The git revision the binary was built from (set by build.rs), or "unknown".
+const REVISION: &str = match option_env!("HTI_GUARD_GIT_REV") {
+    Some(rev) if !rev.is_empty() => rev,
+    _ => "unknown",
+};
 
-thread_local! {
-    /// This thread's stripe of every [`StripedHistogram`], chosen on its first observation.
-    static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
-}
-
-/// A histogram with [`LATENCY_BUCKETS`] whose observations go to the observing thread's
-/// stripe (a cache line or two of its own), so that workers observing each request do
-/// not contend on one set of atomics as `prometheus::Histogram`'s do; a scrape adds the
-/// stripes up. Exposed exactly as a `prometheus::Histogram` with the same name, help and
-/// buckets (no labels). Nothing is lost: every observation is one relaxed add on its
-/// bucket, and the count is the sum of the buckets, so a scrape always sees a count that
-/// matches its buckets (the sum may trail by the observations in flight). Clones share
-/// the stripes.
-#[derive(Clone)]
-pub(crate) struct StripedHistogram {
-    desc: Desc,
-    stripes: Arc<[Stripe]>,
-}
-
-/// One thread's share: a count per bucket, one more for above the last bound, and the
-/// sum of the observed values (f64 bits).
-#[repr(align(128))]
-struct Stripe {
-    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    sum: AtomicU64,
-}
-
-impl StripedHistogram {
-    fn new(name: &str, help: &str) -> Self {
-        StripedHistogram {
-            desc: Desc::new(name.into(), help.into(), vec![], Default::default())
-                .expect("valid metric"),
-            stripes: (0..STRIPES)
-                .map(|_| Stripe {
-                    buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-                    sum: AtomicU64::new(0),
-                })
-                .collect(),
-        }
-    }
-
-    pub(crate) fn observe(&self, seconds: f64) {
-        let stripe = &self.stripes[STRIPE.with(|s| *s)];
-        let bucket = LATENCY_BUCKETS
-            .iter()
-            .position(|&bound| seconds <= bound)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        stripe.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        // Another thread shares this stripe only beyond `STRIPES` threads: the loop
-        // almost always ends at once.
-        let _ = stripe
-            .sum
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
-                Some((f64::from_bits(bits) + seconds).to_bits())
-            });
-    }
-
-    /// The histogram as the scrape sees it.
-    fn proto(&self) -> proto::Histogram {
-        let mut counts = [0u64; LATENCY_BUCKETS.len() + 1];
-        let mut sum = 0.0;
-        for stripe in self.stripes.iter() {
-            for (count, bucket) in counts.iter_mut().zip(&stripe.buckets) {
-                *count += bucket.load(Ordering::Relaxed);
-            }
-            sum += f64::from_bits(stripe.sum.load(Ordering::Relaxed));
-        }
-        let mut h = proto::Histogram::default();
-        let mut cumulative = 0;
-        let mut buckets = Vec::with_capacity(LATENCY_BUCKETS.len());
-        for (count, bound) in counts.iter().zip(LATENCY_BUCKETS) {
-            cumulative += count;
-            let mut b = proto::Bucket::default();
-            b.set_cumulative_count(cumulative);
-            b.set_upper_bound(*bound);
-            buckets.push(b);
-        }
-        h.set_bucket(buckets);
-        h.set_sample_count(cumulative + counts[LATENCY_BUCKETS.len()]);
-        h.set_sample_sum(sum);
-        h
-    }
-
-    /// How many observations so far.
-    #[cfg(test)]
-    fn count(&self) -> u64 {
-        self.proto().get_sample_count()
-    }
-}
-
-impl Collector for StripedHistogram {
-    fn desc(&self) -> Vec<&Desc> {
-        vec![&self.desc]
-    }
-
-    fn collect(&self) -> Vec<proto::MetricFamily> {
-        let mut metric = proto::Metric::default();
-        metric.set_histogram(self.proto());
-        let mut family = proto::MetricFamily::default();
-        family.set_name(self.desc.fq_name.clone());
-        family.set_help(self.desc.help.clone());
-        family.set_field_type(proto::MetricType::HISTOGRAM);
-        family.set_metric(vec![metric]);
-        vec![family]
-    }
-}
+/// Reads the memory replay store's (entries, capacity); `None` once it is gone.
+type FillReader = Box<dyn Fn() -> Option<(usize, usize)> + Send + Sync>;
 
 impl Metrics {
     pub fn new() -> Self {
@@ -316,7 +225,7 @@ impl Metrics {
                 "hti_guard_launch_verify_duration_seconds",
                 "Time to verify a launch token (keys, signature, claims, replay).",
             )
-            .buckets(LATENCY_BUCKETS.to_vec()),
+            .buckets(FINE_BUCKETS.to_vec()),
         )
         .expect("valid metric");
         let logins = IntCounterVec::new(
@@ -332,7 +241,7 @@ impl Metrics {
                 "hti_guard_login_duration_seconds",
                 "Time of a SHOF login's token exchange and id_token check.",
             )
-            .buckets(LATENCY_BUCKETS.to_vec()),
+            .buckets(FINE_BUCKETS.to_vec()),
         )
         .expect("valid metric");
         let jwks_fetches = IntCounterVec::new(
@@ -372,7 +281,7 @@ impl Metrics {
                 "hti_guard_replay_check_duration_seconds",
                 "Time of one single-use check, by store.",
             )
-            .buckets(LATENCY_BUCKETS.to_vec()),
+            .buckets(FINE_BUCKETS.to_vec()),
             &["store"],
         )
         .expect("valid metric");
@@ -478,8 +387,46 @@ impl Metrics {
             "A 48-bit hash of the configuration file in use, to tell replicas on another file.",
         )
         .expect("valid metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "hti_guard_build_info",
+                "Always 1; the labels say which build runs (crate version, git revision).",
+            ),
+            &["version", "revision"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), REVISION])
+            .set(1);
+        // Every result from 0, so that the first introspection shows as an increase.
+        for result in [
+            IntrospectionOutcome::Active,
+            IntrospectionOutcome::Inactive,
+            IntrospectionOutcome::Error,
+        ] {
+            introspections.with_label_values(&[result.as_str()]);
+        }
+        let replay_entries = IntGauge::new(
+            "hti_guard_replay_entries",
+            "Entries held by the memory replay store (read at scrape; memory store only).",
+        )
+        .expect("valid metric");
+        let replay_capacity = IntGauge::new(
+            "hti_guard_replay_capacity",
+            "Entries the memory replay store may hold (replay.max_entries; memory store only).",
+        )
+        .expect("valid metric");
+        // CPU seconds, resident memory, open and maximum fds, start time, threads: the
+        // standard `process_*` names, read from /proc at each scrape.
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("metric registered once");
         for c in [
             Box::new(launches.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(build_info),
             Box::new(launch_verify.clone()),
             Box::new(logins.clone()),
             Box::new(login_duration.clone()),
@@ -535,6 +482,21 @@ impl Metrics {
             config_last_success,
             config_last_ok,
             config_hash,
+            replay_fill: OnceLock::new(),
+            replay_entries,
+            replay_capacity,
+        }
+    }
+
+    /// Export the memory replay store's fill, `read` at each scrape (entries, capacity),
+    /// so that "full" can be alerted before it happens. Only the first call counts.
+    pub fn replay_fill(&self, read: impl Fn() -> Option<(usize, usize)> + Send + Sync + 'static) {
+        if self.replay_fill.set(Box::new(read)).is_ok() {
+            for gauge in [&self.replay_entries, &self.replay_capacity] {
+                self.registry
+                    .register(Box::new(gauge.clone()))
+                    .expect("metric registered once");
+            }
         }
     }
 
@@ -675,6 +637,13 @@ impl Metrics {
 
     /// The text exposition of every metric.
     pub fn render(&self) -> Vec<u8> {
+        if let Some(read) = self.replay_fill.get()
+            && let Some((entries, capacity)) = read()
+        {
+            let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+            self.replay_entries.set(gauge(entries));
+            self.replay_capacity.set(gauge(capacity));
+        }
         let mut out = Vec::new();
         let encoder = TextEncoder::new();
         if let Err(e) = encoder.encode(&self.registry.gather(), &mut out) {
@@ -717,6 +686,8 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
     fn typed_labels_keep_the_contract_strings() {
@@ -762,42 +733,6 @@ mod tests {
     }
 
     #[test]
-    fn a_striped_histogram_renders_as_a_prometheus_one() {
-        let name = "hti_guard_test_duration_seconds";
-        let plain = Histogram::with_opts(
-            HistogramOpts::new(name, "help").buckets(LATENCY_BUCKETS.to_vec()),
-        )
-        .unwrap();
-        let striped = StripedHistogram::new(name, "help");
-        // Values whose sums are exact in any order; one above the last bound, one on a bound.
-        let values = [0.0, 0.0005, 0.25, 0.5, 0.5, 1.0, 20.0, 0.125];
-        std::thread::scope(|scope| {
-            for chunk in values.chunks(2) {
-                let (plain, striped) = (&plain, &striped);
-                scope.spawn(move || {
-                    for &v in chunk {
-                        plain.observe(v);
-                        striped.observe(v);
-                    }
-                });
-            }
-        });
-        let render = |c: Box<dyn Collector>| {
-            let registry = Registry::new();
-            registry.register(c).unwrap();
-            let mut out = Vec::new();
-            TextEncoder::new()
-                .encode(&registry.gather(), &mut out)
-                .unwrap();
-            String::from_utf8(out).unwrap()
-        };
-        let want = render(Box::new(plain));
-        assert!(want.contains(&format!("{name}_count 8")), "{want}");
-        assert_eq!(render(Box::new(striped.clone())), want);
-        assert_eq!(striped.count(), 8);
-    }
-
-    #[test]
     fn contract_metrics_are_exported() {
         let m = Metrics::new();
         m.init_issuer("https://portal");
@@ -835,8 +770,35 @@ mod tests {
             "hti_guard_dependency_up{dependency=\"issuer_keys\",issuer=\"https://portal\"} 0",
             "hti_guard_dependency_up{dependency=\"replay_store\",issuer=\"\"} 1",
             "hti_guard_ready 1",
+            "hti_guard_launch_verify_duration_seconds_bucket{le=\"0.00001\"} 0",
+            "hti_guard_launch_verify_duration_seconds_bucket{le=\"0.0025\"} 1",
+            "hti_guard_replay_check_duration_seconds_bucket{store=\"memory\",le=\"0.0001\"} 1",
+            "hti_guard_login_duration_seconds_bucket{le=\"0.00001\"} 0",
+            "hti_guard_request_duration_seconds_bucket{le=\"0.0001\"} 0",
+            "hti_guard_introspection_requests_total{result=\"active\"} 0",
+            "hti_guard_build_info{revision=\"",
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
         ] {
-            assert!(text.contains(name), "missing {name}");
+            assert!(text.contains(name), "missing {name}\n{text}");
         }
+        assert!(text.contains(&format!("version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))));
+    }
+
+    #[test]
+    fn replay_fill_is_read_at_scrape_and_only_once_set() {
+        let m = Metrics::new();
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(!text.contains("hti_guard_replay_entries"), "{text}");
+        let entries = Arc::new(AtomicUsize::new(3));
+        let seen = entries.clone();
+        m.replay_fill(move || Some((seen.load(Ordering::Relaxed), 10)));
+        m.replay_fill(|| Some((99, 99)));
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(text.contains("hti_guard_replay_entries 3\n"), "{text}");
+        assert!(text.contains("hti_guard_replay_capacity 10\n"), "{text}");
+        entries.store(7, Ordering::Relaxed);
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(text.contains("hti_guard_replay_entries 7\n"), "{text}");
     }
 }

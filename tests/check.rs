@@ -496,18 +496,63 @@ async fn check_refuses_discovered_endpoints_over_http_elsewhere() {
     assert!(text.has("plain http on another origin"), "{text}");
     assert_eq!(elsewhere.introspections(), 0);
 
-    // Unreachable discovery: the same verdict, named.
-    let file = ConfigFile::new(&introspection_config(
-        "module-7",
-        &key,
-        closed_url().trim_end_matches("/jwks"),
-    ));
+    // A discovery document that is not JSON: an answer, but a wrong one, so a problem.
+    auth.set_discovery_document(json!("not an object"));
     let json = check(&file, &["--json"], &[]).await;
     assert_eq!(json.code(), Some(1), "{json}");
     assert_eq!(
         json.json()["introspection"]["problems"][0]["kind"],
         "discovery_failed"
     );
+    assert_eq!(json.json()["warnings"], json!([]));
+}
+
+/// Environment variables for one run of `check`.
+type Env = Vec<(&'static str, &'static str)>;
+
+fn warning_kinds(report: &Value) -> Vec<&str> {
+    report["warnings"]
+        .as_array()
+        .expect("a warnings list")
+        .iter()
+        .map(|w| w["kind"].as_str().unwrap())
+        .collect()
+}
+
+/// Discovery that does not answer, then an introspection endpoint that answers 500: each is
+/// a warning, named, and the exit code stays 0; nothing is called a problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_introspection_endpoint_that_does_not_answer_is_a_warning() {
+    let keys = TempDir::new();
+    let (key, module_jwks) = module_key(&keys).await;
+    let closed = closed_origin();
+    let file = ConfigFile::new(&introspection_config("module-7", &key, &closed));
+    let json = check(&file, &["--json"], &[]).await;
+    assert_eq!(json.code(), Some(0), "{json}");
+    let report = json.json();
+    assert_eq!(warning_kinds(&report), ["introspection_not_answering"]);
+    assert_eq!(report["introspection"]["answered"], json!(false));
+    assert_eq!(report["introspection"]["problems"], json!([]));
+    assert_eq!(report["problems"], json!(0));
+
+    // Discovery answers, the introspection endpoint fails with 500: not an answer either.
+    let auth = AuthServer::start("module-7", Vec::new()).await;
+    auth.set_guard_jwks_url(&module_jwks.url());
+    auth.set_mode(AuthMode::Error500);
+    let file = ConfigFile::new(&introspection_config("module-7", &key, &auth.fhir_base()));
+    let text = check(&file, &[], &[]).await;
+    assert_eq!(text.code(), Some(0), "{text}");
+    assert!(
+        text.has("introspection  (did not answer: see the warnings)"),
+        "{text}"
+    );
+    assert!(
+        text.has("  ~ introspection_not_answering: the introspection endpoint does not answer"),
+        "{text}"
+    );
+    assert!(text.stdout.ends_with("; 1 warning\n"), "{text}");
+    assert!(!text.has("! "), "no problem is marked: {text}");
+    assert_eq!((auth.discoveries(), auth.introspections()), (1, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -520,4 +565,179 @@ async fn offline_check_does_not_probe_introspection() {
     assert_eq!(json.code(), Some(0), "{json}");
     assert_eq!(json.json()["introspection"], Value::Null);
     assert_eq!(auth.discoveries() + auth.introspections(), 0);
+}
+
+/// A configuration the guard starts with, in text and JSON: each warning when it applies,
+/// none when it does not, and the exit code 0 throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_warns_about_what_bites_later() {
+    const SECRET: &str = "c2Vzc2lvbi1zZWNyZXQtZm9yLXRoZS10ZXN0cy0wMTIzNDU2Nzg5";
+    let clean = config("http://127.0.0.1:9/jwks");
+    let sessions = clean.clone().set("session.enabled", "true");
+    let placeholder = GuardBuilder::new("http://127.0.0.1:9").issuer(
+        "https://portal.example.org",
+        "https://portal.example.org/.well-known/jwks.json",
+    );
+    let cases: Vec<(&str, GuardBuilder, Env, Vec<&str>)> = vec![
+        ("nothing to warn about", clean.clone(), vec![], vec![]),
+        (
+            "sessions with a secret",
+            sessions.clone().set_str("session.secret", SECRET),
+            vec![],
+            vec![],
+        ),
+        (
+            "sessions without a secret",
+            sessions.clone(),
+            vec![],
+            vec!["session_secret_random"],
+        ),
+        (
+            "the example's issuer",
+            placeholder,
+            vec![],
+            vec!["placeholder_issuer"],
+        ),
+        (
+            "one replica",
+            clean.clone(),
+            vec![("HTI_GUARD_REPLICAS", "1")],
+            vec![],
+        ),
+        (
+            "three replicas on the memory store",
+            clean.clone(),
+            vec![("HTI_GUARD_REPLICAS", "3")],
+            vec!["memory_store_replicas"],
+        ),
+        (
+            "three replicas on Redis",
+            clean
+                .clone()
+                .set_str("replay.store", "redis")
+                .set_str("replay.redis_url", "redis://127.0.0.1:9"),
+            vec![("HTI_GUARD_REPLICAS", "3")],
+            vec![],
+        ),
+        (
+            "all at once",
+            sessions.clone(),
+            vec![("HTI_GUARD_REPLICAS", "2")],
+            vec!["session_secret_random", "memory_store_replicas"],
+        ),
+    ];
+    for (case, builder, env, expected) in cases {
+        let file = ConfigFile::new(&builder.toml());
+        let json = check(&file, &["--offline", "--json"], &env).await;
+        assert_eq!(json.code(), Some(0), "{case}: {json}");
+        assert_eq!(warning_kinds(&json.json()), expected, "{case}: {json}");
+        let text = check(&file, &["--offline"], &env).await;
+        assert_eq!(text.code(), Some(0), "{case}: {text}");
+        for kind in &expected {
+            assert!(text.has(&format!("  ~ {kind}: ")), "{case}: {text}");
+        }
+        let ending = match expected.len() {
+            0 => "key sets not fetched)\n".to_string(),
+            1 => "; 1 warning\n".to_string(),
+            n => format!("; {n} warnings\n"),
+        };
+        assert!(text.stdout.ends_with(&ending), "{case}: {text}");
+        assert_eq!(
+            text.has("warnings (they do not"),
+            !expected.is_empty(),
+            "{case}"
+        );
+    }
+}
+
+/// An unknown key names the nearest known one, as the file or the environment spells it;
+/// nothing close, no guess.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_keys_get_a_did_you_mean() {
+    let good = config("http://127.0.0.1:9/jwks");
+    let cases: Vec<(GuardBuilder, Env, &str)> = vec![
+        (
+            good.clone().set_str("launch.audiense", "Device/2"),
+            vec![],
+            "launch.audiense: unknown field",
+        ),
+        (
+            good.clone().set_str("keys.refresh_mni", "1m"),
+            vec![],
+            "did you mean `keys.refresh_min`?",
+        ),
+        (
+            good.clone(),
+            vec![("HTI_GUARD_LAUNCH__MAX_LIFETME", "5m")],
+            "did you mean `launch.max_lifetime` (HTI_GUARD_LAUNCH__MAX_LIFETIME)?",
+        ),
+        (
+            good.clone(),
+            vec![("HTI_GUARD_SESSION_ENABLED", "true")],
+            "did you mean `session.enabled` (HTI_GUARD_SESSION__ENABLED)?",
+        ),
+    ];
+    for (builder, env, expected) in cases {
+        let file = ConfigFile::new(&builder.toml());
+        let finished = check(&file, &["--offline"], &env).await;
+        assert_eq!(finished.code(), Some(2), "{finished}");
+        assert!(finished.stderr.contains(expected), "{expected}: {finished}");
+        assert!(finished.stdout.is_empty(), "{finished}");
+    }
+    let file = ConfigFile::new(&good.clone().set_str("launch.audiense", "Device/2").toml());
+    let finished = check(&file, &["--offline"], &[]).await;
+    assert!(
+        finished.stderr.contains("did you mean `launch.audience`?"),
+        "{finished}"
+    );
+    let file = ConfigFile::new(&good.set_str("launch.colour", "blue").toml());
+    let finished = check(&file, &["--offline"], &[]).await;
+    assert_eq!(finished.code(), Some(2), "{finished}");
+    assert!(finished.stderr.contains("launch.colour"), "{finished}");
+    assert!(!finished.stderr.contains("did you mean"), "{finished}");
+}
+
+/// A SHOF auth server that does not answer: a warning, exit 0; with `--offline`, nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shof_auth_server_that_does_not_answer_is_a_warning() {
+    let keys = TempDir::new();
+    let (key, _module_jwks) = module_key(&keys).await;
+    let text = GuardBuilder::new("http://127.0.0.1:9")
+        .set_str("module.client_id", "module-7")
+        .set(
+            "module.signing_key_files",
+            &format!("[{}]", toml_str(key.to_str().unwrap())),
+        )
+        .set("session.enabled", "true")
+        .set_str(
+            "session.secret",
+            "c2Vzc2lvbi1zZWNyZXQtZm9yLXRoZS10ZXN0cy0wMTIzNDU2Nzg5",
+        )
+        .set("shof.enabled", "true")
+        .set_str("shof.fhir_base", &format!("{}/fhir", closed_origin()))
+        .set_str(
+            "shof.redirect_uri",
+            "https://module.example/hti-guard/callback",
+        )
+        .set_str("shof.timeout", "2s")
+        .toml();
+    let file = ConfigFile::new(&text);
+    let json = check(&file, &["--json"], &[]).await;
+    assert_eq!(json.code(), Some(0), "{json}");
+    let report = json.json();
+    assert_eq!(warning_kinds(&report), ["auth_server_not_answering"]);
+    assert_eq!(report["shof"]["answered"], json!(false));
+    assert_eq!(report["shof"]["problems"], json!([]));
+    let text = check(&file, &[], &[]).await;
+    assert!(
+        text.has("shof auth server  (did not answer: see the warnings)"),
+        "{text}"
+    );
+    assert!(
+        text.has("  ~ auth_server_not_answering: the SHOF auth server does not answer"),
+        "{text}"
+    );
+    let offline = check(&file, &["--offline", "--json"], &[]).await;
+    assert_eq!(offline.code(), Some(0), "{offline}");
+    assert_eq!(warning_kinds(&offline.json()), Vec::<&str>::new());
 }

@@ -1,7 +1,8 @@
 //! The Grafana dashboard shipped in the chart (`helm/hti-guard/dashboards/hti-guard.json`)
 //! queries only what the guard exports: every identifier in every query is a PromQL word or a
-//! metric name present in a real guard's `/metrics`, and every label a query filters, groups
-//! or names in a legend exists on that metric.
+//! metric name present in a real guard's `/metrics` (its own `hti_guard_*` and the standard
+//! `process_*`), and every label a query filters, groups or names in a legend exists on that
+//! metric.
 
 mod common;
 
@@ -25,12 +26,19 @@ const REQUIRED_PANELS: &[&str] = &[
     "JWKS fetches by result and trigger",
     "Replay checks by result",
     "Replay check latency (p50, p99)",
+    "Replay store fill (memory)",
     "Upstream latency (p50, p99)",
     "Responses by status code",
     "Spoofed headers stripped",
     "Sessions by event",
     "SHOF logins by result and reason",
     "SHOF login latency (p50, p99)",
+    "Introspection requests by result",
+    "Introspection latency (p50, p99)",
+    "CPU per pod",
+    "Resident memory per pod",
+    "Open file descriptors per pod",
+    "Builds running",
     "Dependencies up",
     "Pods ready",
     "Config reloads by result",
@@ -42,6 +50,13 @@ const SESSION_SECRET: &str = "c2Vzc2lvbi1zZWNyZXQtZm9yLXRoZS10ZXN0cy0wMTIzNDU2Nz
 
 /// Labels Prometheus attaches at scrape time: on every series, though not in the exposition.
 const TARGET_LABELS: &[&str] = &["job", "instance"];
+
+/// The names of the guard's metrics: its own, and the standard process metrics.
+const METRIC_PREFIXES: &[&str] = &["hti_guard_", "process_"];
+
+fn is_metric_name(ident: &str) -> bool {
+    METRIC_PREFIXES.iter().any(|p| ident.starts_with(p))
+}
 
 /// PromQL functions, aggregations and keywords a query may use besides metric names.
 const PROMQL_WORDS: &[&str] = &[
@@ -193,7 +208,7 @@ fn is_ident(c: u8) -> bool {
 
 /// A small scanner for the PromQL this dashboard uses: strings, `[...]` ranges and Grafana
 /// `$variables` are skipped; identifiers are sorted into metrics (followed by `{` or named
-/// `hti_guard_*`), grouping labels and other words.
+/// like one of [`METRIC_PREFIXES`]), grouping labels and other words.
 fn scan(expr: &str) -> Refs {
     let mut refs = Refs::default();
     if let Some(inner) = expr
@@ -272,7 +287,7 @@ fn scan(expr: &str) -> Refs {
                     matchers,
                 });
                 i = end;
-            } else if ident.starts_with("hti_guard_") {
+            } else if is_metric_name(ident) {
                 refs.selectors.push(Selector {
                     metric: ident.to_string(),
                     matchers: Vec::new(),
@@ -390,7 +405,7 @@ fn check(query: &Query, families: &Families) -> Vec<String> {
     };
     for selector in &refs.selectors {
         let metric = selector.metric.as_str();
-        if !metric.starts_with("hti_guard_") {
+        if !is_metric_name(metric) {
             problems.push(format!("`{metric}` is not a hti-guard metric"));
             continue;
         }
@@ -520,6 +535,7 @@ fn the_checker_catches_wrong_names_and_labels() {
     let exposition = "\
 hti_guard_launches_total{issuer=\"https://p\",reason=\"none\",result=\"accepted\"} 1
 hti_guard_upstream_duration_seconds_bucket{le=\"0.1\"} 1
+process_cpu_seconds_total 1.5
 ";
     let families = families(exposition);
     let problems = |expr: &str, legend: Option<&str>| {
@@ -538,6 +554,13 @@ hti_guard_upstream_duration_seconds_bucket{le=\"0.1\"} 1
         problems(
             "histogram_quantile(0.99, sum by (le) (rate(hti_guard_upstream_duration_seconds_bucket[5m])))",
             Some("p99")
+        ),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        problems(
+            "sum by (instance) (rate(process_cpu_seconds_total{job=~\"$job\"}[5m]))",
+            Some("{{instance}}")
         ),
         Vec::<String>::new()
     );
@@ -569,6 +592,8 @@ hti_guard_upstream_duration_seconds_bucket{le=\"0.1\"} 1
             None,
         ),
         ("label_values(hti_guard_launches_total, issuers)", None),
+        ("sum(rate(process_cpu_second_total[5m]))", None),
+        ("sum(rate(node_cpu_seconds_total{mode=\"user\"}[5m]))", None),
         ("vector(1)", None),
     ] {
         assert!(
@@ -669,6 +694,16 @@ async fn dashboard_queries_use_only_exported_metrics_and_labels() {
         "hti_guard_spoofed_headers_stripped_total",
         "hti_guard_jwks_last_success_timestamp_seconds",
         "hti_guard_sessions_total",
+        "hti_guard_logins_total",
+        "hti_guard_introspection_requests_total",
+        "hti_guard_introspection_duration_seconds_bucket",
+        "hti_guard_replay_entries",
+        "hti_guard_replay_capacity",
+        "hti_guard_build_info",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
     ] {
         assert!(used.contains(name), "the dashboard does not use {name}");
     }

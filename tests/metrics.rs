@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::metrics::{has, value};
+use common::metrics::{has, parse, value};
 use common::mint::{self, now};
 use common::*;
 use serde_json::json;
@@ -174,6 +174,55 @@ async fn metrics_count_launches_fetches_replays_and_requests() {
     ] {
         assert!(has(&after, name), "{name} missing");
     }
+    // Verify and replay latencies can be told apart from 10 µs, requests from 100 µs.
+    for (name, smallest) in [
+        ("hti_guard_launch_verify_duration_seconds_bucket", "0.00001"),
+        ("hti_guard_replay_check_duration_seconds_bucket", "0.00001"),
+        ("hti_guard_login_duration_seconds_bucket", "0.00001"),
+        ("hti_guard_request_duration_seconds_bucket", "0.0001"),
+        ("hti_guard_upstream_duration_seconds_bucket", "0.0001"),
+    ] {
+        let bounds: Vec<f64> = parse(&after)
+            .into_iter()
+            .filter(|s| s.name == name)
+            .map(|s| s.labels["le"].parse().unwrap())
+            .collect();
+        let least = bounds.iter().copied().fold(f64::INFINITY, f64::min);
+        assert_eq!(
+            least,
+            smallest.parse::<f64>().unwrap(),
+            "{name}: {bounds:?}"
+        );
+    }
+
+    // The memory store's fill, read at the scrape: the two accepted jtis are held (the
+    // replay, the expired and the unknown ones added none), of replay.max_entries.
+    assert_eq!(delta("hti_guard_replay_entries", &[]), 2.0, "{after}");
+    assert_eq!(value(&after, "hti_guard_replay_capacity", &[]), 1_000_000.0);
+
+    // Which build runs, and the process around it.
+    let build = parse(&after)
+        .into_iter()
+        .find(|s| s.name == "hti_guard_build_info")
+        .expect("hti_guard_build_info");
+    assert_eq!(build.value, 1.0);
+    assert_eq!(build.labels["version"], env!("CARGO_PKG_VERSION"));
+    assert!(!build.labels["revision"].is_empty(), "{:?}", build.labels);
+    for name in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_threads",
+    ] {
+        assert!(value(&after, name, &[]) >= 1.0, "{name}: {after}");
+    }
+    assert!(has(&after, "process_cpu_seconds_total"), "{after}");
+    let started = value(&after, "process_start_time_seconds", &[]);
+    assert!(
+        (started - now() as f64).abs() < 3600.0,
+        "the guard started {started}, now is {}",
+        now()
+    );
 
     // No per-person value ever becomes a label.
     let claims = mint::payload_of(&token);

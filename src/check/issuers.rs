@@ -57,6 +57,10 @@ pub(super) async fn probe_introspection(
                     .into(),
             );
         }
+        Some(("discovery_unreachable" | "introspection_unreachable", message)) => {
+            report.answered = false;
+            report.not_answering = Some(message);
+        }
         Some((kind, message)) => report.problem(Problem::new(kind, message)),
         None => {}
     }
@@ -69,6 +73,7 @@ pub(super) async fn probe_shof(cfg: &ShofConfig) -> ShofReport {
     let mut report = ShofReport {
         discovery_url: smart::discovery_url(&cfg.fhir_base),
         usable: true,
+        answered: true,
         ..ShofReport::default()
     };
     let client = match reqwest::Client::builder()
@@ -85,6 +90,11 @@ pub(super) async fn probe_shof(cfg: &ShofConfig) -> ShofReport {
     };
     let server = match smart::fetch(&client, &report.discovery_url).await {
         Ok((doc, _)) => crate::shof::auth_server_from(&doc, &cfg.fhir_base),
+        Err(failure) if !failure.answered => {
+            report.answered = false;
+            report.not_answering = Some(format!("discovery: {}", failure.error));
+            return report;
+        }
         Err(failure) => Err(failure.error),
     };
     let server = match server {
@@ -116,6 +126,10 @@ pub(super) async fn probe_shof(cfg: &ShofConfig) -> ShofReport {
                     "the auth server's key set holds no key that can verify an id_token",
                 ));
             }
+        }
+        Err(e @ (FetchError::Timeout | FetchError::Unreachable(_))) => {
+            report.answered = false;
+            report.not_answering = Some(format!("key set: {e}"));
         }
         Err(e) => report.problem(Problem::new("jwks_unreachable", e.to_string())),
     }

@@ -10,6 +10,7 @@
 mod issuers;
 mod settings;
 mod text;
+mod warnings;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -22,6 +23,7 @@ use crate::Config;
 use crate::verify::keys::{KeyCache, fetch_jwks};
 
 pub use settings::{duration, mask_secret, size};
+pub use warnings::{REPLICAS_ENV, Warning};
 
 /// Options of `hti-guard check`.
 #[derive(Debug, Args)]
@@ -34,7 +36,7 @@ pub struct CheckOptions {
     pub json: bool,
 }
 
-/// Print the report; exit 0 when everything checked is usable, 1 otherwise.
+/// Print the report; exit 0 when everything checked is usable (warnings or not), 1 otherwise.
 pub async fn run(config: Config, options: CheckOptions) -> ExitCode {
     crate::install_crypto_provider();
     let report = match check(&config, options.offline).await {
@@ -102,6 +104,26 @@ pub async fn check(config: &Config, offline: bool) -> Result<Report, String> {
         (Some(cfg), false) => Some(issuers::probe_shof(cfg).await),
         _ => None,
     };
+    let replicas = std::env::var(REPLICAS_ENV).ok();
+    let mut warnings = warnings::configured(config, replicas.as_deref());
+    if let Some(message) = introspection.as_ref().and_then(|i| i.not_answering.clone()) {
+        warnings.push(Warning::new(
+            "introspection_not_answering",
+            format!(
+                "the introspection endpoint does not answer now ({message}): launches \
+                 of introspected issuers will be refused until it does"
+            ),
+        ));
+    }
+    if let Some(message) = shof.as_ref().and_then(|s| s.not_answering.clone()) {
+        warnings.push(Warning::new(
+            "auth_server_not_answering",
+            format!(
+                "the SHOF auth server does not answer now ({message}): logins will be \
+                 refused until it does"
+            ),
+        ));
+    }
     let problems = issuers.iter().map(|i| i.problems.len()).sum::<usize>()
         + introspection.as_ref().map_or(0, |i| i.problems.len())
         + shof.as_ref().map_or(0, |s| s.problems.len());
@@ -115,6 +137,7 @@ pub async fn check(config: &Config, offline: bool) -> Result<Report, String> {
         introspection,
         shof,
         problems,
+        warnings,
         usable,
     })
 }
@@ -134,6 +157,10 @@ pub struct Report {
     pub shof: Option<ShofReport>,
     /// Problems found, over all issuers, introspection and the SHOF auth server.
     pub problems: usize,
+    /// What will bite later (a secret that is random per process, a placeholder issuer,
+    /// the memory store on several replicas, an endpoint that does not answer); they
+    /// never change the exit code.
+    pub warnings: Vec<Warning>,
     /// Every issuer is usable (with `offline`: the configuration is valid).
     pub usable: bool,
 }
@@ -198,8 +225,12 @@ pub struct IntrospectionReport {
     /// How the introspection endpoint answered a probe token (not a JWT, so never active).
     pub answer: Option<String>,
     pub problems: Vec<Problem>,
-    /// Launches can be introspected.
+    /// Nothing found wrong (an endpoint that does not answer is a warning instead).
     pub usable: bool,
+    /// Discovery and the endpoint answered (false: see the warning).
+    pub answered: bool,
+    #[serde(skip)]
+    not_answering: Option<String>,
 }
 
 impl Default for IntrospectionReport {
@@ -211,6 +242,8 @@ impl Default for IntrospectionReport {
             answer: None,
             problems: Vec::new(),
             usable: true,
+            answered: true,
+            not_answering: None,
         }
     }
 }
@@ -227,8 +260,12 @@ pub struct ShofReport {
     /// Usable keys in the auth server's key set (id_token signatures).
     pub keys: Option<usize>,
     pub problems: Vec<Problem>,
-    /// Logins can start and their id_tokens can be checked.
+    /// Nothing found wrong (a server that does not answer is a warning instead).
     pub usable: bool,
+    /// Discovery and the key set answered (false: see the warning).
+    pub answered: bool,
+    #[serde(skip)]
+    not_answering: Option<String>,
 }
 
 /// A key the guard loaded.

@@ -136,7 +136,11 @@ impl Report {
         }
 
         if let Some(i) = &self.introspection {
-            let verdict = if i.usable { "usable" } else { "NOT usable" };
+            let verdict = match (i.usable, i.answered) {
+                (false, _) => "NOT usable",
+                (true, false) => "did not answer: see the warnings",
+                (true, true) => "usable",
+            };
             writeln!(out, "\nintrospection  ({verdict})").ok();
             let none = "(none)".to_string();
             let mut rows: Vec<[&str; 2]> = Vec::new();
@@ -160,7 +164,11 @@ impl Report {
         }
 
         if let Some(shof) = &self.shof {
-            let verdict = if shof.usable { "usable" } else { "NOT usable" };
+            let verdict = match (shof.usable, shof.answered) {
+                (false, _) => "NOT usable",
+                (true, false) => "did not answer: see the warnings",
+                (true, true) => "usable",
+            };
             writeln!(out, "\nshof auth server  ({verdict})").ok();
             let none = "(none)".to_string();
             let keys = shof.keys.map_or(none.clone(), |n| n.to_string());
@@ -183,12 +191,23 @@ impl Report {
             }
         }
 
-        let verdict = match (self.usable, self.offline, self.problems) {
+        if !self.warnings.is_empty() {
+            writeln!(out, "\nwarnings (they do not change the exit code)").ok();
+            for warning in &self.warnings {
+                writeln!(out, "  ~ {}: {}", warning.kind, warning.message).ok();
+            }
+        }
+        let mut verdict = match (self.usable, self.offline, self.problems) {
             (true, true, _) => "configuration valid (--offline: key sets not fetched)".into(),
             (true, false, 0) => "usable".to_string(),
             (true, false, n) => format!("usable ({n} {}, see above)", plural(n)),
             (false, _, n) => format!("NOT usable ({n} {})", plural(n)),
         };
+        match self.warnings.len() {
+            0 => {}
+            1 => verdict.push_str("; 1 warning"),
+            n => verdict.push_str(&format!("; {n} warnings")),
+        }
         writeln!(out, "\nresult: {verdict}").ok();
         out
     }

@@ -218,6 +218,7 @@ fn service_links_and_the_file_variable_are_not_configuration() {
         "service_host",
         "service_port_http",
         "git_rev",
+        "replicas",
     ] {
         assert!(env_not_config(key), "{key}");
     }

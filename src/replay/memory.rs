@@ -112,6 +112,11 @@ impl MemoryStore {
         self.len.load(Ordering::Acquire)
     }
 
+    /// The most entries it holds (`replay.max_entries`).
+    pub fn capacity(&self) -> usize {
+        self.max_entries
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -252,8 +252,13 @@ impl Introspector {
                 probe.discovery_url = Some(url.clone());
                 match self.discover(fhir_base, &url).await {
                     Ok(endpoints) => endpoints,
-                    Err(Failure { error, .. }) => {
-                        probe.problem = Some(("discovery_failed", error));
+                    Err(Failure { error, answered }) => {
+                        let kind = if answered {
+                            "discovery_failed"
+                        } else {
+                            "discovery_unreachable"
+                        };
+                        probe.problem = Some((kind, error));
                         return probe;
                     }
                 }
@@ -287,6 +292,10 @@ impl Introspector {
                      running guard), and introspection.assertion_audience"
                 ),
             )),
+            // A 4xx is an answer (a wrong endpoint); no connection, a timeout or a 5xx is not.
+            Err(error) if error.starts_with("introspection answered 4") => {
+                Some(("introspection_failed", error))
+            }
             Err(error) => Some(("introspection_unreachable", error)),
         };
         probe
