@@ -867,6 +867,7 @@ CHART_ALERTS = {
     "HtiGuardIssuerKeysStale",
     "HtiGuardReplayStoreDown",
     "HtiGuardReplayStoreErrors",
+    "HtiGuardReplayStoreFilling",
     "HtiGuardAuthServerDown",
     "HtiGuardLaunchRejectionsHigh",
     "HtiGuardUpstream5xxHigh",
@@ -1172,6 +1173,16 @@ def step_wiring(renders):
         # Service -> pod: selector matches, ports http/admin target the guard's.
         cports = {p["name"]: p["containerPort"] for p in guard["ports"]}
         need(cports.get("http") == 8080 and cports.get("admin") == 9090, f"guard ports {cports}")
+        # `check` warns about the memory store with more than one replica: it is told the most
+        # replicas the chart can run.
+        genv = {e["name"]: e.get("value") for e in guard.get("env", [])}
+        most = int(values.get("replicaCount", 1))
+        if values.get("autoscaling", {}).get("enabled"):
+            most = max(most, int(values["autoscaling"].get("maxReplicas", 1)))
+        need(
+            genv.get("HTI_GUARD_REPLICAS") == str(most),
+            f"HTI_GUARD_REPLICAS is {genv.get('HTI_GUARD_REPLICAS')!r}, expected {most}",
+        )
         need(str(config.get("listen", "0.0.0.0:8080")).endswith(":8080"), "listen is not port 8080")
         need(
             str(config.get("admin_listen", "0.0.0.0:9090")).endswith(":9090"),

@@ -75,6 +75,7 @@ sentinel_master = {{ .Values.replay.redis.sentinelMaster | toJson }}
 # redis_nodes: from the environment (HTI_GUARD_REPLAY__REDIS_NODES, Secret {{ include "hti-guard.redisSecretName" . }}, key {{ include "hti-guard.redisNodesSecretKey" . }})
 {{- end }}
 {{- end }}
+redis_wait_replicas = {{ .Values.replay.redis.waitReplicas | int }}
 redis_timeout = {{ .Values.replay.redis.timeout | toString | toJson }}
 key_prefix = {{ .Values.replay.redis.keyPrefix | toJson }}
 
