@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -19,9 +19,9 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use crate::audit::{AuditEvent, Auditor, Decision, Origin};
+use crate::audit::{Auditor, Decision, Origin};
 use crate::config::{Cidr, LaunchConfig, PagesConfig, path};
-use crate::error::{ErrorFormat, Fault, Reason, Rejection};
+use crate::error::{Fault, Reason, Rejection};
 use crate::headers;
 use crate::launch::{self, Kind, Route, Routes};
 use crate::metrics::{Metrics, SessionEvent};
@@ -31,7 +31,7 @@ use crate::respond;
 use crate::session::{self, SessionState, Sessions};
 use crate::shof::Shof;
 use crate::upstream::{Outgoing, Upstream, UpstreamBody};
-use crate::verify::{HtiClaims, VerifiedLaunch, Verifier};
+use crate::verify::{VerifiedLaunch, Verifier};
 
 /// The body of every response the guard returns: the upstream's, passed through, or one
 /// the guard made.
@@ -729,160 +729,6 @@ impl Proxy {
     }
 }
 
-/// What the stages of one request decided, for [`Proxy::finish`] to write out.
-struct Exchange<'m> {
-    metrics: &'m Metrics,
-    auditor: &'m Auditor,
-    /// Where a launch or login came from, for its audit event.
-    origin: Origin,
-    started: Instant,
-    /// The request id: kept from the client when sane, else made here; visible ASCII.
-    reference: HeaderValue,
-    format: ErrorFormat,
-    /// For the language of an error page, read only when there is one.
-    accept_language: Option<HeaderValue>,
-    /// `None` while [`Proxy::receive`] has not let the request through.
-    route: Option<Route>,
-    /// Reserved headers the client sent.
-    stripped: usize,
-    /// The session cookie read in [`Proxy::receive`].
-    session: SessionState,
-    /// A session created (launch) or ended (logout).
-    session_change: Option<SessionEvent>,
-    launch: Option<LaunchDecision>,
-    verify_time: Option<Duration>,
-    /// A SHOF login's decision (its start or its callback).
-    login: Option<LoginDecision>,
-    /// A login's token exchange and id_token check.
-    login_time: Option<Duration>,
-    /// Further cookies to set on the response (a login cookie cleared).
-    cookies: Vec<HeaderValue>,
-    upstream_time: Option<Duration>,
-    /// The decisions are written once: by `finish`, or on drop when the client went away
-    /// while the request was upstream.
-    settled: bool,
-}
-
-/// A SHOF login's decision.
-enum LoginDecision {
-    /// The launch was sent on to the auth server.
-    Started,
-    /// The callback ended in a session: the launch context, for the audit event.
-    Accepted { claims: Box<HtiClaims> },
-    /// Refused: the request's rejection says why.
-    Rejected,
-}
-
-/// A launch's decision.
-enum LaunchDecision {
-    /// Verified: the configured issuer (the metric label) and, for the audit event, the
-    /// verified claims.
-    Accepted {
-        issuer: Option<String>,
-        claims: Box<HtiClaims>,
-    },
-    /// Refused: the request's rejection says why.
-    Rejected,
-}
-
-impl<'m> Exchange<'m> {
-    fn new(metrics: &'m Metrics, auditor: &'m Auditor, headers: &http::HeaderMap) -> Self {
-        Exchange {
-            metrics,
-            auditor,
-            origin: Origin::default(),
-            started: Instant::now(),
-            reference: headers::request_id_value(headers),
-            format: ErrorFormat::from_accept(headers.get(header::ACCEPT)),
-            accept_language: headers.get(header::ACCEPT_LANGUAGE).cloned(),
-            route: None,
-            stripped: 0,
-            session: SessionState::Missing,
-            session_change: None,
-            launch: None,
-            verify_time: None,
-            login: None,
-            login_time: None,
-            cookies: Vec::new(),
-            upstream_time: None,
-            settled: false,
-        }
-    }
-
-    /// The request id as text.
-    fn reference(&self) -> &str {
-        // `headers::request_id_value` keeps or makes visible ASCII only.
-        self.reference.to_str().unwrap_or_default()
-    }
-
-    /// Count and log what was decided: the stripped headers, the session events, the
-    /// verification time and an accepted launch or login (its audit event, with the
-    /// response `status`; `None` when the client left first).
-    fn settle(&mut self, status: Option<u16>) {
-        if std::mem::replace(&mut self.settled, true) {
-            return;
-        }
-        let reference = self.reference();
-        if self.stripped > 0 {
-            self.metrics.spoofed_stripped(self.stripped);
-            tracing::debug!(
-                reference,
-                stripped = self.stripped,
-                "reserved headers removed"
-            );
-        }
-        for event in [self.session.event(), self.session_change]
-            .into_iter()
-            .flatten()
-        {
-            self.metrics.session(event);
-        }
-        if let Some(verify) = self.verify_time {
-            self.metrics.observe_verify(verify.as_secs_f64());
-        }
-        if let Some(login) = self.login_time {
-            self.metrics.observe_login(login.as_secs_f64());
-        }
-        match &self.login {
-            Some(LoginDecision::Started) => self.audit(Decision::LoginStart, None, None, status),
-            Some(LoginDecision::Accepted { claims }) => {
-                self.metrics.login_accepted();
-                self.audit(Decision::LoginCallback, Some(claims), None, status);
-            }
-            Some(LoginDecision::Rejected) | None => {}
-        }
-        if let Some(LaunchDecision::Accepted { issuer, claims }) = &self.launch {
-            self.metrics.launch_accepted(issuer.as_deref());
-            self.audit(Decision::Launch, Some(claims), None, status);
-        }
-    }
-
-    /// Write one decision's audit event.
-    fn audit(
-        &self,
-        decision: Decision,
-        claims: Option<&HtiClaims>,
-        rejection: Option<&Rejection>,
-        status: Option<u16>,
-    ) {
-        self.auditor.write(&AuditEvent {
-            decision,
-            time: SystemTime::now(),
-            claims,
-            rejection,
-            status,
-            request_id: self.reference(),
-            origin: &self.origin,
-        });
-    }
-}
-
-impl Drop for Exchange<'_> {
-    fn drop(&mut self) {
-        self.settle(None);
-    }
-}
-
 /// The methods proxied on a path that is not a launch path: all but CONNECT.
 const ANY_METHOD: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE";
 
@@ -934,6 +780,10 @@ async fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
         Err(e) => tracing::debug!(error = %e, "protocol switch failed"),
     }
 }
+
+mod exchange;
+
+use exchange::{Exchange, LaunchDecision, LoginDecision};
 
 #[cfg(test)]
 #[path = "proxy_tests.rs"]

@@ -1,6 +1,9 @@
 //! The proxy's unit tests: what `finish` and `settle` write, once.
 
 use super::*;
+use std::time::Duration;
+
+use crate::verify::HtiClaims;
 
 static AUDITOR: std::sync::LazyLock<Auditor> = std::sync::LazyLock::new(Auditor::default);
 
