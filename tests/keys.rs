@@ -22,17 +22,6 @@ async fn serving_document(document: Value) -> Fixture {
     Fixture::with_jwks(JwksServer::start_document(document).await, |b| b).await
 }
 
-/// The reason of a JSON rejection, or "accepted" for a 200.
-async fn outcome(response: reqwest::Response) -> String {
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    if status == 200 {
-        return "accepted".to_string();
-    }
-    let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: {text}"));
-    body["error"].as_str().unwrap_or_default().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_algorithm_is_accepted() {
     let keys: Vec<&SigningKey> = Alg::ALL.iter().map(|alg| mint::shared_key(*alg)).collect();

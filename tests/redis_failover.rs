@@ -35,18 +35,6 @@ const POOL: usize = 24;
 /// The Sentinel set's password (the Sentinels' and the master's).
 const PASSWORD: &str = "s3cret-pw";
 
-/// The reason of a JSON rejection, or "accepted" for a 200.
-async fn outcome(response: reqwest::Response) -> String {
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    if status == 200 {
-        return "accepted".into();
-    }
-    let body: serde_json::Value = serde_json::from_str(&text)
-        .unwrap_or_else(|_| panic!("a JSON rejection, got {status}: {text}"));
-    body["error"].as_str().unwrap_or("no reason").to_string()
-}
-
 fn jti_of(token: &str) -> String {
     mint::payload_of(token)["jti"].as_str().unwrap().to_string()
 }

@@ -447,6 +447,18 @@ impl Fixture {
     }
 }
 
+/// The reason of a JSON rejection, or "accepted" for a 200 (its body read).
+pub async fn outcome(response: reqwest::Response) -> String {
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    if status == 200 {
+        return "accepted".into();
+    }
+    let body: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("a JSON rejection, got {status}: {text}"));
+    body["error"].as_str().unwrap_or("no reason").to_string()
+}
+
 /// Asserts a rejection in the JSON format: status, reason, a message and a reference equal to
 /// the response's `X-Request-Id`. Gives the body.
 pub async fn expect_rejection(response: reqwest::Response, status: u16, reason: &str) -> Value {

@@ -20,7 +20,7 @@ pub mod upstream;
 pub use authserver::{AuthMode, AuthServer};
 pub use guard::{
     AUDIENCE, Backends, Fixture, Guard, GuardBuilder, client, expect_echo, expect_rejection, form,
-    module_key_file, post_form, toml_str, unique_issuer, within,
+    module_key_file, outcome, post_form, toml_str, unique_issuer, within,
 };
 pub use host::{
     ConfigFile, TempDir, accept_each, closed_origin, closed_url, eventually, free_port, loopback,

@@ -18,18 +18,6 @@ use crate::common::*;
 /// The bound on one step of a fault test (a fault is asserted to end well within it).
 pub const LIMIT: Duration = Duration::from_secs(30);
 
-/// The reason of a JSON rejection, or "accepted" for a 200 (its body read).
-pub async fn outcome(response: reqwest::Response) -> String {
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    if status == 200 {
-        return "accepted".into();
-    }
-    let body: serde_json::Value = serde_json::from_str(&text)
-        .unwrap_or_else(|_| panic!("a JSON rejection, got {status}: {text}"));
-    body["error"].as_str().unwrap_or("no reason").to_string()
-}
-
 /// One metric of `guard`, summed over the samples with these labels.
 pub async fn metric(guard: &Guard, name: &str, labels: &[(&str, &str)]) -> f64 {
     metrics::value(&guard.metrics().await, name, labels)
