@@ -181,10 +181,7 @@ impl Proxy {
                 match self.outgoing(&mut request, peer, &upgrade, &exchange) {
                     Ok(client_upgrade) => {
                         let started = Instant::now();
-                        let sent = match self.upstream.send(request).await {
-                            Ok(sent) => sent,
-                            Err(_) => Err(self.upstream.timed_out()),
-                        };
+                        let sent = self.upstream.send(request).await;
                         exchange.upstream_time = Some(started.elapsed());
                         sent.and_then(|response| self.returned(response, client_upgrade))
                     }

@@ -210,26 +210,24 @@ impl Upstream {
     }
 
     /// Send a request (its URI from [`Upstream::uri_for`]) and wait for the response
-    /// headers, connecting included, at most `upstream_response`: past it the future gives
-    /// `Err(Elapsed)`, which [`Upstream::timed_out`] turns into the rejection. A plain
-    /// function returning the timeout itself, not an `async fn` around it: one level less of
-    /// future state to create and move for every request.
+    /// headers, connecting included, at most `upstream_response` (else
+    /// [`Upstream::timed_out`]). A plain function returning the sending itself, not an
+    /// `async fn` around it, and the deadline kept inside it rather than a timeout wrapped
+    /// around it: each level of future state is created and moved again for every request.
     pub(crate) fn send(
         &self,
         mut request: Request<Outgoing>,
-    ) -> impl Future<Output = Result<Result<Response<UpstreamBody>, Rejection>, wheel::Elapsed>>
-    + Send
-    + '_ {
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, Rejection>> + Send + '_ {
         if !request.headers().contains_key(header::HOST) {
             request
                 .headers_mut()
                 .insert(header::HOST, self.host.clone());
         }
-        wheel::timeout(self.response_timeout, self.send_on_a_connection(request))
+        self.send_on_a_connection(request)
     }
 
     /// The rejection of a response that did not come within `upstream_response`.
-    pub(crate) fn timed_out(&self) -> Rejection {
+    fn timed_out(&self) -> Rejection {
         Rejection::new(
             Reason::UpstreamTimeout,
             format!("no response within {:?}", self.response_timeout),
@@ -240,17 +238,29 @@ impl Upstream {
         &self,
         mut request: Request<Outgoing>,
     ) -> Result<Response<UpstreamBody>, Rejection> {
+        let mut deadline = wheel::sleep(self.response_timeout);
         loop {
             let (mut sender, reused) = match self.pool.checkout() {
                 Some(sender) => (sender, true),
                 // Boxed: connecting is rare, and its state would make every request's
                 // future (moved a few times per request) larger.
-                None => (Box::pin(self.connect()).await?, false),
+                None => match wheel::within(&mut deadline, Box::pin(self.connect())).await {
+                    Some(connected) => (connected?, false),
+                    None => return Err(self.timed_out()),
+                },
             };
-            if reused && !sender.is_ready() && sender.ready().await.is_err() {
-                continue;
+            if reused && !sender.is_ready() {
+                match wheel::within(&mut deadline, sender.ready()).await {
+                    Some(Ok(())) => {}
+                    Some(Err(_)) => continue,
+                    None => return Err(self.timed_out()),
+                }
             }
-            match sender.try_send_request(request).await {
+            let sent = match wheel::within(&mut deadline, sender.try_send_request(request)).await {
+                Some(sent) => sent,
+                None => return Err(self.timed_out()),
+            };
+            match sent {
                 Ok(response) => return Ok(self.pooled(response, sender)),
                 Err(mut e) => match e.take_message() {
                     // Not sent: a pooled connection closed under us; try the next one.

@@ -480,6 +480,23 @@ pub(crate) async fn timeout<F: Future>(
     .await
 }
 
+/// `future`, or `None` when `deadline` passes first. For one deadline over several awaits
+/// (the upstream's connect, readiness and response under one `upstream_response`): each
+/// await wraps only its own, small future, and no wrapper holds the whole sequence.
+pub(crate) async fn within<F: Future>(deadline: &mut Sleep, future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        match Pin::new(&mut *deadline).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
 /// A [`timeout`] that ran out.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Elapsed;
