@@ -8,6 +8,7 @@
 //! audit event (`audit`, on the target `hti_guard::audit`). `handle` never fails.
 
 use std::borrow::Cow;
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -21,7 +22,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::audit::{Auditor, Decision, Origin};
 use crate::config::{Cidr, LaunchConfig, PagesConfig, path};
-use crate::error::{Fault, Reason, Rejection};
+use crate::error::{ErrorFormat, Fault, Reason, Rejection};
 use crate::headers;
 use crate::launch::{self, Kind, Route, Routes};
 use crate::metrics::{Metrics, SessionEvent};
@@ -30,6 +31,7 @@ use crate::pages;
 use crate::respond;
 use crate::session::{self, SessionState, Sessions};
 use crate::shof::Shof;
+use crate::timed::{InFlight, Tracked};
 use crate::upstream::{Outgoing, Upstream, UpstreamBody};
 use crate::verify::{VerifiedLaunch, Verifier};
 
@@ -162,8 +164,21 @@ impl Proxy {
     /// The passthrough path awaits one future only, the upstream's: every `async fn` between
     /// here and it would be one more copy of its state each time it is created and moved
     /// (hyper moves this future too), so the stages around it are plain functions and the
-    /// rare, large ones (launch, login, callback) are boxed.
-    pub(crate) async fn handle(&self, request: Request<Incoming>, peer: Peer) -> Response<Body> {
+    /// rare, large ones (launch, login, callback) are boxed. For the same reason this is the
+    /// service future itself: it owns its proxy, answers `overloaded` requests (503, see
+    /// [`Proxy::overloaded`]) and wraps the response body for the connection's
+    /// [`InFlight`] count, so that no wrapper future around it holds a second copy.
+    pub(crate) async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        peer: Peer,
+        in_flight: InFlight,
+        overloaded: bool,
+    ) -> Result<Response<Tracked<Body>>, Infallible> {
+        if overloaded {
+            let response = self.overloaded(&request);
+            return Ok(response.map(|body| Tracked::new(body, in_flight)));
+        }
         let mut exchange = Exchange::new(&self.metrics, &self.audit, request.headers());
         let next = match self.run(request, peer, &mut exchange) {
             Next::Forward(request, upgrade) => Ok((request, upgrade)),
@@ -190,7 +205,35 @@ impl Proxy {
             }
             Err(outcome) => outcome,
         };
-        self.finish(exchange, outcome)
+        let response = self.finish(exchange, outcome);
+        Ok(response.map(|body| Tracked::new(body, in_flight)))
+    }
+
+    /// 503 `overloaded` for a request that arrives while memory is near
+    /// `limits.max_memory`, with `Connection: close` so that HTTP/1 clients free their
+    /// connection too (Envoy's overload actions: stop accepting requests, disable
+    /// keep-alive). Built in, before any stage: no portal link, no operator template.
+    fn overloaded(&self, request: &Request<Incoming>) -> Response<Body> {
+        let reference = headers::request_id(request.headers());
+        let format = ErrorFormat::from_accept(request.headers().get(header::ACCEPT));
+        let lang = crate::pages::lang(request.headers().get(header::ACCEPT_LANGUAGE));
+        let pages = crate::config::PagesConfig::default();
+        let mut response = made(respond::error(
+            &pages,
+            Reason::Overloaded,
+            &reference,
+            format,
+            lang,
+            None,
+        ));
+        if request.version() < Version::HTTP_2 {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        self.metrics.refused(Reason::Overloaded);
+        self.metrics.request(response.status().as_u16(), 0.0);
+        response
     }
 
     /// The stages up to the upstream, each using `?`; what they decide goes into

@@ -23,15 +23,11 @@ use tokio_rustls::TlsAcceptor;
 
 use tokio::sync::Semaphore;
 
-use crate::error::{ErrorFormat, Reason};
-use crate::headers;
 use crate::metrics::Metrics;
 use crate::overload::Overload;
-use crate::proxy::{Body, Peer, Proxy};
-use crate::respond;
-use crate::timed::{Activity, TimedIo, Tracked, Verdict};
+use crate::proxy::{Peer, Proxy};
+use crate::timed::{Activity, TimedIo, Verdict};
 use crate::wheel;
-use http_body_util::Either;
 
 /// Settings of the public listener.
 pub(crate) struct PublicOptions {
@@ -233,13 +229,11 @@ pub(crate) async fn serve_public(
     let idle = options.idle_timeout;
     let tls = options.tls.clone();
     let overload = options.overload.clone();
-    let metrics = options.metrics.clone();
     let on_connection = move |index: usize, stream: TcpStream, addr, stop| {
         let live = live.clone();
         let builder = builder.clone();
         let tls = tls.clone();
         let overload = overload.clone();
-        let metrics = metrics.clone();
         async move {
             // Until its first byte a connection holds only this small future: the hyper
             // connection (several KiB) is built, boxed, once there is something to read.
@@ -264,20 +258,11 @@ pub(crate) async fn serve_public(
                 let activity = Activity::new();
                 let tracked = activity.clone();
                 let service = service_fn(move |request: Request<Incoming>| {
-                    let proxy = live.current(index);
                     // HTTP/2 response bodies are watched for a client that withholds
                     // flow-control credit; HTTP/1 ones have the write timeout.
                     let in_flight = tracked.begin(request.version() == http::Version::HTTP_2);
                     let refuse = overload.as_ref().is_some_and(|o| o.is_overloaded());
-                    let metrics = metrics.clone();
-                    async move {
-                        let response = if refuse {
-                            overloaded(&request, &metrics)
-                        } else {
-                            proxy.handle(request, peer).await
-                        };
-                        Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
-                    }
+                    live.current(index).handle(request, peer, in_flight, refuse)
                 });
                 let stream = TimedIo::new(stream, idle);
                 let idle = Some((activity, idle));
@@ -323,28 +308,6 @@ pub(crate) async fn serve_public(
         on_connection,
     )
     .await;
-}
-
-/// 503 `overloaded` for a request that arrives while memory is near `limits.max_memory`,
-/// with `Connection: close` so that HTTP/1 clients free their connection too (Envoy's
-/// overload actions: stop accepting requests, disable keep-alive).
-fn overloaded(request: &Request<Incoming>, metrics: &Metrics) -> Response<Body> {
-    let reference = headers::request_id(request.headers());
-    let format = ErrorFormat::from_accept(request.headers().get(http::header::ACCEPT));
-    // Built in, before the proxy: no portal link, no operator template.
-    let lang = crate::pages::lang(request.headers().get(http::header::ACCEPT_LANGUAGE));
-    let pages = crate::config::PagesConfig::default();
-    let mut response = respond::error(&pages, Reason::Overloaded, &reference, format, lang, None)
-        .map(Either::Right);
-    if request.version() < http::Version::HTTP_2 {
-        response.headers_mut().insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("close"),
-        );
-    }
-    metrics.refused(Reason::Overloaded);
-    metrics.request(response.status().as_u16(), 0.0);
-    response
 }
 
 /// At most this many open connections on a listener: the accept loop takes a permit before
