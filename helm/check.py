@@ -1589,17 +1589,16 @@ def resolve_files(objs, pod, guard, config, workdir: Path, notes: list[str]) -> 
     return env
 
 
-def shof_support(binary: Path) -> tuple[bool, str]:
-    """Whether this hti-guard knows [shof]: `check --offline` on a tiny config with an
-    (off) [shof] section. A guard without it refuses the unknown key (exit 2, naming shof)."""
-    with tempfile.TemporaryDirectory(prefix="hti-guard-shof-probe-") as tmp:
+def probe_check(binary: Path, snippet: str) -> tuple[int, str]:
+    """`hti-guard check --offline` on a tiny config plus `snippet`: its exit code and what it
+    said (a guard refuses a key it does not know with exit 2, naming it)."""
+    with tempfile.TemporaryDirectory(prefix="hti-guard-probe-") as tmp:
         file = Path(tmp) / "config.toml"
         file.write_text(
             'upstream = "http://127.0.0.1:3000"\n'
             '[launch]\naudience = "Device/probe"\n'
             '[[issuers]]\niss = "https://portal.invalid"\n'
-            'jwks_url = "https://portal.invalid/jwks"\n'
-            "[shof]\nenabled = false\n"
+            'jwks_url = "https://portal.invalid/jwks"\n' + snippet
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith("HTI_GUARD_")}
         env["RUST_LOG"] = "warn"
@@ -1610,13 +1609,19 @@ def shof_support(binary: Path) -> tuple[bool, str]:
             text=True,
             timeout=30,
         )
-    out = (proc.stderr + proc.stdout).strip()
-    if proc.returncode == 0:
+    return proc.returncode, (proc.stderr + proc.stdout).strip()
+
+
+def shof_support(binary: Path) -> tuple[bool, str]:
+    """Whether this hti-guard knows [shof]: `check --offline` on a tiny config with an
+    (off) [shof] section. A guard without it refuses the unknown key (exit 2, naming shof)."""
+    returncode, out = probe_check(binary, "[shof]\nenabled = false\n")
+    if returncode == 0:
         return True, "knows [shof]"
-    if proc.returncode == 2 and "shof" in out:
+    if returncode == 2 and "shof" in out:
         line = out.splitlines()[-1]
         return False, line[: line.find("shof") + 60].rstrip() + " ..."
-    raise ValueError(f"[shof] probe: check exited {proc.returncode}: {out[-500:]}")
+    raise ValueError(f"[shof] probe: check exited {returncode}: {out[-500:]}")
 
 
 # Keys newer than some builds of the guard (they land on other branches at the same time as
@@ -1643,31 +1648,14 @@ def new_keys_support(binary: Path) -> dict[str, str | None]:
     refuses an unknown key with exit 2, naming it)."""
     result = {}
     for key, snippet in NEW_KEYS.items():
-        with tempfile.TemporaryDirectory(prefix="hti-guard-probe-") as tmp:
-            file = Path(tmp) / "config.toml"
-            file.write_text(
-                'upstream = "http://127.0.0.1:3000"\n'
-                '[launch]\naudience = "Device/probe"\n'
-                '[[issuers]]\niss = "https://portal.invalid"\n'
-                'jwks_url = "https://portal.invalid/jwks"\n' + snippet
-            )
-            env = {k: v for k, v in os.environ.items() if not k.startswith("HTI_GUARD_")}
-            env["RUST_LOG"] = "warn"
-            proc = subprocess.run(
-                [str(binary), "check", "--offline", "--config", str(file)],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=30,
-            )
-        out = (proc.stderr + proc.stdout).strip()
+        returncode, out = probe_check(binary, snippet)
         last = key.split(".")[-1]
-        if proc.returncode == 0:
+        if returncode == 0:
             result[key] = None
-        elif proc.returncode == 2 and "unknown" in out and last in out:
+        elif returncode == 2 and "unknown" in out and last in out:
             result[key] = out.splitlines()[-1][:90].rstrip() + " ..."
         else:
-            raise ValueError(f"{key} probe: check exited {proc.returncode}: {out[-500:]}")
+            raise ValueError(f"{key} probe: check exited {returncode}: {out[-500:]}")
     return result
 
 

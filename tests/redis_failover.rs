@@ -18,12 +18,10 @@ mod common;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::mint::{self, Alg};
 use common::*;
-use tokio::task::JoinHandle;
 
 /// The bound on each wait (a failover on loopback takes a few seconds).
 const LIMIT: Duration = Duration::from_secs(30);
@@ -35,17 +33,13 @@ const POOL: usize = 24;
 /// The Sentinel set's password (the Sentinels' and the master's).
 const PASSWORD: &str = "s3cret-pw";
 
-fn jti_of(token: &str) -> String {
-    mint::payload_of(token)["jti"].as_str().unwrap().to_string()
-}
-
 /// A guard on `configure`'s replay store, an upstream that counts jtis, a token minter and
 /// a pool of tokens to replay.
 struct Bench {
     upstream: JtiCounter,
     guard: Guard,
     client: reqwest::Client,
-    mint: Arc<dyn Fn() -> String + Send + Sync>,
+    mint: Mint,
     pool: Arc<Vec<String>>,
 }
 
@@ -63,8 +57,7 @@ impl Bench {
         )
         .start()
         .await;
-        let mint: Arc<dyn Fn() -> String + Send + Sync> =
-            Arc::new(move || key.token(&mint::hti_claims(&iss, AUDIENCE)));
+        let mint: Mint = Arc::new(move || key.token(&mint::hti_claims(&iss, AUDIENCE)));
         let pool = Arc::new((0..POOL).map(|_| mint()).collect());
         Bench {
             upstream,
@@ -81,33 +74,9 @@ impl Bench {
 
     /// Workers that alternate a pool token and a fresh one until stopped, recording each
     /// outcome with the token's jti.
-    fn load(&self) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
+    fn load(&self) -> LaunchLoad {
         let url = self.guard.url("/launch");
-        let workers = (0..WORKERS)
-            .map(|worker| {
-                let (pool, mint, client) =
-                    (self.pool.clone(), self.mint.clone(), self.client.clone());
-                let (url, stop) = (url.clone(), stop.clone());
-                tokio::spawn(async move {
-                    let mut outcomes = Vec::new();
-                    let mut n = worker;
-                    while !stop.load(Ordering::SeqCst) {
-                        let token = if n % 2 == 0 {
-                            pool[(n / 2) % POOL].clone()
-                        } else {
-                            mint()
-                        };
-                        let response = post_form(&client, &url, &[("token", &token)]).await;
-                        outcomes.push((jti_of(&token), outcome(response).await));
-                        n += WORKERS;
-                        tokio::time::sleep(PAUSE).await;
-                    }
-                    outcomes
-                })
-            })
-            .collect();
-        Load { stop, workers }
+        LaunchLoad::start(&self.client, &url, &self.pool, &self.mint, WORKERS, PAUSE)
     }
 
     /// Fresh launches until one gets `reason` (at most `tries`).
@@ -118,22 +87,6 @@ impl Bench {
             }
         }
         false
-    }
-}
-
-struct Load {
-    stop: Arc<AtomicBool>,
-    workers: Vec<JoinHandle<Vec<(String, String)>>>,
-}
-
-impl Load {
-    async fn finish(self) -> Vec<(String, String)> {
-        self.stop.store(true, Ordering::SeqCst);
-        let mut outcomes = Vec::new();
-        for worker in self.workers {
-            outcomes.extend(within(LIMIT, "a load worker", worker).await.unwrap());
-        }
-        outcomes
     }
 }
 
@@ -282,7 +235,7 @@ async fn sentinel_failover_under_load_accepts_no_jti_twice_and_resumes() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let outcomes = load.finish().await;
+    let outcomes = load.finish(LIMIT).await;
     assert_no_jti_twice(&bench, &outcomes, "sentinel").await;
 
     let ready = bench.guard.admin_get("/readyz").await;
@@ -387,7 +340,7 @@ async fn cluster_master_killed_under_load_accepts_no_jti_twice_and_resumes() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let outcomes = load.finish().await;
+    let outcomes = load.finish(LIMIT).await;
     assert_no_jti_twice(&bench, &outcomes, "cluster").await;
     let ready = bench.guard.admin_get("/readyz").await;
     assert_eq!(ready.text().await.unwrap(), r#"{"status":"ready"}"#);

@@ -9,6 +9,7 @@ pub mod guard;
 pub mod host;
 pub mod jar;
 pub mod jwks;
+pub mod launch_load;
 pub mod metrics;
 pub mod mint;
 pub mod process;
@@ -28,6 +29,7 @@ pub use host::{
 };
 pub use jar::{Browser, SetCookie, set_cookies};
 pub use jwks::{JwksServer, Mode};
+pub use launch_load::{LaunchLoad, Mint, jti_of};
 pub use mint::{Alg, SigningKey};
 pub use process::{BIN, DemoRun, Finished, Served, command, program, run};
 pub use redis::{Redis, redis_installed};

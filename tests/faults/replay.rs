@@ -3,7 +3,6 @@
 //! upstream counts what it received per jti: none twice.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
@@ -34,42 +33,23 @@ async fn redis_killed_and_restarted_under_load_accepts_no_jti_twice() {
         .set_str("replay.redis_timeout", "250ms")
         .start()
         .await;
-    let mint_token = {
+    let mint_token: Mint = {
         let iss = iss.clone();
-        move || key.token(&mint::hti_claims(&iss, AUDIENCE))
+        Arc::new(move || key.token(&mint::hti_claims(&iss, AUDIENCE)))
     };
     let pool: Arc<Vec<String>> = Arc::new((0..POOL).map(|_| mint_token()).collect());
-    let url = guard.url("/launch");
     let client = client();
 
     // Each worker alternates a token of the shared pool and a fresh one, and records each
     // outcome with the token's jti.
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut workers = Vec::new();
-    for worker in 0..WORKERS {
-        let (pool, url, client, stop) = (pool.clone(), url.clone(), client.clone(), stop.clone());
-        let mint_token = mint_token.clone();
-        workers.push(tokio::spawn(async move {
-            let mut outcomes = Vec::new();
-            let mut n = worker;
-            while !stop.load(Ordering::SeqCst) {
-                let token = if n % 2 == 0 {
-                    pool[(n / 2) % POOL].clone()
-                } else {
-                    mint_token()
-                };
-                let response = post_form(&client, &url, &[("token", &token)]).await;
-                let jti = mint::payload_of(&token)["jti"]
-                    .as_str()
-                    .unwrap()
-                    .to_string();
-                outcomes.push((jti, outcome(response).await));
-                n += WORKERS;
-                tokio::time::sleep(PAUSE).await;
-            }
-            outcomes
-        }));
-    }
+    let load = LaunchLoad::start(
+        &client,
+        &guard.url("/launch"),
+        &pool,
+        &mint_token,
+        WORKERS,
+        PAUSE,
+    );
 
     tokio::time::sleep(Duration::from_millis(800)).await;
     redis.kill().await;
@@ -88,12 +68,7 @@ async fn redis_killed_and_restarted_under_load_accepts_no_jti_twice() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::SeqCst);
-
-    let mut outcomes = Vec::new();
-    for worker in workers {
-        outcomes.extend(within(LIMIT, "a load worker", worker).await.unwrap());
-    }
+    let outcomes = load.finish(LIMIT).await;
     let count = |what: &str| outcomes.iter().filter(|(_, o)| o == what).count();
     let (accepted, replayed, unavailable) = (
         count("accepted"),
