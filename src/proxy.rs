@@ -9,7 +9,10 @@
 
 use std::borrow::Cow;
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
@@ -161,52 +164,66 @@ impl Proxy {
     /// [`Proxy::outgoing`], the upstream, [`Proxy::returned`], then [`Proxy::finish`], which
     /// writes what the stages recorded.
     ///
-    /// The passthrough path awaits one future only, the upstream's: every `async fn` between
-    /// here and it would be one more copy of its state each time it is created and moved
-    /// (hyper moves this future too), so the stages around it are plain functions and the
-    /// rare, large ones (launch, login, callback) are boxed. For the same reason this is the
-    /// service future itself: it owns its proxy, answers `overloaded` requests (503, see
-    /// [`Proxy::overloaded`]) and wraps the response body for the connection's
-    /// [`InFlight`] count, so that no wrapper future around it holds a second copy.
-    pub(crate) async fn handle(
+    /// A plain function that runs every stage before the upstream at once and returns the
+    /// service future, [`Handling`]: for a passthrough request that is the upstream's
+    /// answer and what `finish` needs, nothing else. An `async fn` here would hold the
+    /// request, each stage's state and the upstream's future side by side, and copy them
+    /// as it created and moved each (hyper moves the service future too). The rare, large
+    /// routes (launch, login, callback) are one boxed future. `overloaded` requests get
+    /// their 503 here (see [`Proxy::overloaded`]), and the response body is wrapped for the
+    /// connection's [`InFlight`] count.
+    pub(crate) fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
         peer: Peer,
         in_flight: InFlight,
         overloaded: bool,
-    ) -> Result<Response<Tracked<Body>>, Infallible> {
+    ) -> Handling<impl Future<Output = Result<Response<UpstreamBody>, Rejection>> + Send + 'static>
+    {
         if overloaded {
             let response = self.overloaded(&request);
-            return Ok(response.map(|body| Tracked::new(body, in_flight)));
+            return Handling::answered(response, in_flight);
         }
-        let mut exchange = Exchange::new(&self.metrics, &self.audit, request.headers());
-        let next = match self.run(request, peer, &mut exchange) {
-            Next::Forward(request, upgrade) => Ok((request, upgrade)),
-            Next::Done(outcome) => Err(outcome),
-            Next::Slow(request, route, upgrade) => {
-                match Box::pin(self.slow(request, route, &mut exchange)).await {
-                    Ok(Launched::Forward(request)) => Ok((request, upgrade)),
-                    Ok(Launched::Session(response)) => Err(Ok(response)),
-                    Err(rejection) => Err(Err(rejection)),
-                }
-            }
-        };
-        let outcome = match next {
-            Ok((mut request, upgrade)) => {
+        let mut exchange = Exchange::new(request.headers());
+        match self.run(request, peer, &mut exchange) {
+            Next::Forward(mut request, upgrade) => {
                 match self.outgoing(&mut request, peer, &upgrade, &exchange) {
                     Ok(client_upgrade) => {
                         let started = Instant::now();
-                        let sent = self.upstream.send(request).await;
-                        exchange.upstream_time = Some(started.elapsed());
-                        sent.and_then(|response| self.returned(response, client_upgrade))
+                        let sending = self.upstream.send(request);
+                        Handling::Upstream {
+                            sending,
+                            after: Some(After {
+                                held: Held {
+                                    proxy: self,
+                                    exchange,
+                                },
+                                client_upgrade,
+                                started,
+                                in_flight,
+                            }),
+                        }
                     }
-                    Err(rejection) => Err(rejection),
+                    Err(rejection) => {
+                        let response = self.finish(&mut exchange, Err(rejection));
+                        Handling::answered(response, in_flight)
+                    }
                 }
             }
-            Err(outcome) => outcome,
-        };
-        let response = self.finish(exchange, outcome);
-        Ok(response.map(|body| Tracked::new(body, in_flight)))
+            Next::Done(outcome) => {
+                let response = self.finish(&mut exchange, outcome);
+                Handling::answered(response, in_flight)
+            }
+            Next::Slow(request, route, upgrade) => {
+                let held = Held {
+                    proxy: self,
+                    exchange,
+                };
+                Handling::Slow {
+                    future: Box::pin(held.slow(request, route, upgrade, peer, in_flight)),
+                }
+            }
+        }
     }
 
     /// 503 `overloaded` for a request that arrives while memory is near
@@ -238,7 +255,7 @@ impl Proxy {
 
     /// The stages up to the upstream, each using `?`; what they decide goes into
     /// `exchange`.
-    fn run(&self, mut request: Request<Incoming>, peer: Peer, exchange: &mut Exchange<'_>) -> Next {
+    fn run(&self, mut request: Request<Incoming>, peer: Peer, exchange: &mut Exchange) -> Next {
         let upgrade = match self.receive(&mut request, exchange) {
             Ok(upgrade) => upgrade,
             Err(rejection) => return Next::Done(Err(rejection)),
@@ -269,7 +286,7 @@ impl Proxy {
         &self,
         request: Request<Incoming>,
         route: Route,
-        exchange: &mut Exchange<'_>,
+        exchange: &mut Exchange,
     ) -> Result<Launched, Rejection> {
         match route {
             Route::Callback => self
@@ -296,7 +313,7 @@ impl Proxy {
     fn receive(
         &self,
         request: &mut Request<Incoming>,
-        exchange: &mut Exchange<'_>,
+        exchange: &mut Exchange,
     ) -> Result<Option<HeaderValue>, Rejection> {
         exchange.stripped = headers::strip_reserved(request.headers_mut());
         let upgrade = match request.version() {
@@ -349,7 +366,7 @@ impl Proxy {
     fn logout(
         &self,
         request: &Request<Incoming>,
-        exchange: &mut Exchange<'_>,
+        exchange: &mut Exchange,
     ) -> Result<Response<Body>, Rejection> {
         let Some(sessions) = &self.sessions else {
             return Err(Rejection::new(Reason::NoSession, "logout without sessions"));
@@ -378,7 +395,7 @@ impl Proxy {
         &self,
         request: Request<Incoming>,
         kind: Kind,
-        exchange: &mut Exchange<'_>,
+        exchange: &mut Exchange,
     ) -> Result<Response<Body>, Rejection> {
         let started = self.begin_login(request, kind).await;
         exchange.login = Some(match started {
@@ -409,7 +426,7 @@ impl Proxy {
     async fn callback(
         &self,
         mut request: Request<Incoming>,
-        exchange: &mut Exchange<'_>,
+        exchange: &mut Exchange,
     ) -> Result<Response<Body>, Rejection> {
         if request.method() != http::Method::GET {
             return Err(Rejection::new(
@@ -478,7 +495,7 @@ impl Proxy {
         &self,
         request: Request<Incoming>,
         kind: Kind,
-        exchange: &mut Exchange<'_>,
+        exchange: &mut Exchange,
     ) -> Result<Launched, Rejection> {
         let decided = match self.receive_launch(request, kind, exchange).await {
             Ok((launch, request)) => self.land(&launch, request).map(|to| (launch, to)),
@@ -526,7 +543,7 @@ impl Proxy {
         &self,
         request: Request<Incoming>,
         kind: Kind,
-        exchange: &mut Exchange<'_>,
+        exchange: &mut Exchange,
     ) -> Result<(VerifiedLaunch, Request<Outgoing>), Rejection> {
         let (mut parts, body) = request.into_parts();
         let fields = &self.launch.token_fields;
@@ -642,7 +659,7 @@ impl Proxy {
         request: &mut Request<Outgoing>,
         peer: Peer,
         upgrade: &Option<HeaderValue>,
-        exchange: &Exchange<'_>,
+        exchange: &Exchange,
     ) -> Result<Option<OnUpgrade>, Rejection> {
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut *request));
         let host = request.headers().get(header::HOST).cloned();
@@ -686,7 +703,7 @@ impl Proxy {
     /// recorded in `exchange`.
     fn finish(
         &self,
-        mut exchange: Exchange<'_>,
+        exchange: &mut Exchange,
         outcome: Result<Response<Body>, Rejection>,
     ) -> Response<Body> {
         let mut response = match outcome {
@@ -714,21 +731,21 @@ impl Proxy {
                 if let Some(LaunchDecision::Rejected) = exchange.launch {
                     self.metrics
                         .launch_rejected(rejection.issuer.as_deref(), rejection.reason);
-                    exchange.audit(Decision::Launch, None, Some(&rejection), status);
+                    exchange.audit(&self.audit, Decision::Launch, None, Some(&rejection), status);
                 } else if let Some(LoginDecision::Rejected) = exchange.login {
                     self.metrics.login_rejected(rejection.reason);
                     let decision = match exchange.route {
                         Some(Route::Callback) => Decision::LoginCallback,
                         _ => Decision::LoginStart,
                     };
-                    exchange.audit(decision, None, Some(&rejection), status);
+                    exchange.audit(&self.audit, decision, None, Some(&rejection), status);
                 } else {
                     log_rejection!(module_path!(), &rejection, reference);
                 }
                 response
             }
         };
-        exchange.settle(Some(response.status().as_u16()));
+        exchange.settle(&self.metrics, &self.audit, Some(response.status().as_u16()));
         self.set_session_cookie(&exchange.session, &mut response);
         for cookie in exchange.cookies.drain(..) {
             response.headers_mut().append(header::SET_COOKIE, cookie);
@@ -736,9 +753,10 @@ impl Proxy {
         if let Some(upstream) = exchange.upstream_time {
             self.metrics.observe_upstream(upstream.as_secs_f64());
         }
+        let ended = exchange.ended.unwrap_or_else(Instant::now);
         self.metrics.request(
             response.status().as_u16(),
-            exchange.started.elapsed().as_secs_f64(),
+            ended.saturating_duration_since(exchange.started).as_secs_f64(),
         );
         response
     }
@@ -788,6 +806,131 @@ enum Launched {
     Forward(Request<Outgoing>),
     /// With sessions: the 303 to the landing page with the session cookie.
     Session(Response<Body>),
+}
+
+/// A request's [`Exchange`] with the proxy that writes it out. Dropped before
+/// [`Proxy::finish`] (the client went away while the request was upstream or being
+/// verified), it still settles what was decided: an accepted launch is counted and audited.
+struct Held {
+    proxy: Arc<Proxy>,
+    exchange: Exchange,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // A no-op once `finish` has settled it.
+        let proxy = &*self.proxy;
+        self.exchange.settle(&proxy.metrics, &proxy.audit, None);
+    }
+}
+
+impl Held {
+    /// A launch, a SHOF login or the SHOF callback ([`Proxy::slow`]), then upstream when
+    /// it is forwarded, then [`Proxy::finish`].
+    async fn slow(
+        mut self,
+        request: Request<Incoming>,
+        route: Route,
+        upgrade: Option<HeaderValue>,
+        peer: Peer,
+        in_flight: InFlight,
+    ) -> Result<Response<Tracked<Body>>, Infallible> {
+        let proxy = &*self.proxy;
+        let exchange = &mut self.exchange;
+        let outcome = match proxy.slow(request, route, exchange).await {
+            Ok(Launched::Forward(mut request)) => {
+                match proxy.outgoing(&mut request, peer, &upgrade, exchange) {
+                    Ok(client_upgrade) => {
+                        let started = Instant::now();
+                        let sent = proxy.upstream.send(request).await;
+                        let now = Instant::now();
+                        exchange.upstream_time = Some(now - started);
+                        exchange.ended = Some(now);
+                        sent.and_then(|response| proxy.returned(response, client_upgrade))
+                    }
+                    Err(rejection) => Err(rejection),
+                }
+            }
+            Ok(Launched::Session(response)) => Ok(response),
+            Err(rejection) => Err(rejection),
+        };
+        let response = proxy.finish(exchange, outcome);
+        Ok(response.map(|body| Tracked::new(body, in_flight)))
+    }
+}
+
+/// What a passthrough request needs once the upstream has answered.
+struct After {
+    held: Held,
+    client_upgrade: Option<OnUpgrade>,
+    started: Instant,
+    in_flight: InFlight,
+}
+
+pin_project_lite::pin_project! {
+    /// The service future of [`Proxy::handle`].
+    #[project = HandlingProj]
+    pub(crate) enum Handling<S> {
+        /// Answered without waiting: refused, or answered by the guard.
+        Answered { response: Option<Response<Tracked<Body>>> },
+        /// A passthrough request upstream: the upstream's answer, then `finish`.
+        Upstream {
+            #[pin]
+            sending: S,
+            after: Option<After>,
+        },
+        /// A launch, a SHOF login or the SHOF callback ([`Held::slow`]).
+        Slow {
+            future: Pin<Box<dyn Future<Output = Result<Response<Tracked<Body>>, Infallible>> + Send>>,
+        },
+    }
+}
+
+impl<S> Handling<S> {
+    fn answered(response: Response<Body>, in_flight: InFlight) -> Self {
+        Handling::Answered {
+            response: Some(response.map(|body| Tracked::new(body, in_flight))),
+        }
+    }
+}
+
+impl<S> Future for Handling<S>
+where
+    S: Future<Output = Result<Response<UpstreamBody>, Rejection>>,
+{
+    type Output = Result<Response<Tracked<Body>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            HandlingProj::Slow { future } => future.as_mut().poll(cx),
+            // Taken once; a future polled after it completed need not answer again.
+            HandlingProj::Answered { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                None => Poll::Pending,
+            },
+            HandlingProj::Upstream { sending, after } => {
+                let Poll::Ready(sent) = sending.poll(cx) else {
+                    return Poll::Pending;
+                };
+                let Some(After {
+                    mut held,
+                    client_upgrade,
+                    started,
+                    in_flight,
+                }) = after.take()
+                else {
+                    return Poll::Pending;
+                };
+                let now = Instant::now();
+                let Held { proxy, exchange } = &mut held;
+                exchange.upstream_time = Some(now - started);
+                exchange.ended = Some(now);
+                let outcome = sent.and_then(|response| proxy.returned(response, client_upgrade));
+                let response = proxy.finish(exchange, outcome);
+                Poll::Ready(Ok(response.map(|body| Tracked::new(body, in_flight))))
+            }
+        }
+    }
 }
 
 /// A response the guard made, as the proxy's body.

@@ -21,8 +21,8 @@ fn claims() -> HtiClaims {
     }
 }
 
-fn accepted(metrics: &Metrics) -> Exchange<'_> {
-    let mut exchange = Exchange::new(metrics, &AUDITOR, &http::HeaderMap::new());
+fn accepted() -> Exchange {
+    let mut exchange = Exchange::new(&http::HeaderMap::new());
     exchange.stripped = 2;
     exchange.session_change = Some(SessionEvent::Created);
     exchange.launch = Some(LaunchDecision::Accepted {
@@ -42,10 +42,11 @@ const ACCEPTED: &str =
 #[test]
 fn decisions_are_written_once() {
     let metrics = Metrics::new();
-    let mut exchange = accepted(&metrics);
-    exchange.settle(Some(200));
-    exchange.settle(Some(200));
-    drop(exchange);
+    let mut exchange = accepted();
+    exchange.settle(&metrics, &AUDITOR, Some(200));
+    exchange.settle(&metrics, &AUDITOR, Some(200));
+    // What `Held`'s drop does: nothing more once settled.
+    exchange.settle(&metrics, &AUDITOR, None);
     let text = rendered(&metrics);
     assert!(text.contains(ACCEPTED), "{text}");
     assert!(text.contains("hti_guard_sessions_total{event=\"created\"} 1"));
@@ -55,7 +56,8 @@ fn decisions_are_written_once() {
 #[test]
 fn a_launch_accepted_before_the_client_left_is_still_counted() {
     let metrics = Metrics::new();
-    drop(accepted(&metrics));
+    // What `Held`'s drop does when the client left before `finish`.
+    accepted().settle(&metrics, &AUDITOR, None);
     let text = rendered(&metrics);
     assert!(text.contains(ACCEPTED), "{text}");
     // The request itself was never answered.
@@ -65,13 +67,13 @@ fn a_launch_accepted_before_the_client_left_is_still_counted() {
 #[test]
 fn a_login_is_counted_once_with_its_exchange_time() {
     let metrics = Metrics::new();
-    let mut exchange = Exchange::new(&metrics, &AUDITOR, &http::HeaderMap::new());
+    let mut exchange = Exchange::new(&http::HeaderMap::new());
     exchange.login = Some(LoginDecision::Accepted {
         claims: Box::new(claims()),
     });
     exchange.login_time = Some(Duration::from_millis(20));
-    exchange.settle(Some(200));
-    drop(exchange);
+    exchange.settle(&metrics, &AUDITOR, Some(200));
+    exchange.settle(&metrics, &AUDITOR, None);
     let text = rendered(&metrics);
     assert!(
         text.contains("hti_guard_logins_total{reason=\"none\",result=\"accepted\"} 1"),
@@ -83,8 +85,8 @@ fn a_login_is_counted_once_with_its_exchange_time() {
     );
     // A login that only started is no login counted yet.
     let metrics = Metrics::new();
-    let mut exchange = Exchange::new(&metrics, &AUDITOR, &http::HeaderMap::new());
+    let mut exchange = Exchange::new(&http::HeaderMap::new());
     exchange.login = Some(LoginDecision::Started);
-    drop(exchange);
+    exchange.settle(&metrics, &AUDITOR, None);
     assert!(!rendered(&metrics).contains("hti_guard_logins_total{"));
 }

@@ -10,6 +10,7 @@
 //! (the client went away) is closed, never reused.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -23,6 +24,7 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::body::{Body, Frame, SizeHint};
+use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::client::legacy::connect::HttpConnector;
 use tower_service::Service;
@@ -47,6 +49,13 @@ const SWEEP_EVERY: Duration = Duration::from_secs(15);
 /// [`Upstream::with_own_pool`] makes one that does not.
 #[derive(Clone)]
 pub(crate) struct Upstream {
+    /// Shared with the requests in flight: a sending future owns a reference, so that it
+    /// borrows nothing and can be the service future's own field.
+    link: Arc<Link>,
+}
+
+#[derive(Clone)]
+struct Link {
     pool: Arc<Pool>,
     connector: Connector,
     config: UpstreamConfig,
@@ -156,13 +165,15 @@ impl Upstream {
                 message: format!("host cannot be a Host header: {e}"),
             })?;
         Ok(Upstream {
-            pool: Arc::default(),
-            connector,
-            config: config.clone(),
-            base,
-            host,
-            response_timeout: timeouts.upstream_response,
-            body_timeout: timeouts.request_body,
+            link: Arc::new(Link {
+                pool: Arc::default(),
+                connector,
+                config: config.clone(),
+                base,
+                host,
+                response_timeout: timeouts.upstream_response,
+                body_timeout: timeouts.request_body,
+            }),
         })
     }
 
@@ -170,15 +181,17 @@ impl Upstream {
     /// that a request and the upstream connection it uses live on the same thread.
     pub(crate) fn with_own_pool(&self) -> Upstream {
         Upstream {
-            pool: Arc::default(),
-            ..self.clone()
+            link: Arc::new(Link {
+                pool: Arc::default(),
+                ..(*self.link).clone()
+            }),
         }
     }
 
     /// A client's request body, ending with an error when it stalls for
     /// `timeouts.request_body`.
     pub(crate) fn timed(&self, body: Incoming) -> TimedBody {
-        TimedBody::new(body, self.body_timeout)
+        TimedBody::new(body, self.link.body_timeout)
     }
 
     /// A client's request body as it goes upstream.
@@ -195,12 +208,12 @@ impl Upstream {
                 "request path cannot be forwarded",
             )
         };
-        let pq = match (path_and_query, self.config.path_prefix.is_empty()) {
+        let pq = match (path_and_query, self.link.config.path_prefix.is_empty()) {
             (Some(pq), true) => pq.clone(),
             (None, true) => PathAndQuery::from_static("/"),
             (pq, false) => {
                 let pq = pq.map(PathAndQuery::as_str).unwrap_or("/");
-                PathAndQuery::try_from(format!("{}{pq}", self.config.path_prefix))
+                PathAndQuery::try_from(format!("{}{pq}", self.link.config.path_prefix))
                     .map_err(|_| cannot())?
             }
         };
@@ -211,21 +224,129 @@ impl Upstream {
 
     /// Send a request (its URI from [`Upstream::uri_for`]) and wait for the response
     /// headers, connecting included, at most `upstream_response` (else
-    /// [`Upstream::timed_out`]). A plain function returning the sending itself, not an
-    /// `async fn` around it, and the deadline kept inside it rather than a timeout wrapped
-    /// around it: each level of future state is created and moved again for every request.
+    /// [`Link::timed_out`]). A plain function: when the pool has a ready connection (the
+    /// common case) the request goes into it here and now, and the future returned only
+    /// waits for the answer, under a deadline kept beside it rather than a timeout future
+    /// wrapped around it; each level of future state would be created and moved again for
+    /// every request. Connecting, waiting for a busy connection and retrying on one that
+    /// closed under us are boxed ([`Link::send_on_a_connection`]).
     pub(crate) fn send(
         &self,
         mut request: Request<Outgoing>,
-    ) -> impl Future<Output = Result<Response<UpstreamBody>, Rejection>> + Send + '_ {
+    ) -> Sending<impl Future<Output = Answer> + Send + use<>> {
         if !request.headers().contains_key(header::HOST) {
             request
                 .headers_mut()
-                .insert(header::HOST, self.host.clone());
+                .insert(header::HOST, self.link.host.clone());
         }
-        self.send_on_a_connection(request)
+        let deadline = wheel::sleep(self.link.response_timeout);
+        let link = self.link.clone();
+        match self.link.pool.checkout() {
+            Some(mut sender) if sender.is_ready() => {
+                let answer = sender.try_send_request(request);
+                Sending::Answer {
+                    answer,
+                    sender: Some(sender),
+                    deadline: Some(deadline),
+                    link,
+                }
+            }
+            idle => Sending::Slow {
+                future: Box::pin(link.send_on_a_connection(request, deadline, idle)),
+            },
+        }
     }
+}
 
+/// What a connection answers: the response, or why not, with the request if it was not
+/// sent.
+type Answer = Result<Response<Incoming>, TrySendError<Request<Outgoing>>>;
+
+type Sent = Result<Response<UpstreamBody>, Rejection>;
+
+pin_project_lite::pin_project! {
+    /// The future of [`Upstream::send`].
+    #[project = SendingProj]
+    pub(crate) enum Sending<A> {
+        /// The request is on a pooled connection: its answer, or the deadline.
+        Answer {
+            #[pin]
+            answer: A,
+            sender: Option<SendRequest<Outgoing>>,
+            deadline: Option<wheel::Sleep>,
+            link: Arc<Link>,
+        },
+        /// Connecting, waiting for a connection, or trying the next one.
+        Slow { future: Pin<Box<dyn Future<Output = Sent> + Send>> },
+    }
+}
+
+impl<A: Future<Output = Answer>> Future for Sending<A> {
+    type Output = Sent;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Sent> {
+        loop {
+            let retry = match self.as_mut().project() {
+                SendingProj::Slow { future } => return future.as_mut().poll(cx),
+                SendingProj::Answer {
+                    answer,
+                    sender,
+                    deadline,
+                    link,
+                } => {
+                    let answered = match answer.poll(cx) {
+                        Poll::Ready(answered) => answered,
+                        Poll::Pending => {
+                            return match deadline.as_mut().map(|d| Pin::new(d).poll(cx)) {
+                                Some(Poll::Pending) => Poll::Pending,
+                                _ => Poll::Ready(Err(link.timed_out())),
+                            };
+                        }
+                    };
+                    match (answered, sender.take()) {
+                        (Ok(response), Some(sender)) => {
+                            return Poll::Ready(Ok(link.pooled(response, sender)));
+                        }
+                        (Ok(_), None) => {
+                            return Poll::Ready(Err(Rejection::internal(
+                                Reason::UpstreamUnavailable,
+                                "upstream answer polled after it was taken",
+                            )));
+                        }
+                        (Err(mut e), _) => match (e.take_message(), deadline.take()) {
+                            // Not sent: the pooled connection closed under us; the next one
+                            // is tried, under what is left of the deadline.
+                            (Some(unsent), Some(deadline)) => Box::pin(
+                                link.clone().send_on_a_connection(unsent, deadline, None),
+                            ),
+                            _ => return Poll::Ready(Err(failed(e.error()))),
+                        },
+                    }
+                }
+            };
+            self.set(Sending::Slow { future: retry });
+        }
+    }
+}
+
+/// The rejection of a request the upstream did not answer.
+fn failed(e: &hyper::Error) -> Rejection {
+    if timed::is_body_timeout(e) {
+        // The client's body stalled: the upstream request is aborted (its connection
+        // closed) and the client told why.
+        Rejection::new(
+            Reason::RequestTimeout,
+            format!("upstream request aborted: {}", error_chain(e)),
+        )
+    } else {
+        Rejection::new(
+            Reason::UpstreamUnavailable,
+            format!("upstream request failed: {}", error_chain(e)),
+        )
+    }
+}
+
+impl Link {
     /// The rejection of a response that did not come within `upstream_response`.
     fn timed_out(&self) -> Rejection {
         Rejection::new(
@@ -234,17 +355,18 @@ impl Upstream {
         )
     }
 
+    /// The request on a pooled connection (`first`, if given, before the pool's), or a new
+    /// one; a pooled connection that closed under us is passed over for the next.
     async fn send_on_a_connection(
-        &self,
+        self: Arc<Self>,
         mut request: Request<Outgoing>,
-    ) -> Result<Response<UpstreamBody>, Rejection> {
-        let mut deadline = wheel::sleep(self.response_timeout);
+        mut deadline: wheel::Sleep,
+        mut first: Option<SendRequest<Outgoing>>,
+    ) -> Sent {
         loop {
-            let (mut sender, reused) = match self.pool.checkout() {
+            let (mut sender, reused) = match first.take().or_else(|| self.pool.checkout()) {
                 Some(sender) => (sender, true),
-                // Boxed: connecting is rare, and its state would make every request's
-                // future (moved a few times per request) larger.
-                None => match wheel::within(&mut deadline, Box::pin(self.connect())).await {
+                None => match wheel::within(&mut deadline, self.connect()).await {
                     Some(connected) => (connected?, false),
                     None => return Err(self.timed_out()),
                 },
@@ -265,20 +387,7 @@ impl Upstream {
                 Err(mut e) => match e.take_message() {
                     // Not sent: a pooled connection closed under us; try the next one.
                     Some(unsent) if reused => request = unsent,
-                    // The client's body stalled: the upstream request is aborted (its
-                    // connection closed) and the client told why.
-                    _ if timed::is_body_timeout(e.error()) => {
-                        return Err(Rejection::new(
-                            Reason::RequestTimeout,
-                            format!("upstream request aborted: {}", error_chain(e.error())),
-                        ));
-                    }
-                    _ => {
-                        return Err(Rejection::new(
-                            Reason::UpstreamUnavailable,
-                            format!("upstream request failed: {}", error_chain(e.error())),
-                        ));
-                    }
+                    _ => return Err(failed(e.error())),
                 },
             }
         }

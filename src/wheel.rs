@@ -462,39 +462,61 @@ impl Drop for Sleep {
 
 /// `future`, or `Err(Elapsed)` when it has not finished by `duration` from now (within a
 /// tick after).
-pub(crate) async fn timeout<F: Future>(
-    duration: Duration,
-    future: F,
-) -> Result<F::Output, Elapsed> {
-    let mut future = std::pin::pin!(future);
-    let mut timer = sleep(duration);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+pub(crate) fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
+    Timeout {
+        future,
+        timer: sleep(duration),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`timeout`]: a plain future rather than an `async fn`, which would hold
+    /// `future` twice (its argument, and the awaited copy) and copy it once more.
+    pub(crate) struct Timeout<F> {
+        #[pin]
+        future: F,
+        timer: Sleep,
+    }
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(output) = this.future.poll(cx) {
             return Poll::Ready(Ok(output));
         }
-        match Pin::new(&mut timer).poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(Elapsed)),
-            Poll::Pending => Poll::Pending,
-        }
-    })
-    .await
+        Pin::new(this.timer).poll(cx).map(|()| Err(Elapsed))
+    }
 }
 
 /// `future`, or `None` when `deadline` passes first. For one deadline over several awaits
 /// (the upstream's connect, readiness and response under one `upstream_response`): each
 /// await wraps only its own, small future, and no wrapper holds the whole sequence.
-pub(crate) async fn within<F: Future>(deadline: &mut Sleep, future: F) -> Option<F::Output> {
-    let mut future = std::pin::pin!(future);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+pub(crate) fn within<F: Future>(deadline: &mut Sleep, future: F) -> Within<'_, F> {
+    Within { future, deadline }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`within`].
+    pub(crate) struct Within<'d, F> {
+        #[pin]
+        future: F,
+        deadline: &'d mut Sleep,
+    }
+}
+
+impl<F: Future> Future for Within<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(output) = this.future.poll(cx) {
             return Poll::Ready(Some(output));
         }
-        match Pin::new(&mut *deadline).poll(cx) {
-            Poll::Ready(()) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    })
-    .await
+        Pin::new(&mut **this.deadline).poll(cx).map(|()| None)
+    }
 }
 
 /// A [`timeout`] that ran out.

@@ -13,10 +13,9 @@ use crate::metrics::{Metrics, SessionEvent};
 use crate::session::SessionState;
 use crate::verify::HtiClaims;
 
-/// What the stages of one request decided, for [`Proxy::finish`] to write out.
-pub(super) struct Exchange<'m> {
-    pub(super) metrics: &'m Metrics,
-    pub(super) auditor: &'m Auditor,
+/// What the stages of one request decided, for [`Proxy::finish`] to write out (or, when
+/// the client went away first, for [`Held`]'s drop to settle).
+pub(super) struct Exchange {
     /// Where a launch or login came from, for its audit event.
     pub(super) origin: Origin,
     pub(super) started: Instant,
@@ -42,6 +41,9 @@ pub(super) struct Exchange<'m> {
     /// Further cookies to set on the response (a login cookie cleared).
     pub(super) cookies: Vec<HeaderValue>,
     pub(super) upstream_time: Option<Duration>,
+    /// When the upstream answered: the request's end for its duration, so that it needs
+    /// no second reading of the clock.
+    pub(super) ended: Option<Instant>,
     /// The decisions are written once: by `finish`, or on drop when the client went away
     /// while the request was upstream.
     pub(super) settled: bool,
@@ -69,15 +71,9 @@ pub(super) enum LaunchDecision {
     Rejected,
 }
 
-impl<'m> Exchange<'m> {
-    pub(super) fn new(
-        metrics: &'m Metrics,
-        auditor: &'m Auditor,
-        headers: &http::HeaderMap,
-    ) -> Self {
+impl Exchange {
+    pub(super) fn new(headers: &http::HeaderMap) -> Self {
         Exchange {
-            metrics,
-            auditor,
             origin: Origin::default(),
             started: Instant::now(),
             reference: headers::request_id_value(headers),
@@ -93,6 +89,7 @@ impl<'m> Exchange<'m> {
             login_time: None,
             cookies: Vec::new(),
             upstream_time: None,
+            ended: None,
             settled: false,
         }
     }
@@ -106,13 +103,13 @@ impl<'m> Exchange<'m> {
     /// Count and log what was decided: the stripped headers, the session events, the
     /// verification time and an accepted launch or login (its audit event, with the
     /// response `status`; `None` when the client left first).
-    pub(super) fn settle(&mut self, status: Option<u16>) {
+    pub(super) fn settle(&mut self, metrics: &Metrics, auditor: &Auditor, status: Option<u16>) {
         if std::mem::replace(&mut self.settled, true) {
             return;
         }
         let reference = self.reference();
         if self.stripped > 0 {
-            self.metrics.spoofed_stripped(self.stripped);
+            metrics.spoofed_stripped(self.stripped);
             tracing::debug!(
                 reference,
                 stripped = self.stripped,
@@ -123,37 +120,38 @@ impl<'m> Exchange<'m> {
             .into_iter()
             .flatten()
         {
-            self.metrics.session(event);
+            metrics.session(event);
         }
         if let Some(verify) = self.verify_time {
-            self.metrics.observe_verify(verify.as_secs_f64());
+            metrics.observe_verify(verify.as_secs_f64());
         }
         if let Some(login) = self.login_time {
-            self.metrics.observe_login(login.as_secs_f64());
+            metrics.observe_login(login.as_secs_f64());
         }
         match &self.login {
-            Some(LoginDecision::Started) => self.audit(Decision::LoginStart, None, None, status),
+            Some(LoginDecision::Started) => self.audit(auditor, Decision::LoginStart, None, None, status),
             Some(LoginDecision::Accepted { claims }) => {
-                self.metrics.login_accepted();
-                self.audit(Decision::LoginCallback, Some(claims), None, status);
+                metrics.login_accepted();
+                self.audit(auditor, Decision::LoginCallback, Some(claims), None, status);
             }
             Some(LoginDecision::Rejected) | None => {}
         }
         if let Some(LaunchDecision::Accepted { issuer, claims }) = &self.launch {
-            self.metrics.launch_accepted(issuer.as_deref());
-            self.audit(Decision::Launch, Some(claims), None, status);
+            metrics.launch_accepted(issuer.as_deref());
+            self.audit(auditor, Decision::Launch, Some(claims), None, status);
         }
     }
 
     /// Write one decision's audit event.
     pub(super) fn audit(
         &self,
+        auditor: &Auditor,
         decision: Decision,
         claims: Option<&HtiClaims>,
         rejection: Option<&Rejection>,
         status: Option<u16>,
     ) {
-        self.auditor.write(&AuditEvent {
+        auditor.write(&AuditEvent {
             decision,
             time: SystemTime::now(),
             claims,
@@ -162,11 +160,5 @@ impl<'m> Exchange<'m> {
             request_id: self.reference(),
             origin: &self.origin,
         });
-    }
-}
-
-impl Drop for Exchange<'_> {
-    fn drop(&mut self) {
-        self.settle(None);
     }
 }
