@@ -38,6 +38,38 @@ const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
+/// [`HOP_BY_HOP`] as header names, in the same order.
+static HOP_BY_HOP_NAMES: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Where a (lowercase) header name is in [`HOP_BY_HOP`]: its length picks the one or two
+/// candidates, so that a header that is none of them costs one comparison at most.
+fn hop_index(name: &str) -> Option<usize> {
+    let first = name.as_bytes().first().copied();
+    let i = match name.len() {
+        2 => 5,
+        7 if first == Some(b't') => 6,
+        7 => 8,
+        10 if first == Some(b'c') => 0,
+        10 => 1,
+        16 => 2,
+        17 => 7,
+        18 => 3,
+        19 => 4,
+        _ => return None,
+    };
+    (HOP_BY_HOP[i] == name).then_some(i)
+}
+
 /// Whether a header name, lowercased (as every `HeaderName` is) and with `_` and `.` read
 /// as `-`, is `name`: the forms servers and frameworks fold together (CGI, PHP, WSGI and
 /// Rack turn `-` and `.` into `_`), so that no alias of a header reaches the app.
@@ -107,42 +139,79 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Remove hop-by-hop headers and those the `Connection` header names. When `upgrade` is
-/// given (a protocol switch being passed through), `Connection: upgrade` and `Upgrade`
-/// are put back, as the switch needs them on the next hop.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
-    // One pass over the names present is cheaper than nine lookups, and most messages
-    // carry none of these, or only `Connection` (as in `Connection: keep-alive`), whose
-    // tokens are then looked up as they are (no name parsed or copied unless a header of
-    // that name is there). Nothing is allocated unless `Connection` names another header.
+/// [`strip_hop_by_hop`] for a request, finding the websocket switch it asks for
+/// ([`upgrade_protocol`], HTTP/1.1 only) in the same pass: a request without a
+/// `Connection` header asks for none, and costs no lookup.
+pub(crate) fn strip_request_hop_by_hop(
+    headers: &mut HeaderMap,
+    http11: bool,
+) -> Option<HeaderValue> {
+    let present = hop_by_hop_present(headers);
+    let upgrade = match present {
+        Some(p) if http11 && p[0] => upgrade_protocol(headers),
+        _ => None,
+    };
+    if let Some(present) = present {
+        remove_hop_by_hop(headers, present);
+    }
+    if let Some(protocol) = &upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol.clone());
+    }
+    upgrade
+}
+
+/// Which of [`HOP_BY_HOP`] a message carries, `None` for none of them: one pass over the
+/// names present, cheaper than nine lookups.
+fn hop_by_hop_present(headers: &HeaderMap) -> Option<[bool; HOP_BY_HOP.len()]> {
     let mut present = [false; HOP_BY_HOP.len()];
     let mut any = false;
     for name in headers.keys() {
-        let name = name.as_str();
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name) {
+        if let Some(i) = hop_index(name.as_str()) {
             present[i] = true;
             any = true;
         }
     }
-    if any {
-        let mut named: Vec<HeaderName> = Vec::new();
-        if present[0] {
-            for token in connection_tokens(headers) {
-                let hop = HOP_BY_HOP.iter().any(|h| token.eq_ignore_ascii_case(h));
-                if !hop
-                    && headers.contains_key(token)
-                    && let Ok(name) = HeaderName::from_bytes(token.as_bytes())
-                {
-                    named.push(name);
-                }
+    any.then_some(present)
+}
+
+/// Remove the hop-by-hop headers `present` and those the `Connection` header names. Most
+/// messages carry none of these, or only `Connection` (as in `Connection: keep-alive`),
+/// whose tokens are then looked up as they are (no name parsed or copied unless a header
+/// of that name is there). Nothing is allocated unless `Connection` names another header.
+fn remove_hop_by_hop(headers: &mut HeaderMap, present: [bool; HOP_BY_HOP.len()]) {
+    let mut named: Vec<HeaderName> = Vec::new();
+    // `keep-alive` and `close`, the values nearly every `Connection` header has, name no
+    // other header: no tokens to split and look up.
+    let plain = |v: &HeaderValue| {
+        let v = v.as_bytes();
+        v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"close")
+    };
+    if present[0] && !headers.get_all(header::CONNECTION).iter().all(plain) {
+        for token in connection_tokens(headers) {
+            let hop = HOP_BY_HOP.iter().any(|h| token.eq_ignore_ascii_case(h));
+            if !hop
+                && headers.contains_key(token)
+                && let Ok(name) = HeaderName::from_bytes(token.as_bytes())
+            {
+                named.push(name);
             }
         }
-        for (name, _) in HOP_BY_HOP.into_iter().zip(present).filter(|(_, p)| *p) {
-            headers.remove(name);
-        }
-        for name in named {
-            headers.remove(name);
-        }
+    }
+    for (name, _) in HOP_BY_HOP_NAMES.iter().zip(present).filter(|(_, p)| *p) {
+        headers.remove(name);
+    }
+    for name in named {
+        headers.remove(name);
+    }
+}
+
+/// Remove hop-by-hop headers and those the `Connection` header names. When `upgrade` is
+/// given (a protocol switch being passed through), `Connection: upgrade` and `Upgrade`
+/// are put back, as the switch needs them on the next hop.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
+    if let Some(present) = hop_by_hop_present(headers) {
+        remove_hop_by_hop(headers, present);
     }
     if let Some(protocol) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -295,6 +364,46 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
         out.extend_from_slice(v);
     }
     (!out.is_empty()).then_some(out)
+}
+
+/// What a request's error page and request id are made from, read in one pass over its
+/// headers rather than looked up one by one (each lookup hashes its name): the first
+/// `X-Request-Id`, `Accept` and `Accept-Language`.
+#[derive(Default)]
+pub(crate) struct Read {
+    pub request_id: Option<HeaderValue>,
+    pub accept: Option<HeaderValue>,
+    pub accept_language: Option<HeaderValue>,
+}
+
+impl Read {
+    pub(crate) fn from(headers: &HeaderMap) -> Read {
+        let mut read = Read::default();
+        // A map's values come name by name, each name's first value first.
+        for (name, value) in headers {
+            let slot = if *name == header::ACCEPT {
+                &mut read.accept
+            } else if *name == header::ACCEPT_LANGUAGE {
+                &mut read.accept_language
+            } else if *name == X_REQUEST_ID {
+                &mut read.request_id
+            } else {
+                continue;
+            };
+            if slot.is_none() {
+                *slot = Some(value.clone());
+            }
+        }
+        read
+    }
+
+    /// [`request_id_value`] of what was read.
+    pub(crate) fn request_id(&self) -> HeaderValue {
+        match &self.request_id {
+            Some(id) if is_sane_request_id(id.as_bytes()) => id.clone(),
+            _ => new_request_id(),
+        }
+    }
 }
 
 /// The request id: the client's when it is sane (1 to 128 of `A-Za-z0-9._:-`), else new.
@@ -455,6 +564,55 @@ mod tests {
         assert_eq!(strip_reserved(&mut h), 3);
         assert_eq!(h.len(), 1);
         assert_eq!(strip_reserved(&mut h), 0);
+    }
+
+    #[test]
+    fn read_takes_each_names_first_value_as_get_would() {
+        let mut h = map(&[
+            ("accept", "application/json"),
+            ("x-request-id", "abc-1"),
+            ("accept-language", "nl"),
+            ("cookie", "a=b"),
+        ]);
+        h.append(header::ACCEPT, HeaderValue::from_static("text/html"));
+        h.append(X_REQUEST_ID, HeaderValue::from_static("second"));
+        let read = Read::from(&h);
+        assert_eq!(read.accept.as_ref(), h.get(header::ACCEPT));
+        assert_eq!(
+            read.accept_language.as_ref(),
+            h.get(header::ACCEPT_LANGUAGE)
+        );
+        assert_eq!(read.request_id(), "abc-1");
+        let none = Read::from(&map(&[("host", "a")]));
+        assert!(none.accept.is_none() && none.accept_language.is_none());
+        let fresh = none.request_id();
+        assert_eq!(fresh.len(), 36);
+        let insane = Read::from(&map(&[("x-request-id", "a b")]));
+        assert_ne!(insane.request_id(), "a b");
+    }
+
+    #[test]
+    fn hop_index_finds_each_hop_by_hop_name_and_nothing_else() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_index(name), Some(i), "{name}");
+            assert_eq!(HOP_BY_HOP_NAMES[i].as_str(), *name);
+        }
+        for name in [
+            "",
+            "t",
+            "tf",
+            "upgradE",
+            "trailers",
+            "keep-alivf",
+            "connectioN",
+            "host",
+            "x-connection",
+            "proxy-connectiom",
+            "transfer-encodinf",
+            "content-length",
+        ] {
+            assert_eq!(hop_index(name), None, "{name}");
+        }
     }
 
     #[test]

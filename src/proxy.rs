@@ -316,11 +316,8 @@ impl Proxy {
         exchange: &mut Exchange,
     ) -> Result<Option<HeaderValue>, Rejection> {
         exchange.stripped = headers::strip_reserved(request.headers_mut());
-        let upgrade = match request.version() {
-            Version::HTTP_11 => headers::upgrade_protocol(request.headers()),
-            _ => None,
-        };
-        headers::strip_hop_by_hop(request.headers_mut(), upgrade.clone());
+        let http11 = request.version() == Version::HTTP_11;
+        let upgrade = headers::strip_request_hop_by_hop(request.headers_mut(), http11);
         if request.method() == http::Method::CONNECT {
             return Err(Rejection::new(
                 Reason::MethodNotAllowed,
@@ -663,6 +660,11 @@ impl Proxy {
     ) -> Result<Option<OnUpgrade>, Rejection> {
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut *request));
         let host = request.headers().get(header::HOST).cloned();
+        if host.is_none() {
+            request
+                .headers_mut()
+                .insert(header::HOST, self.upstream.host().clone());
+        }
         *request.uri_mut() = self.upstream.uri_for(request.uri().path_and_query())?;
         *request.version_mut() = Version::HTTP_11;
         let headers = request.headers_mut();
@@ -731,7 +733,13 @@ impl Proxy {
                 if let Some(LaunchDecision::Rejected) = exchange.launch {
                     self.metrics
                         .launch_rejected(rejection.issuer.as_deref(), rejection.reason);
-                    exchange.audit(&self.audit, Decision::Launch, None, Some(&rejection), status);
+                    exchange.audit(
+                        &self.audit,
+                        Decision::Launch,
+                        None,
+                        Some(&rejection),
+                        status,
+                    );
                 } else if let Some(LoginDecision::Rejected) = exchange.login {
                     self.metrics.login_rejected(rejection.reason);
                     let decision = match exchange.route {
@@ -756,7 +764,9 @@ impl Proxy {
         let ended = exchange.ended.unwrap_or_else(Instant::now);
         self.metrics.request(
             response.status().as_u16(),
-            ended.saturating_duration_since(exchange.started).as_secs_f64(),
+            ended
+                .saturating_duration_since(exchange.started)
+                .as_secs_f64(),
         );
         response
     }

@@ -7,8 +7,9 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -395,37 +396,123 @@ async fn drive<C, E>(
             None => std::future::pending().await,
         }
     };
-    // Biased: the connection first, and no random draw for the branch order on every
-    // wake-up of a connection.
-    let result = tokio::select! {
-        biased;
-        result = conn.as_mut() => result,
-        _ = stopped(&mut stop) => {
+    let mut stopping = std::pin::pin!(stopped(&mut stop));
+    let mut watchdog = std::pin::pin!(watchdog);
+    // The connection first; the stop signal and the watchdog only when one of them was
+    // woken (`Beside`), not on each of the connection's few wake-ups per request.
+    let beside = Beside::new();
+    let event = std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+            return Poll::Ready(Event::Ended(result));
+        }
+        if let Some(mut side) = beside.woken(cx) {
+            if stopping.as_mut().poll(&mut side).is_ready() {
+                return Poll::Ready(Event::Stop);
+            }
+            if let Poll::Ready(verdict) = watchdog.as_mut().poll(&mut side) {
+                return Poll::Ready(Event::Watchdog(verdict));
+            }
+        }
+        Poll::Pending
+    })
+    .await;
+    let result = match event {
+        Event::Ended(result) => result,
+        Event::Stop => {
             drain(conn.as_mut());
             conn.await
         }
-        verdict = watchdog => match verdict {
-            Verdict::Idle => {
-                tracing::debug!("idle connection closed");
-                drain(conn.as_mut());
-                // Closing an idle connection needs no more than a GOAWAY: bounded, so that
-                // a peer that never reads cannot keep it.
-                let limit = idle.as_ref().map_or(Duration::from_secs(1), |(_, d)| *d);
-                match wheel::timeout(limit, conn).await {
-                    Ok(result) => result,
-                    Err(_) => Ok(()),
-                }
+        Event::Watchdog(Verdict::Idle) => {
+            tracing::debug!("idle connection closed");
+            drain(conn.as_mut());
+            // Closing an idle connection needs no more than a GOAWAY: bounded, so that
+            // a peer that never reads cannot keep it.
+            let limit = idle.as_ref().map_or(Duration::from_secs(1), |(_, d)| *d);
+            match wheel::timeout(limit, conn).await {
+                Ok(result) => result,
+                Err(_) => Ok(()),
             }
-            Verdict::Stalled => {
-                // Dropping the connection drops its streams' response bodies, and with
-                // them the upstream requests behind them.
-                tracing::debug!("connection closed: its client read no response data within timeouts.idle");
-                Ok(())
-            }
+        }
+        Event::Watchdog(Verdict::Stalled) => {
+            // Dropping the connection drops its streams' response bodies, and with
+            // them the upstream requests behind them.
+            tracing::debug!(
+                "connection closed: its client read no response data within timeouts.idle"
+            );
+            Ok(())
         }
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// What ended [`drive`]'s wait.
+enum Event<E> {
+    Ended(Result<(), E>),
+    Stop,
+    Watchdog(Verdict),
+}
+
+/// The futures that run beside a connection (its stop signal, its watchdog) are polled
+/// with this waker, which notes that one of them was woken before it wakes the connection's
+/// task: they are polled again only then, not on each of the task's wake-ups.
+struct Beside {
+    flag: Arc<BesideFlag>,
+    waker: Waker,
+}
+
+struct BesideFlag {
+    woken: AtomicBool,
+    /// The connection task's waker, as of its last poll.
+    task: Mutex<Option<Waker>>,
+}
+
+impl Wake for BesideFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        let task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(task) = task.as_ref() {
+            task.wake_by_ref();
+        }
+    }
+}
+
+impl Beside {
+    fn new() -> Self {
+        // Woken to begin with: the first poll registers the futures' wake-ups.
+        let flag = Arc::new(BesideFlag {
+            woken: AtomicBool::new(true),
+            task: Mutex::new(None),
+        });
+        Beside {
+            waker: Waker::from(flag.clone()),
+            flag,
+        }
+    }
+
+    /// A context to poll the futures beside with, when one of them was woken since they
+    /// were last polled; keeps the task's waker current either way.
+    fn woken(&self, cx: &Context<'_>) -> Option<Context<'_>> {
+        {
+            let mut task = self
+                .flag
+                .task
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if !task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
+                *task = Some(cx.waker().clone());
+            }
+        }
+        // Cleared before they are polled: a wake-up while they run is not lost.
+        self.flag
+            .woken
+            .swap(false, Ordering::AcqRel)
+            .then(|| Context::from_waker(&self.waker))
     }
 }
 

@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::HeaderValue;
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Full};
@@ -80,11 +80,13 @@ struct Idle {
 }
 
 impl Pool {
-    /// The most recently used connection that is still open.
-    fn checkout(&self) -> Option<SendRequest<Outgoing>> {
+    /// The most recently used connection that is still open and has not been idle for
+    /// [`IDLE_TIMEOUT`] at `now`.
+    fn checkout(&self, now: Instant) -> Option<SendRequest<Outgoing>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(entry) = idle.pop_back() {
-            if !entry.sender.is_closed() && entry.since.elapsed() < IDLE_TIMEOUT {
+            let idle_for = now.saturating_duration_since(entry.since);
+            if !entry.sender.is_closed() && idle_for < IDLE_TIMEOUT {
                 return Some(entry.sender);
             }
         }
@@ -96,16 +98,21 @@ impl Pool {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        // The start of the last request on this thread: the idle time measured from it
+        // errs long, never short.
         idle.push_back(Idle {
             sender,
-            since: Instant::now(),
+            since: wheel::recent(),
         });
     }
 
     /// Drop the connections that closed or were idle too long.
     fn sweep(&self) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.retain(|entry| !entry.sender.is_closed() && entry.since.elapsed() < IDLE_TIMEOUT);
+        let now = wheel::now();
+        idle.retain(|entry| {
+            !entry.sender.is_closed() && now.saturating_duration_since(entry.since) < IDLE_TIMEOUT
+        });
     }
 }
 
@@ -222,7 +229,12 @@ impl Upstream {
         Uri::from_parts(parts).map_err(|_| cannot())
     }
 
-    /// Send a request (its URI from [`Upstream::uri_for`]) and wait for the response
+    /// The `Host` header of a request whose client sent none.
+    pub(crate) fn host(&self) -> &HeaderValue {
+        &self.link.host
+    }
+
+    /// Send a request (its URI from [`Upstream::uri_for`], its `Host` set) and wait for the response
     /// headers, connecting included, at most `upstream_response` (else
     /// [`Link::timed_out`]). A plain function: when the pool has a ready connection (the
     /// common case) the request goes into it here and now, and the future returned only
@@ -232,16 +244,12 @@ impl Upstream {
     /// closed under us are boxed ([`Link::send_on_a_connection`]).
     pub(crate) fn send(
         &self,
-        mut request: Request<Outgoing>,
+        request: Request<Outgoing>,
     ) -> Sending<impl Future<Output = Answer> + Send + use<>> {
-        if !request.headers().contains_key(header::HOST) {
-            request
-                .headers_mut()
-                .insert(header::HOST, self.link.host.clone());
-        }
         let deadline = wheel::sleep(self.link.response_timeout);
         let link = self.link.clone();
-        match self.link.pool.checkout() {
+        // The request began on this thread a moment ago: its clock reading will do.
+        match self.link.pool.checkout(wheel::recent()) {
             Some(mut sender) if sender.is_ready() => {
                 let answer = sender.try_send_request(request);
                 Sending::Answer {
@@ -316,9 +324,9 @@ impl<A: Future<Output = Answer>> Future for Sending<A> {
                         (Err(mut e), _) => match (e.take_message(), deadline.take()) {
                             // Not sent: the pooled connection closed under us; the next one
                             // is tried, under what is left of the deadline.
-                            (Some(unsent), Some(deadline)) => Box::pin(
-                                link.clone().send_on_a_connection(unsent, deadline, None),
-                            ),
+                            (Some(unsent), Some(deadline)) => {
+                                Box::pin(link.clone().send_on_a_connection(unsent, deadline, None))
+                            }
                             _ => return Poll::Ready(Err(failed(e.error()))),
                         },
                     }
@@ -364,13 +372,14 @@ impl Link {
         mut first: Option<SendRequest<Outgoing>>,
     ) -> Sent {
         loop {
-            let (mut sender, reused) = match first.take().or_else(|| self.pool.checkout()) {
-                Some(sender) => (sender, true),
-                None => match wheel::within(&mut deadline, self.connect()).await {
-                    Some(connected) => (connected?, false),
-                    None => return Err(self.timed_out()),
-                },
-            };
+            let (mut sender, reused) =
+                match first.take().or_else(|| self.pool.checkout(wheel::now())) {
+                    Some(sender) => (sender, true),
+                    None => match wheel::within(&mut deadline, self.connect()).await {
+                        Some(connected) => (connected?, false),
+                        None => return Err(self.timed_out()),
+                    },
+                };
             if reused && !sender.is_ready() {
                 match wheel::within(&mut deadline, sender.ready()).await {
                     Some(Ok(())) => {}

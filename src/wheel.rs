@@ -34,6 +34,27 @@ thread_local! {
     static WHEEL: Arc<Wheel> = Wheel::new();
 }
 
+thread_local! {
+    /// This thread's last reading of [`now`].
+    static RECENT: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// The time now, kept as this thread's [`recent`] time. Each request reads it once as it
+/// begins.
+pub(crate) fn now() -> std::time::Instant {
+    let now = std::time::Instant::now();
+    RECENT.set(Some(now));
+    now
+}
+
+/// This thread's last reading of [`now`] (read now if there is none): no later than the
+/// present, and no earlier than the start of the last request on this thread. Without a
+/// clock reading of its own, for what may err towards "longer ago" (a pooled connection's
+/// idle time, measured between two such readings, comes out longer, not shorter).
+pub(crate) fn recent() -> std::time::Instant {
+    RECENT.get().unwrap_or_else(now)
+}
+
 /// One thread's wheel.
 pub(crate) struct Wheel {
     origin: Instant,

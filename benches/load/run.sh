@@ -26,7 +26,9 @@
 # target), RATE (5000: the paced pass at NARROW connections, requests/s in all, for the
 # latency target; 0 skips it), THREADS (wrk threads, nproc), TOKENS (unique tokens minted before each pass with
 # `hti-guard mint --count`, DURATION x 40000; the guard accepts them for 5 minutes),
-# BASE_PORT (18000), KEEP (1 keeps the work directory).
+# BASE_PORT (18000), KEEP (1 keeps the work directory), ONLY (scenario names, space-separated:
+# only those run, e.g. ONLY="nginx guard-pass hyper-floor" for the passthrough rows alone;
+# no tokens are minted unless a launch scenario is among them).
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -40,6 +42,7 @@ THREADS=${THREADS:-$CORES}
 TOKENS=${TOKENS:-$((DURATION * 40000))}
 BASE_PORT=${BASE_PORT:-18000}
 KEEP=${KEEP:-0}
+ONLY=${ONLY:-}
 
 P_UP=$((BASE_PORT + 1))
 P_NGINX=$((BASE_PORT + 2))
@@ -274,7 +277,9 @@ hwm_kib() {
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
 # scenario conns round pid url [lua args...]
+wanted() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
 measure() {
+  wanted "$1" || return 0
   local name=$1 conns=$2 round=$3 pid=$4 url=$5; shift 5
   local before after out
   before=$(cpu_ticks "$pid")
@@ -346,12 +351,14 @@ for round in $(seq "$ROUNDS"); do
     fi
   fi
   for conns in "${passes[@]}"; do
-    log "round $round/$ROUNDS, $conns connections: minting $TOKENS tokens"
     tokens="$WORK/tokens-$round-$conns.txt"
-    "$GUARD" mint --key "$WORK/keys/bench.key.pem" --kid bench --alg RS512 --iss "$ISS" \
-      --aud "$AUD" --sub Practitioner/123 --resource Task/abc --patient Patient/42 \
-      --intent plan --count "$TOKENS" >"$tokens"
-    check_refusals "$tokens"
+    if wanted haproxy-jwt || wanted guard-launch || wanted guard-redis; then
+      log "round $round/$ROUNDS, $conns connections: minting $TOKENS tokens"
+      "$GUARD" mint --key "$WORK/keys/bench.key.pem" --kid bench --alg RS512 --iss "$ISS" \
+        --aud "$AUD" --sub Practitioner/123 --resource Task/abc --patient Patient/42 \
+        --intent plan --count "$TOKENS" >"$tokens"
+      check_refusals "$tokens"
+    fi
     measure direct "$conns" "$round" "$PID_UP" "http://127.0.0.1:$P_UP/"
     measure nginx "$conns" "$round" "$PID_NGINX" "http://127.0.0.1:$P_NGINX/"
     if [ "$HAVE_CADDY" = 1 ]; then

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use http::header::{self, HeaderValue};
+use http::header::HeaderValue;
 
 use crate::audit::{AuditEvent, Auditor, Decision, Origin};
 use crate::error::{ErrorFormat, Rejection};
@@ -73,12 +73,13 @@ pub(super) enum LaunchDecision {
 
 impl Exchange {
     pub(super) fn new(headers: &http::HeaderMap) -> Self {
+        let read = headers::Read::from(headers);
         Exchange {
             origin: Origin::default(),
-            started: Instant::now(),
-            reference: headers::request_id_value(headers),
-            format: ErrorFormat::from_accept(headers.get(header::ACCEPT)),
-            accept_language: headers.get(header::ACCEPT_LANGUAGE).cloned(),
+            started: crate::wheel::now(),
+            reference: read.request_id(),
+            format: ErrorFormat::from_accept(read.accept.as_ref()),
+            accept_language: read.accept_language,
             route: None,
             stripped: 0,
             session: SessionState::Missing,
@@ -107,11 +108,10 @@ impl Exchange {
         if std::mem::replace(&mut self.settled, true) {
             return;
         }
-        let reference = self.reference();
         if self.stripped > 0 {
             metrics.spoofed_stripped(self.stripped);
             tracing::debug!(
-                reference,
+                reference = self.reference(),
                 stripped = self.stripped,
                 "reserved headers removed"
             );
@@ -129,7 +129,9 @@ impl Exchange {
             metrics.observe_login(login.as_secs_f64());
         }
         match &self.login {
-            Some(LoginDecision::Started) => self.audit(auditor, Decision::LoginStart, None, None, status),
+            Some(LoginDecision::Started) => {
+                self.audit(auditor, Decision::LoginStart, None, None, status)
+            }
             Some(LoginDecision::Accepted { claims }) => {
                 metrics.login_accepted();
                 self.audit(auditor, Decision::LoginCallback, Some(claims), None, status);
