@@ -251,32 +251,36 @@ pub(crate) async fn serve_public(
                 }
                 _ = stopped(&mut stop) => return,
             }
-            Box::pin(async move {
-                let peer = Peer {
-                    addr,
-                    tls: tls.is_some(),
-                };
-                let activity = Activity::new();
-                let tracked = activity.clone();
-                let service = service_fn(move |request: Request<Incoming>| {
-                    // HTTP/2 response bodies are watched for a client that withholds
-                    // flow-control credit; HTTP/1 ones have the write timeout.
-                    let in_flight = tracked.begin(request.version() == http::Version::HTTP_2);
-                    let refuse = overload.as_ref().is_some_and(|o| o.is_overloaded());
-                    live.current(index).handle(request, peer, in_flight, refuse)
-                });
-                let stream = TimedIo::new(stream, idle);
-                let idle = Some((activity, idle));
-                match tls {
-                    None => {
-                        let conn =
-                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let peer = Peer {
+                addr,
+                tls: tls.is_some(),
+            };
+            let activity = Activity::new();
+            let tracked = activity.clone();
+            let service = service_fn(move |request: Request<Incoming>| {
+                // HTTP/2 response bodies are watched for a client that withholds
+                // flow-control credit; HTTP/1 ones have the write timeout.
+                let in_flight = tracked.begin(request.version() == http::Version::HTTP_2);
+                let refuse = overload.as_ref().is_some_and(|o| o.is_overloaded());
+                live.current(index).handle(request, peer, in_flight, refuse)
+            });
+            let stream = TimedIo::new(stream, idle);
+            let idle = Some((activity, idle));
+            // Boxed apart: a plain connection's future is not the size of a TLS one.
+            match tls {
+                None => {
+                    Box::pin(async move {
+                        let conn = std::pin::pin!(
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        );
                         drive(conn, stop, idle, |c| c.graceful_shutdown()).await;
-                    }
-                    Some(acceptor) => {
-                        let stream = match wheel::timeout(header_timeout, acceptor.accept(stream))
-                            .await
-                        {
+                    })
+                    .await
+                }
+                Some(acceptor) => {
+                    Box::pin(async move {
+                        let accepted = wheel::timeout(header_timeout, acceptor.accept(stream));
+                        let stream = match accepted.await {
                             Ok(Ok(stream)) => stream,
                             Ok(Err(e)) => {
                                 tracing::debug!(peer = %addr, error = %e, "TLS handshake failed");
@@ -287,13 +291,14 @@ pub(crate) async fn serve_public(
                                 return;
                             }
                         };
-                        let conn =
-                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        let conn = std::pin::pin!(
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        );
                         drive(conn, stop, idle, |c| c.graceful_shutdown()).await;
-                    }
+                    })
+                    .await
                 }
-            })
-            .await
+            }
         }
     };
     let limit = Limit {
@@ -362,7 +367,7 @@ pub(crate) async fn serve_plain<F, Fut, B>(
                     async move { Ok::<_, Infallible>(handler(request).await) }
                 });
                 let stream = TimedIo::new(stream, ADMIN_IDLE);
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                let conn = std::pin::pin!(builder.serve_connection(TokioIo::new(stream), service));
                 drive(conn, stop, None, |c| c.graceful_shutdown()).await;
             }
         },
@@ -381,7 +386,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// (HTTP/2 flow control), the connection is closed at once: draining would wait on that
 /// very client.
 async fn drive<C, E>(
-    conn: C,
+    mut conn: std::pin::Pin<&mut C>,
     mut stop: watch::Receiver<bool>,
     idle: Option<(Arc<Activity>, Duration)>,
     drain: impl FnOnce(std::pin::Pin<&mut C>),
@@ -389,7 +394,6 @@ async fn drive<C, E>(
     C: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    let mut conn = std::pin::pin!(conn);
     let watchdog = async {
         match &idle {
             Some((activity, limit)) => activity.watch(*limit).await,
@@ -400,7 +404,7 @@ async fn drive<C, E>(
     let mut watchdog = std::pin::pin!(watchdog);
     // The connection first; the stop signal and the watchdog only when one of them was
     // woken (`Beside`), not on each of the connection's few wake-ups per request.
-    let beside = Beside::new();
+    let mut beside = Beside::new();
     let event = std::future::poll_fn(|cx| {
         if let Poll::Ready(result) = conn.as_mut().poll(cx) {
             return Poll::Ready(Event::Ended(result));
@@ -428,7 +432,7 @@ async fn drive<C, E>(
             // Closing an idle connection needs no more than a GOAWAY: bounded, so that
             // a peer that never reads cannot keep it.
             let limit = idle.as_ref().map_or(Duration::from_secs(1), |(_, d)| *d);
-            match wheel::timeout(limit, conn).await {
+            match wheel::timeout(limit, conn.as_mut()).await {
                 Ok(result) => result,
                 Err(_) => Ok(()),
             }
@@ -460,6 +464,8 @@ enum Event<E> {
 struct Beside {
     flag: Arc<BesideFlag>,
     waker: Waker,
+    /// The task's waker as last given to `flag`.
+    task: Option<Waker>,
 }
 
 struct BesideFlag {
@@ -492,21 +498,21 @@ impl Beside {
         Beside {
             waker: Waker::from(flag.clone()),
             flag,
+            task: None,
         }
     }
 
     /// A context to poll the futures beside with, when one of them was woken since they
-    /// were last polled; keeps the task's waker current either way.
-    fn woken(&self, cx: &Context<'_>) -> Option<Context<'_>> {
-        {
-            let mut task = self
+    /// were last polled; keeps the task's waker current either way (the shared copy is
+    /// locked only when it changed, which for a task's own waker is never).
+    fn woken(&mut self, cx: &Context<'_>) -> Option<Context<'_>> {
+        if !self.task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
+            self.task = Some(cx.waker().clone());
+            *self
                 .flag
                 .task
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if !task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
-                *task = Some(cx.waker().clone());
-            }
+                .unwrap_or_else(PoisonError::into_inner) = self.task.clone();
         }
         // Cleared before they are polled: a wake-up while they run is not lost.
         self.flag

@@ -37,9 +37,10 @@ pub(crate) fn is_body_timeout(error: &(dyn Error + 'static)) -> bool {
 }
 
 /// A timer created on first need and reused: a connection or body that never waits never
-/// allocates one.
+/// allocates one. Boxed, so that it costs the body that holds it one pointer: a request
+/// body is kept by value in each slot of the upstream connection's queue (blocks of 32).
 struct Deadline {
-    sleep: Option<Sleep>,
+    sleep: Option<Box<Sleep>>,
     armed: bool,
 }
 
@@ -58,12 +59,12 @@ impl Deadline {
             let at = Instant::now() + limit;
             match &mut self.sleep {
                 Some(sleep) => sleep.reset(at),
-                None => self.sleep = Some(wheel::sleep_until(at)),
+                None => self.sleep = Some(Box::new(wheel::sleep_until(at))),
             }
             self.armed = true;
         }
         match &mut self.sleep {
-            Some(sleep) => Pin::new(sleep).poll(cx),
+            Some(sleep) => Pin::new(&mut **sleep).poll(cx),
             None => Poll::Pending,
         }
     }

@@ -66,9 +66,9 @@ pub(crate) struct Wheel {
     state: Mutex<State>,
 }
 
-/// Slots of the ring: a timer due within `SLOTS` ticks (82 s) is visited once, at its
+/// Slots of the ring: a timer due within `SLOTS` ticks (20 s) is visited once, at its
 /// tick; one due later is visited once per turn of the ring and filed on.
-const SLOTS: usize = 4096;
+const SLOTS: usize = 1024;
 const MASK: u64 = SLOTS as u64 - 1;
 
 struct State {
