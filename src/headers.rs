@@ -425,7 +425,41 @@ pub(crate) fn request_id_value(headers: &HeaderMap) -> HeaderValue {
 
 thread_local! {
     /// This thread's request ids: 64 random bits chosen once, and a counter.
-    static NEXT_ID: std::cell::Cell<(u64, u64)> = std::cell::Cell::new((random_u64(), 0));
+    static NEXT_ID: std::cell::Cell<IdState> = std::cell::Cell::new(IdState::new(random_u64()));
+}
+
+/// A thread's request ids: the UUID's first 19 characters (the prefix's upper 60 bits and
+/// the version), written once, and its low 64 bits (variant, the prefix's last 4 bits, the
+/// counter), the only part written per id.
+#[derive(Clone, Copy)]
+struct IdState {
+    head: [u8; 19],
+    low: u64,
+}
+
+impl IdState {
+    fn new(prefix: u64) -> IdState {
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        uuid::Uuid::from_u128(id_bits(prefix, 0))
+            .hyphenated()
+            .encode_lower(&mut text);
+        let mut head = [0u8; 19];
+        head.copy_from_slice(&text[..19]);
+        IdState {
+            head,
+            low: id_bits(prefix, 0) as u64,
+        }
+    }
+}
+
+/// The 128 bits of the `count`th id of a thread with `prefix`.
+fn id_bits(prefix: u64, count: u64) -> u128 {
+    (u128::from(prefix >> 16) << 80)
+        | (0x8 << 76)
+        | (u128::from((prefix >> 4) & 0xfff) << 64)
+        | (0b10 << 62)
+        | (u128::from(prefix & 0xf) << 58)
+        | u128::from(count & ((1 << 58) - 1))
 }
 
 fn random_u64() -> u64 {
@@ -441,21 +475,24 @@ fn random_u64() -> u64 {
 /// across threads, processes and restarts as long as no two threads draw the same prefix
 /// (one chance in 2^64 for a pair); the same 36-character form as a v4 UUID.
 pub(crate) fn new_request_id() -> HeaderValue {
-    let (prefix, count) = NEXT_ID.with(|next| {
-        let (prefix, count) = next.get();
-        next.set((prefix, count.wrapping_add(1)));
-        (prefix, count)
-    });
-    let bits = (u128::from(prefix >> 16) << 80)
-        | (0x8 << 76)
-        | (u128::from((prefix >> 4) & 0xfff) << 64)
-        | (0b10 << 62)
-        | (u128::from(prefix & 0xf) << 58)
-        | u128::from(count & ((1 << 58) - 1));
+    let state = NEXT_ID.get();
+    // The counter is the low 58 bits: it wraps within them, never into the prefix's.
+    let counter = (1u64 << 58) - 1;
+    let next = (state.low & !counter) | (state.low.wrapping_add(1) & counter);
+    NEXT_ID.set(IdState { low: next, ..state });
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    uuid::Uuid::from_u128(bits)
-        .hyphenated()
-        .encode_lower(&mut buf);
+    buf[..19].copy_from_slice(&state.head);
+    // The last two groups, `xxxx-xxxxxxxxxxxx`: the low 64 bits in hex.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut at = buf.len();
+    for i in 0..16 {
+        if i == 12 {
+            at -= 1;
+            buf[at] = b'-';
+        }
+        at -= 1;
+        buf[at] = HEX[((state.low >> (4 * i)) & 0xf) as usize];
+    }
     // Owned by a `Bytes` of its own: one allocation, and clones (the copy sent upstream)
     // share it rather than allocate again.
     HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf)).expect("a UUID is a header value")
@@ -857,6 +894,20 @@ mod tests {
             assert_eq!(uuid.get_version_num(), 8, "{id}");
             assert_eq!(uuid.get_variant(), uuid::Variant::RFC4122, "{id}");
         }
+        // The same text as the UUID of the same bits, formatted whole.
+        let prefix = 0x0123_4567_89ab_cdef;
+        let mut state = IdState::new(prefix);
+        for count in [0u64, 1, 0xabc, (1 << 58) - 1] {
+            state.low = id_bits(prefix, count) as u64;
+            NEXT_ID.set(state);
+            let whole = uuid::Uuid::from_u128(id_bits(prefix, count)).to_string();
+            assert_eq!(new_request_id().to_str().unwrap(), whole);
+        }
+        // It wraps within the counter's bits.
+        assert_eq!(
+            new_request_id().to_str().unwrap(),
+            uuid::Uuid::from_u128(id_bits(prefix, 0)).to_string()
+        );
         // Another thread draws its own prefix.
         let other = std::thread::spawn(|| new_request_id().to_str().unwrap().to_owned())
             .join()
