@@ -399,10 +399,7 @@ impl Read {
 
     /// [`request_id_value`] of what was read.
     pub(crate) fn request_id(&self) -> HeaderValue {
-        match &self.request_id {
-            Some(id) if is_sane_request_id(id.as_bytes()) => id.clone(),
-            _ => new_request_id(),
-        }
+        sane_or_new(self.request_id.as_ref())
     }
 }
 
@@ -415,12 +412,15 @@ pub fn request_id(headers: &HeaderMap) -> String {
 /// [`request_id`] as the header value to send on: the client's kept as it came (no copy),
 /// else a [`new_request_id`]. Always visible ASCII, so `to_str` never fails on it.
 pub(crate) fn request_id_value(headers: &HeaderMap) -> HeaderValue {
-    if let Some(id) = headers.get(&X_REQUEST_ID)
-        && is_sane_request_id(id.as_bytes())
-    {
-        return id.clone();
+    sane_or_new(headers.get(&X_REQUEST_ID))
+}
+
+/// The client's request id when it is sane, else a new one.
+fn sane_or_new(id: Option<&HeaderValue>) -> HeaderValue {
+    match id {
+        Some(id) if is_sane_request_id(id.as_bytes()) => id.clone(),
+        _ => new_request_id(),
     }
-    new_request_id()
 }
 
 thread_local! {

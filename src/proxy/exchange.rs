@@ -97,7 +97,7 @@ impl Exchange {
 
     /// The request id as text.
     pub(super) fn reference(&self) -> &str {
-        // `headers::request_id_value` keeps or makes visible ASCII only.
+        // `headers::Read::request_id` keeps or makes visible ASCII only.
         self.reference.to_str().unwrap_or_default()
     }
 
