@@ -1,6 +1,7 @@
 //! What the tests take from the machine: temp directories and config files in them, loopback
 //! ports, and waiting until a server answers `/readyz`.
 
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -214,5 +215,64 @@ where
             "{what}: not within {limit:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits, at most `limit`, for `child` (signalled to stop before) to exit, by polling `try_wait`
+/// (`waitpid` with `WNOHANG`), so that a missed SIGCHLD or pidfd wake-up cannot hang a test.
+pub async fn reap(
+    child: &mut tokio::process::Child,
+    what: &str,
+    limit: Duration,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not exit within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A bound on a whole test that does not rely on its runtime: if the test is still running
+/// after the limit, a thread of its own prints the stage it was in and ends the test binary
+/// with a failure, rather than leaving CI to time out with nothing said.
+pub struct Watchdog {
+    stage: std::sync::Arc<std::sync::Mutex<String>>,
+    _alive: std::sync::mpsc::Sender<()>,
+}
+
+impl Watchdog {
+    pub fn new(test: &'static str, limit: Duration) -> Watchdog {
+        let stage = std::sync::Arc::new(std::sync::Mutex::new("starting".to_string()));
+        let (alive, dropped) = std::sync::mpsc::channel::<()>();
+        let seen = stage.clone();
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = dropped.recv_timeout(limit) {
+                let stage = seen.lock().map(|s| s.clone()).unwrap_or_default();
+                // Straight to the process's stderr: the test harness captures `eprintln!`
+                // (in this thread too) and would drop it at the exit.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{test}: still running after {limit:?}, at: {stage}"
+                );
+                std::process::exit(101);
+            }
+        });
+        Watchdog {
+            stage,
+            _alive: alive,
+        }
+    }
+
+    /// Names the stage the test is in now.
+    pub fn stage(&self, stage: &str) {
+        if let Ok(mut current) = self.stage.lock() {
+            *current = stage.to_string();
+        }
     }
 }

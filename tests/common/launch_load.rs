@@ -2,6 +2,7 @@
 //! of a shared pool (each may be accepted once in all) and a fresh one, pausing between
 //! launches, and record each outcome with the token's jti.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -77,5 +78,68 @@ impl LaunchLoad {
             );
         }
         outcomes
+    }
+}
+
+/// What a load that met an outage of the replay store recorded, counted.
+pub struct Outcomes {
+    pub accepted: usize,
+    pub replayed: usize,
+    pub unavailable: usize,
+    /// The jtis whose launch was accepted.
+    pub accepted_jtis: HashSet<String>,
+}
+
+impl Outcomes {
+    /// Count `outcomes` and check what must hold after an outage: only accepted, replayed
+    /// and 503; the load met the outage (at least one 503); no jti reached the upstream
+    /// twice (`seen`: its requests per jti); each accepted jti once, and no jti was
+    /// accepted twice.
+    pub fn no_jti_twice(
+        outcomes: &[(String, String)],
+        seen: &HashMap<String, usize>,
+        what: &str,
+    ) -> Outcomes {
+        let count = |o: &str| outcomes.iter().filter(|(_, x)| x == o).count();
+        let (accepted, replayed, unavailable) = (
+            count("accepted"),
+            count("replayed"),
+            count("replay_store_unavailable"),
+        );
+        eprintln!(
+            "{what}: {} launches under load: {accepted} accepted, {replayed} replayed, \
+             {unavailable} 503",
+            outcomes.len()
+        );
+        assert_eq!(
+            accepted + replayed + unavailable,
+            outcomes.len(),
+            "only these outcomes: {outcomes:?}"
+        );
+        assert!(unavailable >= 1, "{what}: the load met the outage");
+        let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(
+            twice.is_empty(),
+            "jtis the upstream received twice: {twice:?}"
+        );
+        let accepted_jtis: HashSet<String> = outcomes
+            .iter()
+            .filter(|(_, o)| o == "accepted")
+            .map(|(jti, _)| jti.clone())
+            .collect();
+        assert_eq!(accepted_jtis.len(), accepted, "no jti accepted twice");
+        for jti in &accepted_jtis {
+            assert_eq!(
+                seen.get(jti),
+                Some(&1),
+                "accepted {jti} reached the upstream once"
+            );
+        }
+        Outcomes {
+            accepted,
+            replayed,
+            unavailable,
+            accepted_jtis,
+        }
     }
 }

@@ -24,12 +24,12 @@ pub use guard::{
     module_key_file, outcome, post_form, toml_str, unique_issuer, within,
 };
 pub use host::{
-    ConfigFile, TempDir, accept_each, closed_origin, closed_url, eventually, free_port, loopback,
-    needs, path_str, probe, read_http1_response, temp_file, wait_ok,
+    ConfigFile, TempDir, Watchdog, accept_each, closed_origin, closed_url, eventually, free_port,
+    loopback, needs, path_str, probe, read_http1_response, reap, temp_file, wait_ok,
 };
 pub use jar::{Browser, SetCookie, set_cookies};
 pub use jwks::{JwksServer, Mode};
-pub use launch_load::{LaunchLoad, Mint, jti_of};
+pub use launch_load::{LaunchLoad, Mint, Outcomes, jti_of};
 pub use mint::{Alg, SigningKey};
 pub use process::{BIN, DemoRun, Finished, Served, command, program, run};
 pub use redis::{Redis, redis_installed};

@@ -13,7 +13,7 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
 use super::guard::{GuardBuilder, within};
-use super::host::{ConfigFile, free_port, wait_ok};
+use super::host::{ConfigFile, free_port, reap, wait_ok};
 
 /// The guard binary Cargo built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_hti-guard");
@@ -233,9 +233,7 @@ impl Served {
 
     /// Waits for the exit and gives what it wrote.
     pub async fn finish(mut self) -> Finished {
-        let status = within(LIMIT, "hti-guard serve to exit", self.child.wait())
-            .await
-            .expect("wait");
+        let status = reap(&mut self.child, "hti-guard serve", LIMIT).await;
         let stdout = within(LIMIT, "stdout", &mut self.stdout).await.unwrap();
         let stderr = within(LIMIT, "stderr", &mut self.stderr).await.unwrap();
         Finished {

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-use super::host::{TempDir, eventually, free_port, needs, path_str, probe};
+use super::host::{TempDir, eventually, free_port, needs, path_str, probe, reap};
 
 /// The bound on a server coming up.
 const UP: Duration = Duration::from_secs(30);
@@ -154,10 +154,11 @@ impl Redis {
         eventually(UP, "redis-server answering PING", || ping(port, password)).await;
     }
 
-    /// SIGKILL (tokio's `kill`), and waits for the exit.
+    /// SIGKILL, and waits (bounded) for the exit.
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            child.kill().await.expect("SIGKILL redis-server");
+            child.start_kill().expect("SIGKILL redis-server");
+            reap(&mut child, "redis-server", UP).await;
         }
     }
 
