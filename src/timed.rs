@@ -141,6 +141,10 @@ impl<T> TimedIo<T> {
         }
     }
 
+    pub(crate) fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
     /// Pass a write's outcome on; a write that waits counts against the limit.
     fn timed<R>(
         &mut self,

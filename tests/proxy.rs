@@ -477,6 +477,51 @@ async fn h2c_prior_knowledge_is_served() {
     assert!(echo.body.is_empty());
 }
 
+/// The HTTP/2 preface (RFC 9113, section 3.4) and an empty SETTINGS frame.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const EMPTY_SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2c_preface_sent_in_two_pieces_is_still_http2() {
+    let fx = Fixture::start().await;
+    let mut stream = tokio::net::TcpStream::connect(fx.guard.public)
+        .await
+        .unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream.write_all(&PREFACE[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    stream.write_all(&PREFACE[10..]).await.unwrap();
+    stream.write_all(EMPTY_SETTINGS).await.unwrap();
+    // The server's first frame is its SETTINGS, not an HTTP/1 answer.
+    let mut frame = [0u8; 9];
+    within(
+        LIMIT,
+        "the guard's first frame",
+        stream.read_exact(&mut frame),
+    )
+    .await
+    .unwrap();
+    assert_eq!(frame[3], 4, "a SETTINGS frame, got {frame:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preface_that_never_ends_is_cut_off_at_the_header_timeout() {
+    let fx = Fixture::start_with(|builder| builder.set_str("timeouts.request_headers", "1s")).await;
+    let mut stream = tokio::net::TcpStream::connect(fx.guard.public)
+        .await
+        .unwrap();
+    stream.write_all(&PREFACE[..16]).await.unwrap();
+    let mut buffer = [0u8; 64];
+    let read = within(
+        Duration::from_secs(15),
+        "the guard closing a connection whose preface never ends",
+        stream.read(&mut buffer),
+    )
+    .await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert_eq!(fx.upstream.hits(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_listener() {
     let dir = TempDir::new();
