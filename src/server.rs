@@ -135,8 +135,8 @@ enum Speaks {
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// What a plain connection's first bytes say it speaks: HTTP/2 with prior knowledge (h2c)
-/// when they are the preface, else HTTP/1.x. `None`: nothing to serve (none of the preface
-/// by `limit`, the header read timeout, or the connection closed first).
+/// when they are the preface, else HTTP/1.x; `None` while they are only the preface's
+/// beginning.
 fn speaks(first: &[u8]) -> Option<Speaks> {
     let n = first.len().min(H2_PREFACE.len());
     if first[..n] != H2_PREFACE[..n] {
@@ -152,23 +152,22 @@ fn speaks(first: &[u8]) -> Option<Speaks> {
 /// socket for hyper to read. (hyper-util's `auto` reads them and hands them back as a
 /// first read of 24 bytes, after which hyper's HTTP/1 read buffer doubles to 16 KiB for
 /// the connection's life: 1.6 MB at 200 connections.) A client that has sent part of the
-/// preface and no more is peeked at again, backing off, until `limit`; then, or at EOF or
-/// an error, `None`.
+/// preface and no more is peeked at again, backing off. `None` when nothing tells by
+/// `limit` (the header read timeout), or at EOF or an error.
 async fn sniff(stream: &TcpStream, limit: Duration) -> Option<Speaks> {
-    let deadline = tokio::time::Instant::now() + limit;
-    let mut first = [0u8; H2_PREFACE.len()];
-    let mut pause = wheel::TICK;
-    loop {
-        let n = stream.peek(&mut first).await.ok().filter(|n| *n > 0)?;
-        if let Some(speaks) = speaks(&first[..n]) {
-            return Some(speaks);
+    let told = async {
+        let mut first = [0u8; H2_PREFACE.len()];
+        let mut pause = wheel::TICK;
+        loop {
+            let n = stream.peek(&mut first).await.ok().filter(|n| *n > 0)?;
+            if let Some(speaks) = speaks(&first[..n]) {
+                return Some(speaks);
+            }
+            wheel::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
         }
-        if tokio::time::Instant::now() + pause > deadline {
-            return None;
-        }
-        wheel::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(1));
-    }
+    };
+    wheel::timeout(limit, told).await.ok().flatten()
 }
 
 /// The worker threads of the public listener. Each runs a single-threaded runtime that

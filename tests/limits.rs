@@ -481,3 +481,18 @@ fn shell_with_nofile(nofile: u32, config: &str) -> tokio::process::Command {
     command.env("RUST_LOG", "info");
     command
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_admin_connection_is_closed_after_its_header_timeout() {
+    let fx = Fixture::start().await;
+    let mut stream = TcpStream::connect(fx.guard.admin).await.unwrap();
+    let mut byte = [0u8; 1];
+    // The admin listener's bound on a request's head is 10 s.
+    let read = within(
+        Duration::from_secs(20),
+        "the admin listener closing a connection that sends nothing",
+        stream.read(&mut byte),
+    )
+    .await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
