@@ -130,7 +130,7 @@ fn header_rewrite(c: &mut Criterion) {
             HeaderValue::from_static(value),
         );
     }
-    let client = "10.1.2.3".parse().unwrap();
+    let client = headers::client_address("10.1.2.3".parse().unwrap());
     c.bench_function("headers/rewrite", |b| {
         b.iter(|| {
             let mut h = incoming.clone();
@@ -138,7 +138,7 @@ fn header_rewrite(c: &mut Criterion) {
             headers::strip_reserved(&mut h);
             headers::strip_hop_by_hop(&mut h, None);
             let host = h.get(http::header::HOST).cloned();
-            headers::set_forwarded(&mut h, client, false, host, false);
+            headers::set_forwarded(&mut h, &client, false, host, false);
             h.insert(headers::X_REQUEST_ID, HeaderValue::from_str(&id).unwrap());
             h
         })
@@ -277,7 +277,7 @@ fn launch_in_process(c: &mut Criterion) {
         );
     }
     let fields = &config.launch.token_fields;
-    let client = "10.1.2.3".parse().unwrap();
+    let client = headers::client_address("10.1.2.3".parse().unwrap());
     let next = AtomicU64::new(0);
     c.bench_function("launch/in_process", |b| {
         b.iter(|| {
@@ -288,7 +288,7 @@ fn launch_in_process(c: &mut Criterion) {
             headers::strip_reserved(&mut h);
             headers::strip_hop_by_hop(&mut h, None);
             let host = h.get(http::header::HOST).cloned();
-            headers::set_forwarded(&mut h, client, false, host, false);
+            headers::set_forwarded(&mut h, &client, false, host, false);
             if let Ok(verified) =
                 runtime.block_on(verifier.verify(&extracted.token, SystemTime::now()))
             {

@@ -254,9 +254,10 @@ fn is_client_forwarding(name: &HeaderName) -> bool {
 /// `$proxy_add_x_forwarded_for` and Envoy's `xff_num_trusted_hops` do: `X-Forwarded-For`
 /// is the incoming list with the peer appended, `-Proto`, `-Host` and `Forwarded` are kept
 /// when present (`-Proto` and `-Host` set as above otherwise); the rest still goes.
+/// `client` is the peer's address as [`client_address`] writes it, once per connection.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    client: IpAddr,
+    client: &HeaderValue,
     tls: bool,
     host: Option<HeaderValue>,
     trusted: bool,
@@ -281,17 +282,15 @@ pub fn set_forwarded(
             headers.remove(name);
         }
     }
-    let mut buf = [0u8; 39];
-    let client = ip_text(client, &mut buf);
     let value = match kept.for_ {
         Some(mut chain) => {
             chain.extend_from_slice(b", ");
-            chain.extend_from_slice(client);
-            HeaderValue::from_bytes(&chain)
+            chain.extend_from_slice(client.as_bytes());
+            HeaderValue::from_bytes(&chain).ok()
         }
-        None => HeaderValue::from_bytes(client),
+        None => Some(client.clone()),
     };
-    if let Ok(value) = value {
+    if let Some(value) = value {
         headers.insert(X_FORWARDED_FOR, value);
     }
     let proto = kept
@@ -304,6 +303,13 @@ pub fn set_forwarded(
     for value in kept.forwarded {
         headers.append(header::FORWARDED, value);
     }
+}
+
+/// A peer's address as the header value `X-Forwarded-For` gets: made once for a connection,
+/// so that its requests share it instead of writing and allocating it each.
+pub fn client_address(ip: IpAddr) -> HeaderValue {
+    let mut buf = [0u8; 39];
+    HeaderValue::from_bytes(ip_text(ip, &mut buf)).expect("an IP address is a header value")
 }
 
 /// `ip` as text in `buf` (39 bytes hold the longest IPv6 address): an IPv4 address digit

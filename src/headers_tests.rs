@@ -197,7 +197,7 @@ fn forwarded_headers_are_what_the_guard_saw() {
     ]);
     set_forwarded(
         &mut h,
-        "127.0.0.1".parse().unwrap(),
+        &client_address("127.0.0.1".parse().unwrap()),
         false,
         Some(HeaderValue::from_static("app.example")),
         false,
@@ -219,13 +219,19 @@ fn forwarded_headers_are_what_the_guard_saw() {
     assert_eq!(h["x-forwarded-host"], "app.example");
 
     let mut h = map(&[("x-forwarded-host", "evil.example")]);
-    set_forwarded(&mut h, "::1".parse().unwrap(), true, None, false);
+    set_forwarded(
+        &mut h,
+        &client_address("::1".parse().unwrap()),
+        true,
+        None,
+        false,
+    );
     assert_eq!(h["x-forwarded-for"], "::1");
     assert_eq!(h["x-forwarded-proto"], "https");
     assert!(h.get("x-forwarded-host").is_none());
     let mut h = HeaderMap::new();
     let long: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap();
-    set_forwarded(&mut h, long, false, None, false);
+    set_forwarded(&mut h, &client_address(long), false, None, false);
     assert_eq!(
         h["x-forwarded-for"],
         "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
@@ -269,7 +275,7 @@ fn a_trusted_proxy_chain_is_kept_and_extended() {
     ]);
     set_forwarded(
         &mut h,
-        "10.0.0.2".parse().unwrap(),
+        &client_address("10.0.0.2".parse().unwrap()),
         false,
         Some(HeaderValue::from_static("app.internal")),
         true,
@@ -295,7 +301,7 @@ fn a_trusted_proxy_chain_is_kept_and_extended() {
     let mut h = HeaderMap::new();
     set_forwarded(
         &mut h,
-        "::1".parse().unwrap(),
+        &client_address("::1".parse().unwrap()),
         true,
         Some(HeaderValue::from_static("app.example")),
         true,

@@ -63,10 +63,22 @@ macro_rules! log_rejection {
 }
 
 /// Where a request came from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Peer {
     pub addr: std::net::SocketAddr,
     pub tls: bool,
+    /// `addr`'s IP as `X-Forwarded-For` gets it ([`headers::client_address`]).
+    pub address: HeaderValue,
+}
+
+impl Peer {
+    pub(crate) fn new(addr: std::net::SocketAddr, tls: bool) -> Peer {
+        Peer {
+            addr,
+            tls,
+            address: headers::client_address(addr.ip()),
+        }
+    }
 }
 
 /// The request handler of the public listener. Clones share everything, the upstream
@@ -172,10 +184,10 @@ impl Proxy {
     pub(crate) fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
-        peer: Peer,
+        peer: &Peer,
         in_flight: InFlight,
         overloaded: bool,
-    ) -> Handling<impl Future<Output = Result<Response<UpstreamBody>, Rejection>> + Send + 'static>
+    ) -> Handling<impl Future<Output = Result<Response<UpstreamBody>, Rejection>> + Send + use<>>
     {
         if overloaded {
             let response = self.overloaded(&request);
@@ -217,7 +229,7 @@ impl Proxy {
                     exchange,
                 };
                 Handling::Slow {
-                    future: Box::pin(held.slow(request, route, upgrade, peer, in_flight)),
+                    future: Box::pin(held.slow(request, route, upgrade, peer.clone(), in_flight)),
                 }
             }
         }
@@ -252,7 +264,7 @@ impl Proxy {
 
     /// The stages up to the upstream, each using `?`; what they decide goes into
     /// `exchange`.
-    fn run(&self, mut request: Request<Incoming>, peer: Peer, exchange: &mut Exchange) -> Next {
+    fn run(&self, mut request: Request<Incoming>, peer: &Peer, exchange: &mut Exchange) -> Next {
         let upgrade = match self.receive(&mut request, exchange) {
             Ok(upgrade) => upgrade,
             Err(rejection) => return Next::Done(Err(rejection)),
@@ -651,7 +663,7 @@ impl Proxy {
     fn outgoing(
         &self,
         request: &mut Request<Outgoing>,
-        peer: Peer,
+        peer: &Peer,
         upgrade: &Option<HeaderValue>,
         exchange: &Exchange,
     ) -> Result<Option<OnUpgrade>, Rejection> {
@@ -662,12 +674,14 @@ impl Proxy {
                 .headers_mut()
                 .insert(header::HOST, self.upstream.host().clone());
         }
-        *request.uri_mut() = self.upstream.uri_for(request.uri().path_and_query())?;
+        if let Some(uri) = self.upstream.uri_for(request.uri())? {
+            *request.uri_mut() = uri;
+        }
         *request.version_mut() = Version::HTTP_11;
         let headers = request.headers_mut();
         let ip = peer.addr.ip();
         let trusted = self.trusted_proxies.iter().any(|c| c.contains(ip));
-        headers::set_forwarded(headers, ip, peer.tls, host, trusted);
+        headers::set_forwarded(headers, &peer.address, peer.tls, host, trusted);
         headers.insert(headers::X_REQUEST_ID, exchange.reference.clone());
         Ok(client_upgrade)
     }

@@ -333,10 +333,7 @@ pub(crate) async fn serve_public(
                 }
                 _ = stopped(&mut stop) => return,
             }
-            let peer = Peer {
-                addr,
-                tls: tls.is_some(),
-            };
+            let peer = Peer::new(addr, tls.is_some());
             let activity = Activity::new();
             let tracked = activity.clone();
             let service = service_fn(move |request: Request<Incoming>| {
@@ -344,7 +341,8 @@ pub(crate) async fn serve_public(
                 // flow-control credit; HTTP/1 ones have the write timeout.
                 let in_flight = tracked.begin(request.version() == http::Version::HTTP_2);
                 let refuse = overload.as_ref().is_some_and(|o| o.is_overloaded());
-                live.current(index).handle(request, peer, in_flight, refuse)
+                live.current(index)
+                    .handle(request, &peer, in_flight, refuse)
             });
             let stream = TimedIo::new(stream, idle);
             let idle = Some((activity, idle));

@@ -206,8 +206,13 @@ impl Upstream {
         Either::Left(self.timed(body))
     }
 
-    /// The request target (origin form) upstream for a request's path and query.
-    pub(crate) fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, Rejection> {
+    /// The request target (origin form) upstream for a request's target; `None` when it is
+    /// that already (an HTTP/1 request's path and query, no prefix to add), as most are.
+    pub(crate) fn uri_for(&self, target: &Uri) -> Result<Option<Uri>, Rejection> {
+        let no_prefix = self.link.config.path_prefix.is_empty();
+        if no_prefix && target.scheme().is_none() && target.authority().is_none() {
+            return Ok(None);
+        }
         // The path was normalised and the prefix checked at load: a failure is a bug of ours.
         let cannot = || {
             Rejection::internal(
@@ -215,7 +220,7 @@ impl Upstream {
                 "request path cannot be forwarded",
             )
         };
-        let pq = match (path_and_query, self.link.config.path_prefix.is_empty()) {
+        let pq = match (target.path_and_query(), no_prefix) {
             (Some(pq), true) => pq.clone(),
             (None, true) => PathAndQuery::from_static("/"),
             (pq, false) => {
@@ -226,7 +231,7 @@ impl Upstream {
         };
         let mut parts = http::uri::Parts::default();
         parts.path_and_query = Some(pq);
-        Uri::from_parts(parts).map_err(|_| cannot())
+        Uri::from_parts(parts).map(Some).map_err(|_| cannot())
     }
 
     /// The `Host` header of a request whose client sent none.

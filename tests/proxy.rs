@@ -61,6 +61,49 @@ async fn passthrough_keeps_method_path_host_and_sets_forwarded_headers() {
     assert!(echo.hti_headers().is_empty());
 }
 
+/// The target sent upstream is origin-form: an absolute-form request line (as a forward
+/// proxy's client sends) loses its scheme and authority, and the path of `upstream`'s URL
+/// goes before every path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_target_is_origin_form_under_the_upstream_path() {
+    let backends = Backends::start(JwksServer::start(&[mint::shared_key(Alg::RS512)]).await).await;
+    let base = format!("{}/base/", backends.upstream.url());
+    let prefixed = backends.builder().set_str("upstream", &base).start().await;
+    let plain = backends.builder().start().await;
+    let cases = [
+        (&plain, "GET /a/b?q=1 HTTP/1.1", "/a/b?q=1"),
+        (
+            &plain,
+            "GET http://elsewhere.example/a/b?q=1 HTTP/1.1",
+            "/a/b?q=1",
+        ),
+        (&prefixed, "GET /a/b?q=1 HTTP/1.1", "/base/a/b?q=1"),
+        (&prefixed, "GET / HTTP/1.1", "/base/"),
+        (
+            &prefixed,
+            "GET http://elsewhere.example/a HTTP/1.1",
+            "/base/a",
+        ),
+    ];
+    for (guard, line, upstream_saw) in cases {
+        let mut stream = tokio::net::TcpStream::connect(guard.public)
+            .await
+            .expect("connect");
+        let head = format!("{line}\r\nHost: module.example\r\nConnection: close\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.expect("write");
+        let mut answer = Vec::new();
+        within(LIMIT, line, stream.read_to_end(&mut answer))
+            .await
+            .expect("read");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{line}: {answer}");
+        let body = &answer[answer.find("\r\n\r\n").expect("a head") + 4..];
+        let echo: common::upstream::Echo = serde_json::from_str(body)
+            .unwrap_or_else(|e| panic!("{line}: not an echo ({e}): {body}"));
+        assert_eq!(echo.uri, upstream_saw, "{line}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_id_is_kept_when_sane_and_replaced_otherwise() {
     let fx = Fixture::start().await;

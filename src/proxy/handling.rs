@@ -51,7 +51,7 @@ impl Held {
         let exchange = &mut self.exchange;
         let outcome = match proxy.slow(request, route, exchange).await {
             Ok(Launched::Forward(mut request)) => {
-                match proxy.outgoing(&mut request, peer, &upgrade, exchange) {
+                match proxy.outgoing(&mut request, &peer, &upgrade, exchange) {
                     Ok(client_upgrade) => {
                         let started = Instant::now();
                         let sent = proxy.upstream.send(request).await;
