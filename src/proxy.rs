@@ -183,7 +183,7 @@ impl Proxy {
     /// connection's [`InFlight`] count.
     pub(crate) fn handle(
         self: Arc<Self>,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         peer: &Peer,
         in_flight: InFlight,
         overloaded: bool,
@@ -194,8 +194,9 @@ impl Proxy {
             return Handling::answered(response, in_flight);
         }
         let mut exchange = Exchange::new(request.headers());
-        match self.run(request, peer, &mut exchange) {
-            Next::Forward(mut request, upgrade) => {
+        match self.run(&mut request, peer, &mut exchange) {
+            Next::Forward(upgrade) => {
+                let mut request = request.map(|body| self.upstream.outgoing(body));
                 match self.outgoing(&mut request, peer, &upgrade, &exchange) {
                     Ok(client_upgrade) => {
                         let started = Instant::now();
@@ -223,7 +224,7 @@ impl Proxy {
                 let response = self.finish(&mut exchange, outcome);
                 Handling::answered(response, in_flight)
             }
-            Next::Slow(request, route, upgrade) => {
+            Next::Slow(route, upgrade) => {
                 let held = Held {
                     proxy: self,
                     exchange,
@@ -264,8 +265,8 @@ impl Proxy {
 
     /// The stages up to the upstream, each using `?`; what they decide goes into
     /// `exchange`.
-    fn run(&self, mut request: Request<Incoming>, peer: &Peer, exchange: &mut Exchange) -> Next {
-        let upgrade = match self.receive(&mut request, exchange) {
+    fn run(&self, request: &mut Request<Incoming>, peer: &Peer, exchange: &mut Exchange) -> Next {
+        let upgrade = match self.receive(request, exchange) {
             Ok(upgrade) => upgrade,
             Err(rejection) => return Next::Done(Err(rejection)),
         };
@@ -280,12 +281,12 @@ impl Proxy {
                 self.module.jwks().clone(),
                 self.module.jwks_cache_control().clone(),
             )))),
-            Route::Logout => Next::Done(self.logout(&request, exchange)),
+            Route::Logout => Next::Done(self.logout(request, exchange)),
             Route::Passthrough => match self.admit(request, &exchange.session) {
-                Ok(request) => Next::Forward(request, upgrade),
+                Ok(()) => Next::Forward(upgrade),
                 Err(rejection) => Next::Done(Err(rejection)),
             },
-            Route::Callback | Route::Launch(_) => Next::Slow(request, route, upgrade),
+            Route::Callback | Route::Launch(_) => Next::Slow(route, upgrade),
         }
     }
 
@@ -476,10 +477,9 @@ impl Proxy {
     /// protected path when there is none.
     fn admit(
         &self,
-        request: Request<Incoming>,
+        request: &mut Request<Incoming>,
         session: &SessionState,
-    ) -> Result<Request<Outgoing>, Rejection> {
-        let mut request = request.map(|body| self.upstream.outgoing(body));
+    ) -> Result<(), Rejection> {
         match (session, &self.sessions) {
             (SessionState::Valid { launch, .. }, _) => {
                 headers::set_trusted(request.headers_mut(), launch)?;
@@ -492,7 +492,7 @@ impl Proxy {
             }
             _ => {}
         }
-        Ok(request)
+        Ok(())
     }
 
     /// A launch: verified (the decision recorded for `finish` to count and log); then
@@ -811,17 +811,18 @@ impl Proxy {
 /// The methods proxied on a path that is not a launch path: all but CONNECT.
 const ANY_METHOD: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE";
 
-/// What an accepted launch becomes.
-/// Where [`Proxy::run`] leaves a request.
+/// Where [`Proxy::run`] leaves a request (which stays with the caller, so that it is not
+/// moved through each stage and back).
 enum Next {
     /// Answered (or refused) without the upstream.
     Done(Result<Response<Body>, Rejection>),
     /// A passthrough request for the upstream, with the websocket switch it asked for.
-    Forward(Request<Outgoing>, Option<HeaderValue>),
+    Forward(Option<HeaderValue>),
     /// A launch, a SHOF login or the SHOF callback: [`Proxy::slow`].
-    Slow(Request<Incoming>, Route, Option<HeaderValue>),
+    Slow(Route, Option<HeaderValue>),
 }
 
+/// What an accepted launch becomes.
 enum Launched {
     /// The request to forward, token fields removed and trusted headers set.
     Forward(Request<Outgoing>),

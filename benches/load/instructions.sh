@@ -173,5 +173,5 @@ print("|---|---:|---:|---:|")
 for name, value in per.items():
     floor = value / per["hyper-floor"]
     ngx = value / per["nginx"]
-    print(f"| {label[name]} | {value / 1000:.1f} k | {floor:.2f} | {ngx:.2f} |")
+    print(f"| {label[name]} | {value / 1000:.2f} k | {floor:.2f} | {ngx:.2f} |")
 EOF
