@@ -21,10 +21,12 @@ FROM rust:1.95-slim-bookworm AS build
 WORKDIR /build
 
 # Dependencies first, compiled against placeholder sources: this layer is reused as long as
-# Cargo.toml, Cargo.lock, build.rs and symbol-order.txt (the linker's function order, which
-# build.rs hands to the linker) do not change. (benches/verify.rs must exist:
-# Cargo.toml declares it. No .git is copied: `hti-guard --version` says revision "unknown".)
+# Cargo.toml, Cargo.lock, build.rs, symbol-order.txt (the linker's function order, which
+# build.rs hands to the linker) and .cargo/config.toml (the symbol names that file uses) do
+# not change. (benches/verify.rs must exist: Cargo.toml declares it. No .git is copied:
+# `hti-guard --version` says revision "unknown".)
 COPY Cargo.toml Cargo.lock build.rs symbol-order.txt ./
+COPY .cargo .cargo
 RUN mkdir -p src benches \
     && echo 'fn main() {}' > src/main.rs \
     && : > src/lib.rs \

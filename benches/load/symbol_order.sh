@@ -6,18 +6,20 @@
 # Why: a page of the binary's code that is touched once stays resident, and the kernel maps
 # a whole 64 KiB window around each fault. In the default layout the 2 MB of functions that
 # start-up, launches and the passthrough hop run are spread over 115 of .text's 145 windows,
-# so 6.4 MB of the 9.1 MB of code was resident; laid out together, 2.3 MB is (BENCHMARKS.md,
-# issue 17). Instruction counts do not change; only where the code sits.
+# so 6.3-6.9 MB of the 9.5 MB of code was resident; laid out together, 3.0 MB is
+# (BENCHMARKS.md, issue 17). Instruction counts do not change; only where the code sits.
 #
 # How: the release guard runs under `valgrind --tool=callgrind --demangle=no` through
 # start-up, its first JWKS fetch, launches (accepted, replayed, refused), passthrough
 # requests on HTTP/1.1 and h2c, a session cookie, /metrics, /healthz and /readyz, and its
 # graceful stop; every function with its own (self) instruction count is listed, most
-# first, when the binary defines it. Symbol names carry a hash of the crate's metadata
-# (its version, features, the compiler), not of the code: they stay valid across edits of
-# the code and are regenerated when a dependency or the compiler changes. Names the binary
-# no longer defines are skipped by the linker; functions not listed follow in the default
-# order. The script prints how many of the names in the file as it was the binary defines:
+# first, when the binary defines it. The names are Rust's v0 mangling (.cargo/config.toml):
+# a function's path (a generic one's with its arguments) and a hash of its crate's
+# metadata (version, features, the compiler), with no hash of the function's type as the
+# legacy names had, so they stay valid when a function's code or signature changes; a
+# renamed or new function, a dependency update or a new compiler needs the file rewritten.
+# Names the binary no longer defines are skipped by the linker; functions not listed follow
+# in the default order. The script prints how many of the names in the file as it was the binary defines:
 # how stale it had become.
 #
 #   benches/load/symbol_order.sh            # build, profile, write symbol-order.txt
