@@ -186,3 +186,13 @@ proxy_conf() {
 }
 EOF
 }
+
+# start_upstream PORT: the bench issuer's RS512 keys (issuer_keys) and the upstream nginx
+# (upstream_conf: a static body and the issuer's /jwks.json) on PORT, running and answering.
+start_upstream() {
+  issuer_keys RS512
+  upstream_conf "$1" >"$WORK/upstream.conf"
+  nginx -p "$WORK" -e "$WORK/upstream.err" -c "$WORK/upstream.conf" &
+  PIDS+=($!)
+  wait_port "$1" /jwks.json
+}

@@ -49,11 +49,7 @@ P_ADMIN=$((BASE_PORT + 3))
 ISS="https://portal.bench.example"
 AUD="https://module.bench.example"
 
-issuer_keys RS512
-upstream_conf "$P_UP" >"$WORK/upstream.conf"
-nginx -p "$WORK" -e "$WORK/upstream.err" -c "$WORK/upstream.conf" &
-PIDS+=($!)
-wait_port "$P_UP" /jwks.json
+start_upstream "$P_UP"
 guard_conf "$P_GUARD" "$P_ADMIN" RS512 "workers = 2" >"$WORK/guard.toml"
 
 {
