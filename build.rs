@@ -8,10 +8,10 @@
 //! Also hands `symbol-order.txt` to the linker (`--symbol-ordering-file`), so that the
 //! functions a running guard executes sit together at the start of its code and the rest
 //! is never paged in: about 3.5 MiB less resident memory (benches/load/symbol_order.sh
-//! writes the file and says why; its names are v0-mangled, as .cargo/config.toml asks). Only where the linker is LLD, Rust's default on
-//! x86_64-unknown-linux-gnu since 1.90, and nobody chose another: no `linker` in Cargo's
-//! configuration, nothing about linking in RUSTFLAGS. `HTI_GUARD_SYMBOL_ORDER=off` leaves
-//! the default layout.
+//! writes the file and says why; its names are v0-mangled, as .cargo/config.toml asks).
+//! Only where the linker is LLD, Rust's default on x86_64-unknown-linux-gnu since 1.90,
+//! and nobody chose another: no `linker` in Cargo's configuration, nothing about linking
+//! in RUSTFLAGS. `HTI_GUARD_SYMBOL_ORDER=off` leaves the default layout.
 
 use std::path::Path;
 use std::process::Command;
